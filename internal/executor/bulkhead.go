@@ -1,0 +1,76 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Bulkhead bounds the attempts of one kind that a worker runs at once. Slots are taken before
+// messages are pulled (admission), so a pulled message never waits for a slot. It is safe for
+// concurrent use.
+type Bulkhead struct {
+	mu    sync.Mutex
+	free  int
+	size  int
+	avail chan struct{} // signalled (non-blocking) when slots are released
+}
+
+// NewBulkhead returns a bulkhead of size slots.
+func NewBulkhead(size int) (*Bulkhead, error) {
+	if size < 1 {
+		return nil, fmt.Errorf("bulkhead size must be at least 1, got %d", size)
+	}
+	return &Bulkhead{free: size, size: size, avail: make(chan struct{}, 1)}, nil
+}
+
+// Size returns the number of slots.
+func (b *Bulkhead) Size() int { return b.size }
+
+// InUse returns the number of slots held.
+func (b *Bulkhead) InUse() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.size - b.free
+}
+
+// TryAcquire takes up to max free slots without waiting and returns how many it took.
+func (b *Bulkhead) TryAcquire(max int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := min(max, b.free)
+	b.free -= n
+	return n
+}
+
+// Acquire takes at least one and up to max slots, waiting until one is free or ctx ends.
+func (b *Bulkhead) Acquire(ctx context.Context, max int) (int, error) {
+	for {
+		if n := b.TryAcquire(max); n > 0 {
+			return n, nil
+		}
+		select {
+		case <-b.avail:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// Release gives n slots back.
+func (b *Bulkhead) Release(n int) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	b.free += n
+	if b.free > b.size {
+		b.mu.Unlock()
+		panic("executor: bulkhead released more slots than it holds")
+	}
+	b.mu.Unlock()
+	select {
+	case b.avail <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,14 @@
+// Package idempotency is Levee's Postgres ledger: it makes each job's effect happen once even
+// though JetStream delivers at least once.
+//
+// Every job has an idempotency key, scoped by kind. A worker claims a key before running the
+// job; the claim returns a fence, a number that grows with every new owner. Every later write for
+// that attempt (heartbeat, success, retry, dead) carries "AND fence = $fence", so a worker that
+// lost its lease (paused, partitioned, too slow) writes nothing. Leases run on the database clock.
+//
+// The API works in batches from the start: Claim takes the keys of all jobs pulled together and
+// claims them in one statement; Finish commits many outcomes in one statement. Callers that work
+// one job at a time pass slices of one.
+//
+// Foreign errors are translated here: a missing row is ErrNotFound, a lost lease is ErrLeaseLost.
+package idempotency

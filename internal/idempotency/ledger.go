@@ -1,0 +1,445 @@
+package idempotency
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config configures a Ledger.
+type Config struct {
+	// Pool is the Postgres pool. Required.
+	Pool *pgxpool.Pool
+
+	// Schema is the Postgres schema holding the ledger tables (the namespace). Default "levee".
+	Schema string
+
+	// MaxErrorBytes bounds the error text stored per key; longer texts are truncated on a UTF-8
+	// boundary. Default 2048.
+	MaxErrorBytes int
+}
+
+// Ledger is the idempotency ledger. It is safe for concurrent use; most callers want Claim and
+// Finish.
+type Ledger struct {
+	pool          *pgxpool.Pool
+	schema        string
+	maxErrorBytes int
+	q             queries
+}
+
+// New returns a Ledger for cfg. It does not touch the database; call Migrate first.
+func New(cfg Config) (*Ledger, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("idempotency: Config.Pool is required")
+	}
+	schema := cmp.Or(cfg.Schema, "levee")
+	l := &Ledger{
+		pool:          cfg.Pool,
+		schema:        schema,
+		maxErrorBytes: cmp.Or(cfg.MaxErrorBytes, 2048),
+	}
+	if l.maxErrorBytes < 0 {
+		return nil, fmt.Errorf("idempotency: Config.MaxErrorBytes must be positive, got %d", cfg.MaxErrorBytes)
+	}
+	l.q = newQueries(pgx.Identifier{schema}.Sanitize())
+	return l, nil
+}
+
+// Schema returns the schema the ledger lives in.
+func (l *Ledger) Schema() string { return l.schema }
+
+// ClaimRequest asks to own one job's key for a lease.
+type ClaimRequest struct {
+	JobID       string
+	Kind        string
+	Key         string
+	PayloadHash []byte
+	EnqueuedAt  time.Time
+	// Lease is how long the claim holds without a heartbeat, on the database clock.
+	Lease time.Duration
+}
+
+// ClaimStatus says what a claim found.
+type ClaimStatus int
+
+const (
+	// Claimed: the caller owns the key until the lease ends; run the job.
+	Claimed ClaimStatus = iota + 1
+	// Busy: another owner holds a live lease, or the key's next attempt is not due yet. Wait
+	// ClaimResult.Wait and try again (NakWithDelay).
+	Busy
+	// AlreadySucceeded: the key's effect is done (by ClaimResult.Owner). Ack without running.
+	AlreadySucceeded
+	// AlreadyDead: the key is dead (ClaimResult.Reason). Do not run.
+	AlreadyDead
+	// PayloadMismatch: the key was used before with a different payload. Permanent.
+	PayloadMismatch
+)
+
+func (s ClaimStatus) String() string {
+	switch s {
+	case Claimed:
+		return "claimed"
+	case Busy:
+		return "busy"
+	case AlreadySucceeded:
+		return "already_succeeded"
+	case AlreadyDead:
+		return "already_dead"
+	case PayloadMismatch:
+		return "payload_mismatch"
+	}
+	return fmt.Sprintf("ClaimStatus(%d)", int(s))
+}
+
+// ClaimResult is the answer to one ClaimRequest, in the same position.
+type ClaimResult struct {
+	Status ClaimStatus
+	// Fence identifies this ownership; pass it to every later write. Set when Claimed.
+	Fence int64
+	// Attempts counts attempts on the key including this one. Set when Claimed.
+	Attempts int
+	// Owner is the job id that owns (or finished) the key. Set unless Claimed.
+	Owner string
+	// Reason is the dead reason when AlreadyDead.
+	Reason string
+	// Wait is how long to wait before trying again when Busy.
+	Wait time.Duration
+}
+
+// busyRaceWait is the retry delay when a key appeared between our snapshot and our insert.
+const busyRaceWait = time.Second
+
+// Claim claims the keys of reqs in one statement and returns one result per request, in order.
+// A key that appears more than once in reqs is claimed for its first request only; the others
+// are Busy.
+func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult, error) {
+	results := make([]ClaimResult, len(reqs))
+	if len(reqs) == 0 {
+		return results, nil
+	}
+	type kk struct{ kind, key string }
+	first := make(map[kk]int, len(reqs))
+	var (
+		idx      []int
+		jobIDs   = make([]string, 0, len(reqs))
+		kinds    = make([]string, 0, len(reqs))
+		keys     = make([]string, 0, len(reqs))
+		hashes   = make([][]byte, 0, len(reqs))
+		enqueued = make([]time.Time, 0, len(reqs))
+		leases   = make([]float64, 0, len(reqs))
+	)
+	for i, r := range reqs {
+		k := kk{r.Kind, r.Key}
+		if _, dup := first[k]; dup {
+			results[i] = ClaimResult{Status: Busy, Wait: busyRaceWait}
+			continue
+		}
+		first[k] = i
+		idx = append(idx, i)
+		jobIDs = append(jobIDs, r.JobID)
+		kinds = append(kinds, r.Kind)
+		keys = append(keys, r.Key)
+		hashes = append(hashes, r.PayloadHash)
+		enq := r.EnqueuedAt
+		if enq.IsZero() {
+			enq = time.Now()
+		}
+		enqueued = append(enqueued, enq)
+		leases = append(leases, r.Lease.Seconds())
+	}
+
+	rows, err := l.pool.Query(ctx, l.q.claim, jobIDs, kinds, keys, hashes, enqueued, leases)
+	if err != nil {
+		return nil, fmt.Errorf("claim %d keys: %w", len(jobIDs), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			ord                int
+			fence              *int64
+			attempts           *int
+			state, owner, why  *string
+			sameHash           *bool
+			leaseLeft, dueLeft *float64
+		)
+		if err := rows.Scan(&ord, &fence, &attempts, &state, &owner, &sameHash, &leaseLeft, &dueLeft, &why); err != nil {
+			return nil, fmt.Errorf("claim: scan: %w", err)
+		}
+		i := idx[ord-1]
+		results[i] = interpretClaim(fence, attempts, state, owner, sameHash, leaseLeft, dueLeft, why)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim %d keys: %w", len(jobIDs), err)
+	}
+	return results, nil
+}
+
+func interpretClaim(fence *int64, attempts *int, state, owner *string, sameHash *bool, leaseLeft, dueLeft *float64, why *string) ClaimResult {
+	if fence != nil {
+		return ClaimResult{Status: Claimed, Fence: *fence, Attempts: *attempts}
+	}
+	if state == nil {
+		// The row was inserted by another transaction after our snapshot: it is being worked.
+		return ClaimResult{Status: Busy, Wait: busyRaceWait}
+	}
+	res := ClaimResult{Owner: deref(owner)}
+	switch {
+	case sameHash != nil && !*sameHash:
+		res.Status = PayloadMismatch
+	case *state == "succeeded":
+		res.Status = AlreadySucceeded
+	case *state == "dead":
+		res.Status = AlreadyDead
+		res.Reason = deref(why)
+	case *state == "running" && leaseLeft != nil:
+		res.Status = Busy
+		res.Wait = secondsAtLeast(*leaseLeft, 100*time.Millisecond)
+	case *state == "retrying" && dueLeft != nil:
+		res.Status = Busy
+		res.Wait = secondsAtLeast(*dueLeft, 100*time.Millisecond)
+	default:
+		res.Status = Busy
+		res.Wait = busyRaceWait
+	}
+	return res
+}
+
+func secondsAtLeast(s float64, min time.Duration) time.Duration {
+	d := time.Duration(s * float64(time.Second))
+	return max(d, min)
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// Lease names one claimed key and the fence of its claim.
+type Lease struct {
+	Kind  string
+	Key   string
+	Fence int64
+}
+
+// Heartbeat extends the leases by d on the database clock, in one statement. alive[i] is false
+// where the lease was lost (the fence moved on or the key is no longer running): cancel that
+// attempt and write nothing more for it.
+func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration) (alive []bool, err error) {
+	alive = make([]bool, len(leases))
+	if len(leases) == 0 {
+		return alive, nil
+	}
+	kinds, keys, fences := splitLeases(leases)
+	rows, err := l.pool.Query(ctx, l.q.heartbeat, kinds, keys, fences, d.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
+	}
+	if err := collectOrdinals(rows, alive); err != nil {
+		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
+	}
+	return alive, nil
+}
+
+// State is a key's state in the ledger.
+type State string
+
+// The states a key moves through.
+const (
+	StateRunning   State = "running"
+	StateRetrying  State = "retrying"
+	StateSucceeded State = "succeeded"
+	StateDead      State = "dead"
+)
+
+// Outcome is the end of one attempt, to be committed with Finish.
+type Outcome struct {
+	Lease
+	// State is StateSucceeded, StateRetrying or StateDead.
+	State State
+	// Result is the handler's result as JSON, for StateSucceeded. Nil stores SQL NULL.
+	Result []byte
+	// Reason is the short dead-letter code, for StateDead.
+	Reason string
+	// Error is the attempt's error text; empty keeps the previous one.
+	Error string
+	// RetryIn is the delay before the next attempt, for StateRetrying.
+	RetryIn time.Duration
+	// Release gives the attempt back (shutdown): the key becomes retrying at once and the
+	// attempt is not counted.
+	Release bool
+}
+
+// Finish commits outcomes in one statement (one transaction) and reports which were applied.
+// applied[i] is false where the lease was lost: the caller must not ack that message, since the
+// new owner will finish it.
+func (l *Ledger) Finish(ctx context.Context, outcomes []Outcome) (applied []bool, err error) {
+	applied = make([]bool, len(outcomes))
+	if len(outcomes) == 0 {
+		return applied, nil
+	}
+	n := len(outcomes)
+	var (
+		kinds    = make([]string, n)
+		keys     = make([]string, n)
+		fences   = make([]int64, n)
+		states   = make([]string, n)
+		results  = make([]*string, n)
+		reasons  = make([]*string, n)
+		errs     = make([]*string, n)
+		retryIn  = make([]float64, n)
+		releases = make([]bool, n)
+	)
+	for i, o := range outcomes {
+		switch o.State {
+		case StateSucceeded, StateRetrying, StateDead:
+		default:
+			return nil, fmt.Errorf("finish %s/%s: invalid outcome state %q", o.Kind, o.Key, o.State)
+		}
+		kinds[i], keys[i], fences[i], states[i] = o.Kind, o.Key, o.Fence, string(o.State)
+		if o.Result != nil {
+			s := string(o.Result)
+			results[i] = &s
+		}
+		if o.Reason != "" {
+			reasons[i] = &o.Reason
+		}
+		if o.Error != "" {
+			e := Truncate(o.Error, l.maxErrorBytes)
+			errs[i] = &e
+		}
+		retryIn[i] = o.RetryIn.Seconds()
+		releases[i] = o.Release
+	}
+	rows, err := l.pool.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases)
+	if err != nil {
+		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
+	}
+	if err := collectOrdinals(rows, applied); err != nil {
+		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
+	}
+	return applied, nil
+}
+
+// Record is a job that finished without owning its key: a duplicate of a key another job
+// finished, a job whose key was reused with a different payload, or a malformed message.
+type Record struct {
+	JobID       string
+	Kind        string
+	Key         string
+	State       State // StateSucceeded or StateDead
+	Reason      string
+	Error       string
+	DuplicateOf string
+	EnqueuedAt  time.Time
+}
+
+// AddRecords stores records in one statement. A record for a job id already recorded is kept
+// as it was (the first word stands), so redeliveries are harmless.
+func (l *Ledger) AddRecords(ctx context.Context, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	n := len(recs)
+	var (
+		ids      = make([]string, n)
+		kinds    = make([]string, n)
+		keys     = make([]string, n)
+		states   = make([]string, n)
+		reasons  = make([]*string, n)
+		errs     = make([]*string, n)
+		dupOf    = make([]*string, n)
+		enqueued = make([]*time.Time, n)
+	)
+	for i, r := range recs {
+		ids[i], kinds[i], keys[i], states[i] = r.JobID, r.Kind, r.Key, string(r.State)
+		if r.Reason != "" {
+			reasons[i] = &r.Reason
+		}
+		if r.Error != "" {
+			e := Truncate(r.Error, l.maxErrorBytes)
+			errs[i] = &e
+		}
+		if r.DuplicateOf != "" {
+			dupOf[i] = &r.DuplicateOf
+		}
+		if !r.EnqueuedAt.IsZero() {
+			enqueued[i] = &r.EnqueuedAt
+		}
+	}
+	if _, err := l.pool.Exec(ctx, l.q.addRecords, ids, kinds, keys, states, reasons, errs, dupOf, enqueued); err != nil {
+		return fmt.Errorf("record %d jobs: %w", n, err)
+	}
+	return nil
+}
+
+// Reap deletes finished keys and records older than retention, up to limit rows per table, and
+// returns how many it deleted. Running and retrying keys are never reaped.
+func (l *Ledger) Reap(ctx context.Context, retention time.Duration, limit int) (int64, error) {
+	var total int64
+	for _, q := range []string{l.q.reapKeys, l.q.reapRecords} {
+		tag, err := l.pool.Exec(ctx, q, retention.Seconds(), limit)
+		if err != nil {
+			return total, fmt.Errorf("reap: %w", err)
+		}
+		total += tag.RowsAffected()
+	}
+	return total, nil
+}
+
+// Ping checks that the ledger's tables answer.
+func (l *Ledger) Ping(ctx context.Context) error {
+	var one int
+	if err := l.pool.QueryRow(ctx, l.q.ping).Scan(&one); err != nil {
+		return fmt.Errorf("ledger ping: %w", err)
+	}
+	return nil
+}
+
+func splitLeases(leases []Lease) (kinds, keys []string, fences []int64) {
+	kinds = make([]string, len(leases))
+	keys = make([]string, len(leases))
+	fences = make([]int64, len(leases))
+	for i, le := range leases {
+		kinds[i], keys[i], fences[i] = le.Kind, le.Key, le.Fence
+	}
+	return kinds, keys, fences
+}
+
+// collectOrdinals reads rows of 1-based ordinals and marks them in hit.
+func collectOrdinals(rows pgx.Rows, hit []bool) error {
+	defer rows.Close()
+	for rows.Next() {
+		var ord int
+		if err := rows.Scan(&ord); err != nil {
+			return err
+		}
+		if ord >= 1 && ord <= len(hit) {
+			hit[ord-1] = true
+		}
+	}
+	return rows.Err()
+}
+
+// Truncate shortens s to at most n bytes on a UTF-8 boundary, marking the cut with "…".
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := max(n-len(mark), 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}

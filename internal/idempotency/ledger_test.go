@@ -1,0 +1,240 @@
+package idempotency_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/leveetest"
+)
+
+func setup(t *testing.T) *idempotency.Ledger {
+	t.Helper()
+	return leveetest.Ledger(t, leveetest.Namespace(t))
+}
+
+func req(id, key, payload string, lease time.Duration) idempotency.ClaimRequest {
+	return idempotency.ClaimRequest{JobID: id, Kind: "charge", Key: key, PayloadHash: []byte(payload), Lease: lease, EnqueuedAt: time.Now()}
+}
+
+func claimOne(t *testing.T, l *idempotency.Ledger, r idempotency.ClaimRequest) idempotency.ClaimResult {
+	t.Helper()
+	res, err := l.Claim(context.Background(), []idempotency.ClaimRequest{r})
+	require.NoError(t, err)
+	return res[0]
+}
+
+func finishOne(t *testing.T, l *idempotency.Ledger, o idempotency.Outcome) bool {
+	t.Helper()
+	applied, err := l.Finish(context.Background(), []idempotency.Outcome{o})
+	require.NoError(t, err)
+	return applied[0]
+}
+
+func TestMigrateTwiceIsNoop(t *testing.T) {
+	t.Parallel()
+	ns := leveetest.Namespace(t)
+	leveetest.Ledger(t, ns)
+	applied, err := idempotency.Migrate(context.Background(), leveetest.Pool(t), ns, nil)
+	require.NoError(t, err)
+	require.Empty(t, applied)
+}
+
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	ns := leveetest.Namespace(t)
+	pool := leveetest.Pool(t)
+	t.Cleanup(func() { _ = idempotency.DropSchema(context.Background(), pool, ns) })
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	counts := make([]int, 4)
+	for i := range 4 {
+		wg.Go(func() {
+			applied, err := idempotency.Migrate(context.Background(), pool, ns, nil)
+			errs[i], counts[i] = err, len(applied)
+		})
+	}
+	wg.Wait()
+	total := 0
+	for i := range 4 {
+		require.NoError(t, errs[i])
+		total += counts[i]
+	}
+	require.Equal(t, 1, total, "each migration is applied exactly once across concurrent starters")
+}
+
+func TestClaimFinishSucceeded(t *testing.T) {
+	t.Parallel()
+	l := setup(t)
+	ctx := context.Background()
+
+	res := claimOne(t, l, req("j1", "k1", "p", time.Minute))
+	require.Equal(t, idempotency.Claimed, res.Status)
+	require.EqualValues(t, 1, res.Fence)
+	require.Equal(t, 1, res.Attempts)
+
+	st, err := l.Status(ctx, "j1")
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StateRunning, st.State)
+
+	require.True(t, finishOne(t, l, idempotency.Outcome{Lease: idempotency.Lease{Kind: "charge", Key: "k1", Fence: res.Fence},
+		State: idempotency.StateSucceeded, Result: []byte(`{"ok":true}`)}))
+
+	st, err = l.Status(ctx, "j1")
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StateSucceeded, st.State)
+	require.JSONEq(t, `{"ok":true}`, string(st.Result))
+	require.NotNil(t, st.FinishedAt)
+
+	// The same job redelivered, and another job with the same key: both are duplicates.
+	again := claimOne(t, l, req("j1", "k1", "p", time.Minute))
+	require.Equal(t, idempotency.AlreadySucceeded, again.Status)
+	require.Equal(t, "j1", again.Owner)
+	other := claimOne(t, l, req("j2", "k1", "p", time.Minute))
+	require.Equal(t, idempotency.AlreadySucceeded, other.Status)
+	require.Equal(t, "j1", other.Owner)
+
+	require.NoError(t, l.AddRecords(ctx, []idempotency.Record{{JobID: "j2", Kind: "charge", Key: "k1", State: idempotency.StateSucceeded, DuplicateOf: "j1"}}))
+	st, err = l.Status(ctx, "j2")
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StateSucceeded, st.State)
+	require.Equal(t, "j1", st.DuplicateOf)
+	require.JSONEq(t, `{"ok":true}`, string(st.Result), "a duplicate reports the result of the job that did the work")
+
+	_, err = l.Status(ctx, "nope")
+	require.ErrorIs(t, err, idempotency.ErrNotFound)
+}
+
+func TestClaimLiveLeaseIsBusy(t *testing.T) {
+	t.Parallel()
+	l := setup(t)
+	require.Equal(t, idempotency.Claimed, claimOne(t, l, req("j1", "k", "p", time.Minute)).Status)
+	res := claimOne(t, l, req("j2", "k", "p", time.Minute))
+	require.Equal(t, idempotency.Busy, res.Status)
+	require.Greater(t, res.Wait, 50*time.Second, "busy waits for the remaining lease")
+}
+
+func TestClaimPayloadMismatch(t *testing.T) {
+	t.Parallel()
+	l := setup(t)
+	require.Equal(t, idempotency.Claimed, claimOne(t, l, req("j1", "k", "p1", time.Minute)).Status)
+	res := claimOne(t, l, req("j2", "k", "p2", time.Minute))
+	require.Equal(t, idempotency.PayloadMismatch, res.Status)
+	require.Equal(t, "j1", res.Owner)
+}
+
+func TestClaimBatchWithRepeatedKey(t *testing.T) {
+	t.Parallel()
+	l := setup(t)
+	res, err := l.Claim(context.Background(), []idempotency.ClaimRequest{
+		req("a", "k1", "p", time.Minute), req("b", "k2", "p", time.Minute), req("c", "k1", "p", time.Minute),
+	})
+	require.NoError(t, err)
+	require.Equal(t, idempotency.Claimed, res[0].Status)
+	require.Equal(t, idempotency.Claimed, res[1].Status)
+	require.Equal(t, idempotency.Busy, res[2].Status, "a key repeated within one batch is claimed once")
+}
+
+// Scenario 3 at the ledger level: a zombie whose lease expired and whose key was claimed by
+// another worker writes nothing.
+func TestZombieFencedWriteUpdatesNothing(t *testing.T) {
+	t.Parallel()
+	l := setup(t)
+	ctx := context.Background()
+
+	zombie := claimOne(t, l, req("j1", "k", "p", 200*time.Millisecond))
+	require.Equal(t, idempotency.Claimed, zombie.Status)
+	time.Sleep(300 * time.Millisecond) // let the lease expire on the database clock
+
+	owner := claimOne(t, l, req("j1", "k", "p", time.Minute))
+	require.Equal(t, idempotency.Claimed, owner.Status)
+	require.Equal(t, zombie.Fence+1, owner.Fence)
+	require.Equal(t, 2, owner.Attempts)
+
+	zl := idempotency.Lease{Kind: "charge", Key: "k", Fence: zombie.Fence}
+	alive, err := l.Heartbeat(ctx, []idempotency.Lease{zl}, time.Minute)
+	require.NoError(t, err)
+	require.False(t, alive[0], "the zombie's heartbeat finds its lease lost")
+	require.False(t, finishOne(t, l, idempotency.Outcome{Lease: zl, State: idempotency.StateDead, Reason: "permanent_error", Error: "zombie"}))
+	require.False(t, finishOne(t, l, idempotency.Outcome{Lease: zl, State: idempotency.StateSucceeded, Result: []byte(`1`)}))
+
+	st, err := l.Status(ctx, "j1")
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StateRunning, st.State, "the zombie changed nothing")
+
+	ol := idempotency.Lease{Kind: "charge", Key: "k", Fence: owner.Fence}
+	require.True(t, finishOne(t, l, idempotency.Outcome{Lease: ol, State: idempotency.StateSucceeded, Result: []byte(`2`)}))
+	st, err = l.Status(ctx, "j1")
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StateSucceeded, st.State)
+	require.Equal(t, "2", string(st.Result))
+}
+
+func TestRetryingRespectsNextAttemptAndRelease(t *testing.T) {
+	t.Parallel()
+	l := setup(t)
+	ctx := context.Background()
+	first := claimOne(t, l, req("j1", "k", "p", time.Minute))
+	lease := idempotency.Lease{Kind: "charge", Key: "k", Fence: first.Fence}
+	require.True(t, finishOne(t, l, idempotency.Outcome{Lease: lease, State: idempotency.StateRetrying, Error: "503", RetryIn: time.Hour}))
+
+	early := claimOne(t, l, req("j1", "k", "p", time.Minute))
+	require.Equal(t, idempotency.Busy, early.Status, "a retry is not claimed before it is due")
+	require.Greater(t, early.Wait, 59*time.Minute)
+
+	st, err := l.Status(ctx, "j1")
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StateRetrying, st.State)
+	require.Equal(t, "503", st.LastError)
+	require.NotNil(t, st.NextAttemptAt)
+
+	// A released attempt (shutdown) is claimable at once and not counted.
+	second := claimOne(t, l, req("j9", "k2", "p", time.Minute))
+	l2 := idempotency.Lease{Kind: "charge", Key: "k2", Fence: second.Fence}
+	require.True(t, finishOne(t, l, idempotency.Outcome{Lease: l2, State: idempotency.StateRetrying, Release: true}))
+	again := claimOne(t, l, req("j9", "k2", "p", time.Minute))
+	require.Equal(t, idempotency.Claimed, again.Status)
+	require.Equal(t, 1, again.Attempts)
+}
+
+func TestDeadAndReap(t *testing.T) {
+	t.Parallel()
+	l := setup(t)
+	ctx := context.Background()
+	c := claimOne(t, l, req("j1", "k", "p", time.Minute))
+	require.True(t, finishOne(t, l, idempotency.Outcome{Lease: idempotency.Lease{Kind: "charge", Key: "k", Fence: c.Fence},
+		State: idempotency.StateDead, Reason: "permanent_error", Error: "400 Bad Request"}))
+	dup := claimOne(t, l, req("j1", "k", "p", time.Minute))
+	require.Equal(t, idempotency.AlreadyDead, dup.Status)
+	require.Equal(t, "permanent_error", dup.Reason)
+
+	n, err := l.Reap(ctx, time.Hour, 100)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing is reaped before its retention")
+	time.Sleep(10 * time.Millisecond)
+	n, err = l.Reap(ctx, time.Millisecond, 100)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+	_, err = l.Status(ctx, "j1")
+	require.ErrorIs(t, err, idempotency.ErrNotFound)
+}
+
+func TestTruncate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"abcdefghij", 6, "abc…"},
+		{"ééééé", 6, "é…"},
+	} {
+		require.Equal(t, tc.want, idempotency.Truncate(tc.in, tc.n), "Truncate(%q, %d)", tc.in, tc.n)
+		require.LessOrEqual(t, len(idempotency.Truncate(tc.in, tc.n)), max(tc.n, len(tc.want)))
+	}
+}

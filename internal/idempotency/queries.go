@@ -1,0 +1,103 @@
+package idempotency
+
+import "strings"
+
+// queries holds the ledger's SQL with the schema name filled in once, at New.
+type queries struct {
+	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, status, ping string
+}
+
+func newQueries(schema string) queries {
+	s := func(q string) string { return strings.ReplaceAll(q, "S.", schema+".") }
+	return queries{
+		// Claim: insert or take over each key in one statement (DESIGN rule 9). A key is taken
+		// over only when its payload hash matches and it is retrying and due, or running with an
+		// expired lease. Rows not claimed come back with the key's current state, read from the
+		// statement's snapshot, so the caller can tell duplicate, dead, busy and mismatch apart.
+		claim: s(`
+WITH req AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[], $6::float8[])
+        WITH ORDINALITY AS r(job_id, kind, key, hash, enqueued_at, lease_s, ord)
+), ins AS (
+    INSERT INTO S.keys AS k (kind, key, job_id, payload_hash, state, fence, attempts, lease_until, enqueued_at, started_at)
+    SELECT kind, key, job_id, hash, 'running', 1, 1, now() + make_interval(secs => lease_s), enqueued_at, now()
+    FROM req
+    ON CONFLICT (kind, key) DO UPDATE SET
+        job_id = EXCLUDED.job_id,
+        state = 'running',
+        fence = k.fence + 1,
+        attempts = k.attempts + 1,
+        lease_until = EXCLUDED.lease_until,
+        next_attempt_at = NULL,
+        enqueued_at = EXCLUDED.enqueued_at,
+        started_at = now(),
+        updated_at = now()
+    WHERE k.payload_hash = EXCLUDED.payload_hash
+      AND ((k.state = 'retrying' AND (k.next_attempt_at IS NULL OR k.next_attempt_at <= now()))
+        OR (k.state = 'running' AND k.lease_until <= now()))
+    RETURNING k.kind, k.key, k.fence, k.attempts
+)
+SELECT req.ord, ins.fence, ins.attempts, cur.state, cur.job_id, cur.payload_hash = req.hash,
+       extract(epoch FROM cur.lease_until - now())::float8,
+       extract(epoch FROM cur.next_attempt_at - now())::float8,
+       cur.reason
+FROM req
+LEFT JOIN ins ON ins.kind = req.kind AND ins.key = req.key
+LEFT JOIN S.keys cur ON ins.kind IS NULL AND cur.kind = req.kind AND cur.key = req.key`),
+
+		heartbeat: s(`
+UPDATE S.keys k SET lease_until = now() + make_interval(secs => $4), updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS l(kind, key, fence, ord)
+WHERE k.kind = l.kind AND k.key = l.key AND k.fence = l.fence AND k.state = 'running'
+RETURNING l.ord`),
+
+		// Finish: every write is fenced (DESIGN rule 10); a zombie's outcome matches no row.
+		finish: s(`
+UPDATE S.keys k SET
+    state = o.state,
+    result = CASE WHEN o.state = 'succeeded' THEN o.result::jsonb ELSE k.result END,
+    reason = o.reason,
+    last_error = COALESCE(o.error, k.last_error),
+    next_attempt_at = CASE WHEN o.state = 'retrying' THEN now() + make_interval(secs => o.retry_in) END,
+    lease_until = NULL,
+    attempts = CASE WHEN o.release THEN greatest(k.attempts - 1, 0) ELSE k.attempts END,
+    first_failed_at = CASE WHEN o.error IS NOT NULL THEN COALESCE(k.first_failed_at, now()) ELSE k.first_failed_at END,
+    finished_at = CASE WHEN o.state IN ('succeeded', 'dead') THEN now() END,
+    updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::bool[])
+    WITH ORDINALITY AS o(kind, key, fence, state, result, reason, error, retry_in, release, ord)
+WHERE k.kind = o.kind AND k.key = o.key AND k.fence = o.fence AND k.state = 'running'
+RETURNING o.ord`),
+
+		addRecords: s(`
+INSERT INTO S.job_records (id, kind, key, state, reason, last_error, duplicate_of, enqueued_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+ON CONFLICT (id) DO NOTHING`),
+
+		reapKeys: s(`
+DELETE FROM S.keys WHERE ctid IN (
+    SELECT ctid FROM S.keys
+    WHERE state IN ('succeeded', 'dead') AND finished_at < now() - make_interval(secs => $1)
+    LIMIT $2)`),
+
+		reapRecords: s(`
+DELETE FROM S.job_records WHERE ctid IN (
+    SELECT ctid FROM S.job_records WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2)`),
+
+		// Status: the key the job owns comes first, then a record of a job that finished
+		// without owning its key.
+		status: s(`
+(SELECT 0 AS src, job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text AS duplicate_of,
+        next_attempt_at, enqueued_at, started_at, finished_at, lease_until
+   FROM S.keys WHERE job_id = $1 ORDER BY updated_at DESC LIMIT 1)
+UNION ALL
+(SELECT 1, r.id, r.kind, r.key, r.state, COALESCE(k.attempts, 0), r.reason, r.last_error,
+        CASE WHEN r.state = 'succeeded' THEN k.result::text END, r.duplicate_of,
+        NULL, r.enqueued_at, NULL, r.finished_at, NULL
+   FROM S.job_records r LEFT JOIN S.keys k ON k.kind = r.kind AND k.key = r.key
+  WHERE r.id = $1)
+ORDER BY src LIMIT 1`),
+
+		ping: s(`SELECT 1 FROM S.keys LIMIT 0 UNION ALL SELECT 1`),
+	}
+}

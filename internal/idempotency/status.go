@@ -1,0 +1,55 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// JobStatus is what the ledger knows of one job id.
+type JobStatus struct {
+	JobID     string
+	Kind      string
+	Key       string
+	State     State
+	Attempts  int
+	Reason    string
+	LastError string
+	// Result is the handler's JSON result for succeeded jobs (for a duplicate, the result of
+	// the job that did the work).
+	Result []byte
+	// DuplicateOf is the id of the job that did the work, when this job was a duplicate.
+	DuplicateOf   string
+	NextAttemptAt *time.Time
+	EnqueuedAt    *time.Time
+	StartedAt     *time.Time
+	FinishedAt    *time.Time
+	LeaseUntil    *time.Time
+}
+
+// Status returns what the ledger knows of job id, or ErrNotFound.
+func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
+	var (
+		st                          JobStatus
+		src                         int
+		state                       string
+		reason, lastErr, res, dupOf *string
+	)
+	err := l.pool.QueryRow(ctx, l.q.status, id).Scan(&src, &st.JobID, &st.Kind, &st.Key, &state, &st.Attempts,
+		&reason, &lastErr, &res, &dupOf, &st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("status of job %q: %w", id, err)
+	}
+	st.State = State(state)
+	st.Reason, st.LastError, st.DuplicateOf = deref(reason), deref(lastErr), deref(dupOf)
+	if res != nil {
+		st.Result = []byte(*res)
+	}
+	return &st, nil
+}

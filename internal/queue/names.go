@@ -1,0 +1,126 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Names derives every JetStream name from a namespace. The zero value is not usable; build one
+// with NewNames.
+type Names struct {
+	ns string
+}
+
+var (
+	namespaceRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,39}$`)
+	kindRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+)
+
+// MaxIDLen and MaxKeyLen bound job ids and idempotency keys.
+const (
+	MaxIDLen  = 128
+	MaxKeyLen = 256
+)
+
+// NewNames validates namespace and returns its Names.
+func NewNames(namespace string) (Names, error) {
+	if err := ValidateNamespace(namespace); err != nil {
+		return Names{}, err
+	}
+	return Names{ns: namespace}, nil
+}
+
+// ValidateNamespace reports whether ns can name streams, subjects and a Postgres schema.
+func ValidateNamespace(ns string) error {
+	if !namespaceRE.MatchString(ns) {
+		return fmt.Errorf("invalid namespace %q: use a lowercase letter then up to 39 of [a-z0-9_]", ns)
+	}
+	return nil
+}
+
+// ValidateKind reports whether kind is one subject token of [a-z0-9][a-z0-9_-]*.
+func ValidateKind(kind string) error {
+	if !kindRE.MatchString(kind) {
+		return fmt.Errorf("invalid kind %q: a kind is 1-64 characters of [a-z0-9_-], starting with a letter or digit", kind)
+	}
+	return nil
+}
+
+// ValidateID reports whether id can be a job id: one subject token of printable ASCII without
+// '.', '*', '>' or spaces, at most MaxIDLen bytes.
+func ValidateID(id string) error {
+	if id == "" {
+		return errors.New("invalid job id: empty")
+	}
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("invalid job id %.20q…: longer than %d bytes", id, MaxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c <= ' ' || c >= 0x7f || c == '.' || c == '*' || c == '>' {
+			return fmt.Errorf("invalid job id %q: use printable ASCII without spaces, '.', '*' or '>'", id)
+		}
+	}
+	return nil
+}
+
+// ValidateKey reports whether key can be an idempotency key: non-empty, at most MaxKeyLen
+// bytes, no control characters (it travels in a header).
+func ValidateKey(key string) error {
+	if key == "" {
+		return errors.New("invalid idempotency key: empty")
+	}
+	if len(key) > MaxKeyLen {
+		return fmt.Errorf("invalid idempotency key: longer than %d bytes", MaxKeyLen)
+	}
+	if strings.ContainsFunc(key, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return errors.New("invalid idempotency key: contains control characters")
+	}
+	return nil
+}
+
+// Namespace returns the namespace.
+func (n Names) Namespace() string { return n.ns }
+
+// JobsStream is the work stream's name, e.g. LEVEE_JOBS.
+func (n Names) JobsStream() string { return strings.ToUpper(n.ns) + "_JOBS" }
+
+// DLQStream is the dead-letter stream's name, e.g. LEVEE_DLQ.
+func (n Names) DLQStream() string { return strings.ToUpper(n.ns) + "_DLQ" }
+
+// JobSubject is the subject a job is published on: <ns>.jobs.<kind>.<id>.
+func (n Names) JobSubject(kind, id string) string { return n.ns + ".jobs." + kind + "." + id }
+
+// JobsSubjects is the work stream's subject filter: <ns>.jobs.>.
+func (n Names) JobsSubjects() string { return n.ns + ".jobs.>" }
+
+// KindFilter matches every job of kind: <ns>.jobs.<kind>.*.
+func (n Names) KindFilter(kind string) string { return n.ns + ".jobs." + kind + ".*" }
+
+// AnyKindSubject matches job id under any kind: <ns>.jobs.*.<id>.
+func (n Names) AnyKindSubject(id string) string { return n.ns + ".jobs.*." + id }
+
+// DLQSubject is the subject of a job's dead-letter copy: <ns>.dlq.<kind>.<id>.
+func (n Names) DLQSubject(kind, id string) string { return n.ns + ".dlq." + kind + "." + id }
+
+// DLQSubjects is the dead-letter stream's subject filter.
+func (n Names) DLQSubjects() string { return n.ns + ".dlq.>" }
+
+// Consumer is the durable consumer name for kind, e.g. levee_charge.
+func (n Names) Consumer(kind string) string { return n.ns + "_" + kind }
+
+// parseJobSubject splits <ns>.jobs.<kind>.<id>.
+func (n Names) parseJobSubject(subject string) (kind, id string, err error) {
+	prefix := n.ns + ".jobs."
+	rest, ok := strings.CutPrefix(subject, prefix)
+	if !ok {
+		return "", "", fmt.Errorf("subject %q is not under %s", subject, n.JobsSubjects())
+	}
+	kind, id, ok = strings.Cut(rest, ".")
+	if !ok || strings.Contains(id, ".") {
+		return "", "", fmt.Errorf("subject %q is not %s<kind>.<id>", subject, prefix)
+	}
+	return kind, id, nil
+}

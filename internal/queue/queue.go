@@ -1,0 +1,257 @@
+package queue
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig sets the limits of streams this package creates. It never changes an existing
+// stream: operators own a stream once it exists.
+type StreamConfig struct {
+	// MaxBytes bounds the work stream's size; 0 means no limit. When reached, publishers get
+	// ErrStreamFull (Discard=New): queued work is never evicted.
+	MaxBytes int64
+	// MaxMsgs bounds the work stream's message count; 0 means no limit.
+	MaxMsgs int64
+	// Duplicates is JetStream's deduplication window for Nats-Msg-Id. Default 2m.
+	Duplicates time.Duration
+	// Replicas is the stream replication factor. Default 1.
+	Replicas int
+}
+
+// Config configures a Queue.
+type Config struct {
+	// Conn is a connected NATS connection. Required.
+	Conn *nats.Conn
+	// Namespace prefixes every name. Default "levee".
+	Namespace string
+	// MaxPayload bounds payloads accepted on publish and on delivery. Default DefaultMaxPayload.
+	MaxPayload int
+	// Stream holds the limits of streams created here.
+	Stream StreamConfig
+	// PublishAsyncMaxPending bounds in-flight async publishes. Default 4000.
+	PublishAsyncMaxPending int
+}
+
+// Queue is Levee's view of JetStream. It is safe for concurrent use.
+type Queue struct {
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	names      Names
+	maxPayload int
+	stream     StreamConfig
+	termReason bool
+}
+
+// New returns a Queue over cfg.Conn. It does not create anything; call EnsureStreams.
+func New(cfg Config) (*Queue, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("queue: Config.Conn is required")
+	}
+	names, err := NewNames(cmp.Or(cfg.Namespace, "levee"))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MaxPayload < 0 {
+		return nil, fmt.Errorf("queue: Config.MaxPayload must not be negative, got %d", cfg.MaxPayload)
+	}
+	js, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(cmp.Or(cfg.PublishAsyncMaxPending, 4000)))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	st := cfg.Stream
+	st.Duplicates = cmp.Or(st.Duplicates, 2*time.Minute)
+	st.Replicas = cmp.Or(st.Replicas, 1)
+	return &Queue{
+		nc:         cfg.Conn,
+		js:         js,
+		names:      names,
+		maxPayload: cmp.Or(cfg.MaxPayload, DefaultMaxPayload),
+		stream:     st,
+		termReason: ServerAtLeast(cfg.Conn.ConnectedServerVersion(), 2, 10, 4),
+	}, nil
+}
+
+// Names returns the queue's names.
+func (q *Queue) Names() Names { return q.names }
+
+// MaxPayload returns the payload bound.
+func (q *Queue) MaxPayload() int { return q.maxPayload }
+
+// ServerVersion returns the connected server's version, e.g. "2.9.10".
+func (q *Queue) ServerVersion() string { return q.nc.ConnectedServerVersion() }
+
+// SupportsTermReason reports whether the server honours TermWithReason (2.10.4 and later).
+// Older servers ignore such a term entirely, so Levee sends a plain Term to them.
+func (q *Queue) SupportsTermReason() bool { return q.termReason }
+
+// CheckJetStream reports ErrJetStreamDisabled if the server has no JetStream.
+func (q *Queue) CheckJetStream(ctx context.Context) error {
+	_, err := q.js.AccountInfo(ctx)
+	return translate(err)
+}
+
+// EnsureStreams creates the work and dead-letter streams if they are missing. Existing streams
+// are left exactly as they are.
+func (q *Queue) EnsureStreams(ctx context.Context) error {
+	if err := q.EnsureJobsStream(ctx); err != nil {
+		return err
+	}
+	return q.ensureStream(ctx, jetstream.StreamConfig{
+		Name:        q.names.DLQStream(),
+		Description: "Levee dead letters: every job that cannot succeed, kept until an operator decides",
+		Subjects:    []string{q.names.DLQSubjects()},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  q.stream.Duplicates,
+		Replicas:    q.stream.Replicas,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+	})
+}
+
+// EnsureJobsStream creates the work stream if it is missing; an existing one is not changed.
+func (q *Queue) EnsureJobsStream(ctx context.Context) error {
+	return q.ensureStream(ctx, jetstream.StreamConfig{
+		Name:        q.names.JobsStream(),
+		Description: "Levee jobs, one subject per job: " + q.names.JobsSubjects(),
+		Subjects:    []string{q.names.JobsSubjects()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  q.stream.Duplicates,
+		Replicas:    q.stream.Replicas,
+		MaxMsgs:     cmp.Or(q.stream.MaxMsgs, -1),
+		MaxBytes:    cmp.Or(q.stream.MaxBytes, -1),
+	})
+}
+
+func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	_, err := q.js.Stream(ctx, cfg.Name)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("look up stream %s: %w", cfg.Name, translate(err))
+	}
+	_, err = q.js.CreateStream(ctx, cfg)
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create stream %s: %w", cfg.Name, translate(err))
+	}
+	return nil
+}
+
+// DeleteStreams removes both streams. Tests use it to clean up.
+func (q *Queue) DeleteStreams(ctx context.Context) error {
+	var errs []error
+	for _, name := range []string{q.names.JobsStream(), q.names.DLQStream()} {
+		if err := q.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ConsumerConfig configures the durable pull consumer of one kind.
+type ConsumerConfig struct {
+	Kind string
+	// AckWait is how long a delivered message may go without ack or heartbeat before it is
+	// redelivered. Default 30s.
+	AckWait time.Duration
+	// MaxDeliver is the safety net for messages that crash workers; attempts are counted in
+	// Postgres. Default 100.
+	MaxDeliver int
+	// MaxAckPending bounds messages in flight across the fleet for the kind. Default 1000.
+	MaxAckPending int
+}
+
+// EnsureConsumer creates or updates the kind's durable consumer and returns a Puller on it.
+func (q *Queue) EnsureConsumer(ctx context.Context, cfg ConsumerConfig) (*Puller, error) {
+	if err := ValidateKind(cfg.Kind); err != nil {
+		return nil, err
+	}
+	name := q.names.Consumer(cfg.Kind)
+	cons, err := q.js.CreateOrUpdateConsumer(ctx, q.names.JobsStream(), jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "Levee workers of kind " + cfg.Kind,
+		FilterSubject: q.names.KindFilter(cfg.Kind),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cmp.Or(cfg.AckWait, 30*time.Second),
+		MaxDeliver:    cmp.Or(cfg.MaxDeliver, 100),
+		MaxAckPending: cmp.Or(cfg.MaxAckPending, 1000),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s on %s: %w", name, q.names.JobsStream(), translate(err))
+	}
+	return &Puller{q: q, cons: cons, kind: cfg.Kind}, nil
+}
+
+// ConsumerExists reports whether some worker has ever served kind (its consumer exists).
+func (q *Queue) ConsumerExists(ctx context.Context, kind string) (bool, error) {
+	_, err := q.js.Consumer(ctx, q.names.JobsStream(), q.names.Consumer(kind))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("look up consumer for kind %q: %w", kind, translate(err))
+}
+
+// Queued is a job found waiting in the work stream.
+type Queued struct {
+	Envelope
+	Sequence uint64
+}
+
+// FindQueued returns job id if it is still in the work stream, or ErrNotFound. It needs no
+// Postgres: it gets the last message on <ns>.jobs.*.<id>.
+func (q *Queue) FindQueued(ctx context.Context, id string) (*Queued, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	stream, err := q.js.Stream(ctx, q.names.JobsStream())
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), translate(err))
+	}
+	raw, err := stream.GetLastMsgForSubject(ctx, q.names.AnyKindSubject(id))
+	if err != nil {
+		return nil, translate(err)
+	}
+	env, err := q.names.Decode(raw.Subject, raw.Header, raw.Data, raw.Time, q.maxPayload)
+	if err != nil && env.ID == "" {
+		return nil, err
+	}
+	return &Queued{Envelope: env, Sequence: raw.Sequence}, nil
+}
+
+// ServerAtLeast reports whether a server version string such as "2.10.4" or "2.11.0-beta" is
+// at least major.minor.patch. An unparsable version counts as old.
+func ServerAtLeast(version string, major, minor, patch int) bool {
+	version, _, _ = strings.Cut(version, "-")
+	parts := strings.SplitN(version, ".", 3)
+	want := [3]int{major, minor, patch}
+	for i := range 3 {
+		if i >= len(parts) {
+			return false
+		}
+		n, err := strconv.Atoi(parts[i])
+		if err != nil {
+			return false
+		}
+		if n != want[i] {
+			return n > want[i]
+		}
+	}
+	return true
+}

@@ -1,0 +1,369 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// kindRunner serves one kind: its pull loop, its attempts and its heartbeats.
+type kindRunner struct {
+	w        *Worker
+	kind     Kind
+	pipeline *executor.Pipeline
+	puller   *queue.Puller
+	hardCtx  context.Context
+	attempts *sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[*attempt]struct{}
+}
+
+// attempt is one running attempt, registered for heartbeats.
+type attempt struct {
+	d      *queue.Delivery
+	lease  idempotency.Lease
+	cancel context.CancelCauseFunc
+}
+
+// errorPause is how long the pull loop waits after a failing pull or claim.
+const errorPause = 2 * time.Second
+
+// claimFailedNak is the redelivery delay for messages pulled while the ledger is unreachable.
+const claimFailedNak = 5 * time.Second
+
+func (k *kindRunner) logger() *slog.Logger { return k.w.log.With("kind", k.kind.Name) }
+
+func (k *kindRunner) pullLoop(ctx context.Context) {
+	log := k.logger()
+	for ctx.Err() == nil {
+		n, err := k.pipeline.Admit(ctx, k.w.cfg.MaxBatch)
+		if err != nil {
+			return
+		}
+		ds, err := k.puller.Fetch(ctx, n, k.w.cfg.FetchWait)
+		k.pipeline.Release(n - len(ds))
+		if err != nil {
+			log.Warn("pull failed; retrying", "err", err)
+			sleep(ctx, errorPause)
+			continue
+		}
+		if len(ds) == 0 {
+			continue
+		}
+		if ctx.Err() != nil {
+			// Pulled while shutting down: hand them straight back.
+			for _, d := range ds {
+				_ = d.Nak(0)
+			}
+			k.pipeline.Release(len(ds))
+			return
+		}
+		if err := k.process(ctx, ds); err != nil {
+			log.Warn("ledger unavailable; messages handed back for redelivery", "err", err, "count", len(ds))
+			sleep(ctx, errorPause)
+		}
+	}
+}
+
+// process claims a pulled batch and starts an attempt for every claimed key. Each delivery
+// holds one bulkhead reservation, released here or when its attempt ends.
+func (k *kindRunner) process(ctx context.Context, ds []*queue.Delivery) error {
+	reqs := make([]idempotency.ClaimRequest, 0, len(ds))
+	good := make([]*queue.Delivery, 0, len(ds))
+	for _, d := range ds {
+		if d.DecodeErr != nil {
+			k.deadLetterUnowned(ctx, d, executor.ReasonMalformed, d.DecodeErr.Error())
+			k.pipeline.Release(1)
+			continue
+		}
+		good = append(good, d)
+		reqs = append(reqs, idempotency.ClaimRequest{
+			JobID:       d.Env.ID,
+			Kind:        d.Env.Kind,
+			Key:         d.Env.Key,
+			PayloadHash: d.Env.PayloadHash(),
+			EnqueuedAt:  d.Env.EnqueuedAt,
+			Lease:       k.kind.AckWait,
+		})
+	}
+	if len(reqs) == 0 {
+		return nil
+	}
+	results, err := k.w.cfg.Ledger.Claim(ctx, reqs)
+	if err != nil {
+		for _, d := range good {
+			_ = d.Nak(claimFailedNak)
+		}
+		k.pipeline.Release(len(good))
+		return err
+	}
+	var records []idempotency.Record
+	for i, res := range results {
+		d := good[i]
+		switch res.Status {
+		case idempotency.Claimed:
+			k.start(d, res)
+			continue
+		case idempotency.Busy:
+			_ = d.Nak(res.Wait)
+		case idempotency.AlreadySucceeded:
+			if res.Owner != d.Env.ID {
+				records = append(records, k.record(d, idempotency.StateSucceeded, "", res.Owner))
+			}
+			_ = d.Ack()
+		case idempotency.AlreadyDead:
+			if res.Owner == d.Env.ID {
+				// Our own dead job redelivered: make sure its DLQ copy exists, then term.
+				k.ensureDeadLettered(ctx, d, res)
+				k.pipeline.Release(1)
+				continue
+			}
+			records = append(records, k.record(d, idempotency.StateDead, res.Reason, res.Owner))
+			_ = d.Term(res.Reason)
+		case idempotency.PayloadMismatch:
+			k.deadLetterUnowned(ctx, d, executor.ReasonKeyReused,
+				"idempotency key "+d.Env.Key+" was used by job "+res.Owner+" with a different payload")
+		}
+		k.pipeline.Release(1)
+	}
+	if len(records) > 0 {
+		if err := k.w.cfg.Ledger.AddRecords(ctx, records); err != nil {
+			k.logger().Warn("record duplicate jobs", "err", err, "count", len(records))
+		}
+	}
+	return nil
+}
+
+func (k *kindRunner) record(d *queue.Delivery, st idempotency.State, reason, owner string) idempotency.Record {
+	return idempotency.Record{
+		JobID: d.Env.ID, Kind: d.Env.Kind, Key: d.Env.Key, State: st, Reason: reason,
+		DuplicateOf: owner, EnqueuedAt: d.Env.EnqueuedAt,
+	}
+}
+
+// deadLetterUnowned dead-letters a job that does not own its key (malformed, key reused):
+// record it, copy it to the DLQ, then term. If a step fails the message is nakked, and the
+// redelivery does the same again (both steps are idempotent).
+func (k *kindRunner) deadLetterUnowned(ctx context.Context, d *queue.Delivery, reason, msg string) {
+	log := k.logger().With("job_id", d.Env.ID, "key", d.Env.Key, "reason", reason)
+	if d.Env.ID != "" {
+		rec := k.record(d, idempotency.StateDead, reason, "")
+		rec.Error = msg
+		if err := k.w.cfg.Ledger.AddRecords(ctx, []idempotency.Record{rec}); err != nil {
+			log.Warn("record dead job; will retry", "err", err)
+			_ = d.Nak(claimFailedNak)
+			return
+		}
+		err := k.w.cfg.Queue.DeadLetter(ctx, d.Env, d.Data(), d.Headers(), queue.DeadInfo{
+			Reason: reason, Attempts: 0, LastError: msg, Worker: k.w.cfg.ID,
+		})
+		if err != nil {
+			log.Warn("dead-letter job; will retry", "err", err)
+			_ = d.Nak(claimFailedNak)
+			return
+		}
+	}
+	log.Warn("job dead-lettered", "error", msg)
+	_ = d.Term(reason)
+}
+
+// ensureDeadLettered re-publishes a dead job's DLQ copy if it is missing, then terms it.
+func (k *kindRunner) ensureDeadLettered(ctx context.Context, d *queue.Delivery, res idempotency.ClaimResult) {
+	ok, err := k.w.cfg.Queue.DeadLettered(ctx, d.Env.Kind, d.Env.ID)
+	if err == nil && !ok {
+		st, serr := k.w.cfg.Ledger.Status(ctx, d.Env.ID)
+		info := queue.DeadInfo{Reason: res.Reason, Worker: k.w.cfg.ID}
+		if serr == nil {
+			info.Attempts, info.LastError = st.Attempts, st.LastError
+		}
+		err = k.w.cfg.Queue.DeadLetter(ctx, d.Env, d.Data(), d.Headers(), info)
+	}
+	if err != nil {
+		k.logger().Warn("dead-letter copy; will retry", "job_id", d.Env.ID, "err", err)
+		_ = d.Nak(claimFailedNak)
+		return
+	}
+	_ = d.Term(res.Reason)
+}
+
+// start runs the attempt of a claimed job in its own goroutine.
+func (k *kindRunner) start(d *queue.Delivery, res idempotency.ClaimResult) {
+	ctx, cancel := context.WithCancelCause(k.hardCtx)
+	a := &attempt{d: d, lease: idempotency.Lease{Kind: d.Env.Kind, Key: d.Env.Key, Fence: res.Fence}, cancel: cancel}
+	k.mu.Lock()
+	k.inflight[a] = struct{}{}
+	k.mu.Unlock()
+	k.attempts.Go(func() {
+		defer k.pipeline.Release(1)
+		defer func() {
+			k.mu.Lock()
+			delete(k.inflight, a)
+			k.mu.Unlock()
+			cancel(nil)
+		}()
+		k.run(ctx, a, res.Attempts)
+	})
+}
+
+func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
+	d := a.d
+	policy := k.pipeline.Policy()
+	maxAttempts := policy.MaxAttempts
+	if d.Env.MaxAttempts > 0 {
+		maxAttempts = d.Env.MaxAttempts
+	}
+	log := k.logger().With("job_id", d.Env.ID, "key", d.Env.Key, "attempt", number)
+
+	if number > maxAttempts {
+		// Earlier attempts were spent by workers that died mid-attempt.
+		k.finishDead(ctx, a, number-1, executor.ReasonMaxAttempts, "attempt budget spent by workers lost mid-attempt", log)
+		return
+	}
+
+	att := Attempt{Envelope: d.Env, Number: number, MaxAttempts: maxAttempts}
+	start := time.Now()
+	result, v := executor.Execute(ctx, k.pipeline, func() {
+		log.Warn("handler still running past its timeout; its slot stays taken until it returns",
+			"timeout", policy.Timeout, "running_for", time.Since(start).Round(time.Millisecond))
+	}, func(ctx context.Context) ([]byte, error) {
+		return k.kind.Handler(ctx, att)
+	})
+
+	out := idempotency.Outcome{Lease: a.lease}
+	switch v.Class {
+	case executor.Succeeded:
+		out.State, out.Result = idempotency.StateSucceeded, result
+	case executor.Abandoned:
+		if errors.Is(v.Err, idempotency.ErrLeaseLost) {
+			log.Warn("lease lost during attempt; writing nothing, not acking (the new owner finishes the job)")
+			return
+		}
+		// Shutdown deadline: give the key back without counting the attempt, redeliver now.
+		out.State, out.Release = idempotency.StateRetrying, true
+		if k.commit(context.WithoutCancel(ctx), out, log) {
+			_ = d.Nak(0)
+		}
+		return
+	case executor.Retry:
+		if number >= maxAttempts {
+			k.finishDead(ctx, a, number, executor.ReasonMaxAttempts, v.Err.Error(), log)
+			return
+		}
+		out.State, out.Error = idempotency.StateRetrying, v.Err.Error()
+		out.RetryIn = policy.Backoff.RetryDelay(number, v, rand.Float64())
+	case executor.Dead:
+		k.finishDead(ctx, a, number, v.Reason, v.Err.Error(), log)
+		return
+	}
+
+	if !k.commit(context.WithoutCancel(ctx), out, log) {
+		return
+	}
+	switch out.State {
+	case idempotency.StateSucceeded:
+		log.Debug("job succeeded", "duration", time.Since(start))
+		if k.w.cfg.Hooks.SkipAck != nil && k.w.cfg.Hooks.SkipAck(d.Env) {
+			return
+		}
+		if err := d.Ack(); err != nil {
+			log.Warn("ack after commit failed; the redelivery will find the key succeeded", "err", err)
+		}
+	case idempotency.StateRetrying:
+		log.Info("attempt failed; will retry", "error", out.Error, "retry_in", out.RetryIn.Round(time.Millisecond))
+		_ = d.Nak(out.RetryIn)
+	}
+}
+
+// commit writes one outcome, fenced. It returns false if nothing may follow: the lease was
+// lost (no ack, no nak) or the ledger failed (the message is redelivered after AckWait, and the
+// key's lease expires by then).
+func (k *kindRunner) commit(ctx context.Context, out idempotency.Outcome, log *slog.Logger) bool {
+	applied, err := k.w.cfg.Ledger.Finish(ctx, []idempotency.Outcome{out})
+	if err != nil {
+		log.Error("commit outcome failed; not acking (the job will be redelivered)", "err", err, "state", out.State)
+		return false
+	}
+	if !applied[0] {
+		log.Warn("lease lost before commit; writing nothing, not acking (the new owner finishes the job)")
+		return false
+	}
+	return true
+}
+
+// finishDead commits the key as dead, copies the job to the DLQ (awaiting the PubAck), then
+// terms the message. If the copy fails the message is nakked; its redelivery finds the key dead
+// and copies again (deduplicated by Nats-Msg-Id).
+func (k *kindRunner) finishDead(ctx context.Context, a *attempt, attempts int, reason, msg string, log *slog.Logger) {
+	ctx = context.WithoutCancel(ctx)
+	out := idempotency.Outcome{Lease: a.lease, State: idempotency.StateDead, Reason: reason, Error: msg}
+	if !k.commit(ctx, out, log) {
+		return
+	}
+	err := k.w.cfg.Queue.DeadLetter(ctx, a.d.Env, a.d.Data(), a.d.Headers(), queue.DeadInfo{
+		Reason: reason, Attempts: attempts, LastError: idempotency.Truncate(msg, 1024), Worker: k.w.cfg.ID,
+	})
+	if err != nil {
+		log.Error("dead-letter copy failed; the job will be redelivered and copied again", "err", err)
+		_ = a.d.Nak(claimFailedNak)
+		return
+	}
+	log.Warn("job dead-lettered", "reason", reason, "error", msg, "attempts", attempts)
+	_ = a.d.Term(reason)
+}
+
+// heartbeatLoop extends the leases of running attempts every AckWait/3 and tells the server
+// they are in progress. An attempt whose lease was lost is cancelled.
+func (k *kindRunner) heartbeatLoop(ctx context.Context) {
+	every := k.kind.AckWait / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		k.mu.Lock()
+		as := make([]*attempt, 0, len(k.inflight))
+		for a := range k.inflight {
+			as = append(as, a)
+		}
+		k.mu.Unlock()
+		if len(as) == 0 {
+			continue
+		}
+		leases := make([]idempotency.Lease, len(as))
+		for i, a := range as {
+			leases[i] = a.lease
+		}
+		alive, err := k.w.cfg.Ledger.Heartbeat(ctx, leases, k.kind.AckWait)
+		if err != nil {
+			k.logger().Warn("heartbeat failed; will try again", "err", err, "attempts", len(as))
+			continue
+		}
+		for i, a := range as {
+			if !alive[i] {
+				a.cancel(idempotency.ErrLeaseLost)
+				continue
+			}
+			_ = a.d.InProgress()
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

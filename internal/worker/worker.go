@@ -1,0 +1,225 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// Handler runs one attempt of a job and returns its result as JSON (nil for none).
+type Handler func(ctx context.Context, att Attempt) ([]byte, error)
+
+// Attempt is what a handler gets: the job and which attempt this is.
+type Attempt struct {
+	queue.Envelope
+	// Number counts attempts on the job's key, from 1.
+	Number int
+	// MaxAttempts is the effective budget (the job's header, else the kind's policy).
+	MaxAttempts int
+}
+
+// Kind configures one kind served by the worker.
+type Kind struct {
+	Name    string
+	Handler Handler
+	Policy  executor.Policy
+	// AckWait is the consumer's AckWait and the ledger lease; heartbeats run every AckWait/3.
+	// Default 30s.
+	AckWait time.Duration
+	// MaxDeliver is the consumer's safety net for messages that crash workers. Default 100.
+	MaxDeliver int
+	// MaxAckPending bounds the kind's messages in flight across the fleet. Default 1000.
+	MaxAckPending int
+}
+
+// Hooks are test seams. Production code leaves them nil.
+type Hooks struct {
+	// SkipAck, when it returns true, drops the ack after a successful commit, as if the ack
+	// were lost on the network.
+	SkipAck func(env queue.Envelope) bool
+}
+
+// Config configures a Worker.
+type Config struct {
+	Queue  *queue.Queue        // required
+	Ledger *idempotency.Ledger // required
+	Kinds  []Kind              // at least one
+	// Logger receives the worker's logs. Default slog.Default().
+	Logger *slog.Logger
+	// ID names this worker in logs and dead-letter headers. Default host-pid.
+	ID string
+	// ShutdownTimeout bounds how long in-flight attempts may finish after Run's context ends.
+	// Default 30s.
+	ShutdownTimeout time.Duration
+	// FetchWait is how long one pull waits for messages; it also bounds how long the pull
+	// loop takes to notice shutdown. Default 1s.
+	FetchWait time.Duration
+	// MaxBatch bounds the messages pulled (and claimed) together. Default 64.
+	MaxBatch int
+	// Retention is how long finished keys stay in the ledger (DESIGN rule 14). Default 7 days.
+	Retention time.Duration
+	// ReapInterval is how often finished keys past Retention are deleted. Default 1h; a
+	// negative value turns reaping off.
+	ReapInterval time.Duration
+	Hooks        Hooks
+}
+
+// Worker runs the configured kinds until its context ends. Build one with New and call Run once.
+type Worker struct {
+	cfg    Config
+	log    *slog.Logger
+	kinds  []*kindRunner
+}
+
+// New validates cfg and returns a Worker.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Queue == nil || cfg.Ledger == nil {
+		return nil, errors.New("worker: Config.Queue and Config.Ledger are required")
+	}
+	if len(cfg.Kinds) == 0 {
+		return nil, errors.New("worker: no kinds to serve; register at least one handler")
+	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%d", cmp.Or(host, "worker"), os.Getpid())
+	}
+	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, 30*time.Second)
+	cfg.FetchWait = cmp.Or(cfg.FetchWait, time.Second)
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 64)
+	cfg.Retention = cmp.Or(cfg.Retention, 7*24*time.Hour)
+	cfg.ReapInterval = cmp.Or(cfg.ReapInterval, time.Hour)
+	w := &Worker{cfg: cfg, log: cfg.Logger}
+	seen := map[string]bool{}
+	for _, k := range cfg.Kinds {
+		if err := queue.ValidateKind(k.Name); err != nil {
+			return nil, err
+		}
+		if seen[k.Name] {
+			return nil, fmt.Errorf("worker: kind %q registered twice", k.Name)
+		}
+		seen[k.Name] = true
+		if k.Handler == nil {
+			return nil, fmt.Errorf("worker: kind %q has no handler", k.Name)
+		}
+		pl, err := executor.NewPipeline(k.Policy)
+		if err != nil {
+			return nil, fmt.Errorf("kind %q: %w", k.Name, err)
+		}
+		k.AckWait = cmp.Or(k.AckWait, 30*time.Second)
+		if k.AckWait < 300*time.Millisecond {
+			return nil, fmt.Errorf("kind %q: ack_wait must be at least 300ms, got %s", k.Name, k.AckWait)
+		}
+		k.MaxDeliver = cmp.Or(k.MaxDeliver, 100)
+		k.MaxAckPending = cmp.Or(k.MaxAckPending, 1000)
+		if k.MaxDeliver <= pl.Policy().MaxAttempts {
+			return nil, fmt.Errorf("kind %q: max_deliveries (%d) must exceed max_attempts (%d): attempts are counted in Postgres, deliveries are only the safety net", k.Name, k.MaxDeliver, pl.Policy().MaxAttempts)
+		}
+		w.kinds = append(w.kinds, &kindRunner{w: w, kind: k, pipeline: pl, inflight: map[*attempt]struct{}{}})
+	}
+	return w, nil
+}
+
+// ID returns the worker's id.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Run creates the consumers and serves every kind until ctx ends, then shuts down gracefully:
+// it stops pulling, lets in-flight attempts finish within ShutdownTimeout, releases and naks
+// what is left, and returns nil. It returns an error only if it could not start.
+func (w *Worker) Run(ctx context.Context) error {
+	for _, k := range w.kinds {
+		p, err := w.cfg.Queue.EnsureConsumer(ctx, queue.ConsumerConfig{
+			Kind:          k.kind.Name,
+			AckWait:       k.kind.AckWait,
+			MaxDeliver:    k.kind.MaxDeliver,
+			MaxAckPending: k.kind.MaxAckPending,
+		})
+		if err != nil {
+			return err
+		}
+		k.puller = p
+	}
+
+	// hardCtx ends attempts that are still running when the shutdown timeout expires.
+	hardCtx, hardCancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer hardCancel(nil)
+
+	var loops, attempts sync.WaitGroup
+	for _, k := range w.kinds {
+		k.attempts = &attempts
+		k.hardCtx = hardCtx
+		loops.Go(func() { k.pullLoop(ctx) })
+	}
+	heartCtx, heartStop := context.WithCancel(context.WithoutCancel(ctx))
+	var hearts sync.WaitGroup
+	for _, k := range w.kinds {
+		hearts.Go(func() { k.heartbeatLoop(heartCtx) })
+	}
+	if w.cfg.ReapInterval > 0 {
+		hearts.Go(func() { w.reapLoop(heartCtx) })
+	}
+	w.log.Info("worker started", "worker", w.cfg.ID, "kinds", len(w.kinds),
+		"namespace", w.cfg.Queue.Names().Namespace(), "nats_server", w.cfg.Queue.ServerVersion())
+
+	<-ctx.Done()
+	loops.Wait() // no more pulls; messages fetched during shutdown were nakked
+	w.log.Info("worker stopping: finishing in-flight attempts", "in_flight", w.inFlight(), "timeout", w.cfg.ShutdownTimeout)
+
+	drained := make(chan struct{})
+	go func() { attempts.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(w.cfg.ShutdownTimeout):
+		w.log.Warn("shutdown timeout: cancelling attempts still running; they will be redelivered", "in_flight", w.inFlight())
+		hardCancel(errShutdown)
+		select {
+		case <-drained:
+		case <-time.After(maxHandlerIgnore):
+			w.log.Error("handlers ignored cancellation; exiting anyway (redelivery covers them)", "in_flight", w.inFlight())
+		}
+	}
+	heartStop()
+	hearts.Wait()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// maxHandlerIgnore bounds how long shutdown waits for handlers that ignore cancellation.
+const maxHandlerIgnore = 5 * time.Second
+
+var errShutdown = errors.New("worker shutting down")
+
+func (w *Worker) inFlight() int {
+	n := 0
+	for _, k := range w.kinds {
+		n += k.pipeline.InFlight()
+	}
+	return n
+}
+
+func (w *Worker) reapLoop(ctx context.Context) {
+	t := time.NewTicker(w.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := w.cfg.Ledger.Reap(ctx, w.cfg.Retention, 10_000)
+		if err != nil {
+			w.log.Warn("reap finished keys", "err", err)
+		} else if n > 0 {
+			w.log.Info("reaped finished keys", "count", n, "retention", w.cfg.Retention)
+		}
+	}
+}
