@@ -399,7 +399,7 @@ func (l *Ledger) Reap(ctx context.Context, retention time.Duration, limit int) (
 
 // Ping checks that the ledger's tables answer.
 func (l *Ledger) Ping(ctx context.Context) error {
-	var one int
+	var one int64
 	if err := l.pool.QueryRow(ctx, l.q.ping).Scan(&one); err != nil {
 		return fmt.Errorf("ledger ping: %w", err)
 	}

@@ -98,6 +98,6 @@ UNION ALL
   WHERE r.id = $1)
 ORDER BY src LIMIT 1`),
 
-		ping: s(`SELECT 1 FROM S.keys LIMIT 0 UNION ALL SELECT 1`),
+		ping: s(`SELECT count(*) FROM (SELECT 1 FROM S.keys LIMIT 1) AS k`),
 	}
 }

@@ -1,0 +1,30 @@
+package levee
+
+import (
+	"errors"
+	"time"
+
+	"github.com/levee-dev/levee/internal/executor"
+)
+
+// PermanentError marks an error that retrying cannot fix. Test with errors.As.
+type PermanentError = executor.PermanentError
+
+// RetryAfterError asks for the next attempt after a delay. Test with errors.As.
+type RetryAfterError = executor.RetryAfterError
+
+// Permanent marks err as permanent: the job is dead-lettered after this attempt with reason
+// "permanent_error". Permanent(nil) is nil.
+func Permanent(err error) error { return executor.Permanent(err) }
+
+// RetryAfter asks for the next attempt no sooner than d (for example an HTTP Retry-After). It
+// uses an attempt like any retry.
+func RetryAfter(d time.Duration, err error) error { return executor.RetryAfter(d, err) }
+
+// ErrJobNotFound is returned by Client.Status for an id that is neither in the stream nor in
+// the ledger.
+var ErrJobNotFound = errors.New("job not found")
+
+// ErrStreamFull is returned by Publish when the work stream is at its limits: queued work is
+// never evicted, so the publisher must wait or the operator raise the limits.
+var ErrStreamFull = errors.New("work stream is full")

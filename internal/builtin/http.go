@@ -1,0 +1,231 @@
+package builtin
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/executor"
+)
+
+// HTTPPayload is the payload of an "http" job.
+type HTTPPayload struct {
+	URL    string            `json:"url"`
+	Method string            `json:"method,omitempty"` // default POST
+	Header map[string]string `json:"headers,omitempty"`
+	// Body is sent as its text when it is a JSON string, otherwise as JSON (with
+	// Content-Type: application/json unless a header sets another).
+	Body json.RawMessage `json:"body,omitempty"`
+}
+
+// HTTPResult is the stored result of a successful "http" job.
+type HTTPResult struct {
+	Status int `json:"status"`
+	// Body is the response body (truncated to MaxResponseBytes): raw JSON when the response
+	// is JSON, otherwise a string.
+	Body      json.RawMessage `json:"body"`
+	Truncated bool            `json:"truncated,omitempty"`
+}
+
+// HTTPConfig configures the "http" kind.
+type HTTPConfig struct {
+	// Allow lists the URL prefixes the kind may call, e.g. "https://api.example.com/v1/". A URL
+	// matches a prefix when scheme and host are equal and its path starts with the prefix's
+	// path. Nothing is allowed by default.
+	Allow []string
+	// Client makes the calls. Default: a client with no overall timeout (the attempt's context
+	// bounds each call) that follows redirects only to allowed URLs.
+	Client *http.Client
+	// MaxResponseBytes bounds the response body kept as the result. Default 64 KiB.
+	MaxResponseBytes int
+}
+
+type allowed struct {
+	scheme, host, path string
+}
+
+// HTTP is the built-in "http" kind.
+type HTTP struct {
+	allow   []allowed
+	client  *http.Client
+	maxBody int
+}
+
+// NewHTTP validates cfg and returns the handler.
+func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
+	h := &HTTP{maxBody: cmp.Or(cfg.MaxResponseBytes, 64<<10)}
+	for _, a := range cfg.Allow {
+		u, err := url.Parse(a)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("http.allow: %q is not an http(s) URL prefix such as https://api.example.com/", a)
+		}
+		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("http.allow: %q must be scheme, host and path only", a)
+		}
+		h.allow = append(h.allow, allowed{scheme: u.Scheme, host: strings.ToLower(u.Host), path: u.Path})
+	}
+	h.client = cfg.Client
+	if h.client == nil {
+		h.client = &http.Client{}
+	}
+	// Follow redirects only to allowed URLs (an allowlisted host must not bounce us elsewhere).
+	client := *h.client
+	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 5 {
+			return errors.New("stopped after 5 redirects")
+		}
+		if !h.allowed(req.URL) {
+			return fmt.Errorf("redirect to %s is not in this kind's http.allow list", req.URL.Redacted())
+		}
+		return nil
+	}
+	h.client = &client
+	return h, nil
+}
+
+func (h *HTTP) allowed(u *url.URL) bool {
+	if u.User != nil {
+		return false
+	}
+	for _, a := range h.allow {
+		if u.Scheme == a.scheme && strings.EqualFold(u.Host, a.host) && strings.HasPrefix(u.Path, a.path) {
+			return true
+		}
+	}
+	return false
+}
+
+// Work calls the job's URL once. 2xx succeeds; 408, 425, 429 and 5xx (except 501), timeouts
+// and connection errors are retried (honouring Retry-After); other statuses are permanent.
+func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
+	var p HTTPPayload
+	dec := json.NewDecoder(bytes.NewReader(job.Payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, invalid(fmt.Errorf(`http payload: %w (want {"url", "method", "headers", "body"})`, err))
+	}
+	if p.URL == "" {
+		return nil, invalid(errors.New(`http payload: "url" is required`))
+	}
+	u, err := url.Parse(p.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, invalid(fmt.Errorf("http payload: %q is not an http(s) URL", p.URL))
+	}
+	if !h.allowed(u) {
+		return nil, &executor.PermanentError{Err: &executor.ReasonError{Reason: executor.ReasonDisallowedURL,
+			Err: fmt.Errorf("URL %s is not in this kind's http.allow list", u.Redacted())}}
+	}
+	method := strings.ToUpper(cmp.Or(p.Method, http.MethodPost))
+	body, contentType, err := requestBody(p.Body)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, invalid(fmt.Errorf("http payload: %w", err))
+	}
+	for k, v := range p.Header {
+		req.Header.Set(k, v)
+	}
+	if contentType != "" && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Idempotency-Key", job.Key)
+	req.Header.Set("User-Agent", "levee-worker")
+
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, u.Redacted(), err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, int64(h.maxBody)+1))
+	if err != nil && resp.StatusCode/100 == 2 {
+		return nil, fmt.Errorf("%s %s: read response: %w", method, u.Redacted(), err)
+	}
+	truncated := len(data) > h.maxBody
+	if truncated {
+		data = data[:h.maxBody]
+	}
+	status := resp.StatusCode
+	switch {
+	case status >= 200 && status < 300:
+		return HTTPResult{Status: status, Body: resultBody(data, truncated), Truncated: truncated}, nil
+	case retryableStatus(status):
+		err := fmt.Errorf("%s %s: %s", method, u.Redacted(), resp.Status)
+		if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			return nil, levee.RetryAfter(d, err)
+		}
+		return nil, err
+	}
+	return nil, levee.Permanent(fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, snippet(data)))
+}
+
+func invalid(err error) error {
+	return &executor.PermanentError{Err: &executor.ReasonError{Reason: executor.ReasonPayloadInvalid, Err: err}}
+}
+
+func retryableStatus(s int) bool {
+	switch {
+	case s == http.StatusRequestTimeout, s == http.StatusTooEarly, s == http.StatusTooManyRequests:
+		return true
+	case s >= 500 && s != http.StatusNotImplemented:
+		return true
+	}
+	return false
+}
+
+// retryAfter parses a Retry-After header: delay-seconds or an HTTP date.
+func retryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+func requestBody(raw json.RawMessage) (io.Reader, string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, "", nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, "", fmt.Errorf("http payload: body: %w", err)
+		}
+		return strings.NewReader(s), "", nil
+	}
+	return bytes.NewReader(raw), "application/json", nil
+}
+
+func resultBody(data []byte, truncated bool) json.RawMessage {
+	if !truncated && len(data) > 0 && json.Valid(data) {
+		return json.RawMessage(bytes.TrimSpace(data))
+	}
+	b, _ := json.Marshal(string(data))
+	return b
+}
+
+func snippet(data []byte) string {
+	const n = 200
+	s := strings.TrimSpace(string(data))
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}

@@ -1,0 +1,49 @@
+package levee
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Job is one job as a handler sees it.
+type Job struct {
+	// ID is the job's id (a ULID unless the publisher chose one).
+	ID string
+	// Kind names the job's handler.
+	Kind string
+	// Key is the idempotency key (default: ID). Send it to downstreams that honour
+	// idempotency keys: it is the same for every attempt and every worker.
+	Key string
+	// Payload is the job's JSON payload.
+	Payload json.RawMessage
+	// Attempt counts attempts on the job's key, from 1.
+	Attempt int
+	// MaxAttempts is the job's attempt budget.
+	MaxAttempts int
+	// EnqueuedAt is when the job was published.
+	EnqueuedAt time.Time
+}
+
+// Decode unmarshals the payload into v.
+func (j *Job) Decode(v any) error {
+	if err := json.Unmarshal(j.Payload, v); err != nil {
+		return fmt.Errorf("decode payload of job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// Handler runs one attempt of a job. It returns a result, stored as JSON and reported by
+// status (nil for none), or an error: retried by default, see Permanent and RetryAfter.
+// The context ends at the attempt's timeout, at a hard shutdown, or when the worker loses
+// the job's lease; a handler must return soon after.
+type Handler interface {
+	Work(ctx context.Context, job *Job) (any, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, job *Job) (any, error)
+
+// Work calls f.
+func (f HandlerFunc) Work(ctx context.Context, job *Job) (any, error) { return f(ctx, job) }

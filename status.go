@@ -1,0 +1,42 @@
+package levee
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// State is a job's state as Status reports it.
+type State string
+
+// The states of a job. Succeeded and Dead are final.
+const (
+	StateQueued    State = "queued"    // waiting in the stream, not yet picked up
+	StateRunning   State = "running"   // an attempt holds the job's lease
+	StateRetrying  State = "retrying"  // failed, next attempt at NextAttemptAt
+	StateSucceeded State = "succeeded" // done; Result holds the handler's result
+	StateDead      State = "dead"      // dead-lettered; Reason says why
+	StateUnknown   State = "unknown"   // neither in the stream nor in the ledger
+)
+
+// Final reports whether s is a final state.
+func (s State) Final() bool { return s == StateSucceeded || s == StateDead }
+
+// JobStatus is what Levee knows of one job. Its JSON form is what `enqueue status --json`
+// prints.
+type JobStatus struct {
+	State       State           `json:"state"`
+	ID          string          `json:"id"`
+	Kind        string          `json:"kind"`
+	Key         string          `json:"key"`
+	Attempts    int             `json:"attempts"`
+	Reason      string          `json:"reason,omitempty"`
+	LastError   string          `json:"last_error,omitempty"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	NextAttempt *time.Time      `json:"next_attempt_at,omitempty"`
+	EnqueuedAt  *time.Time      `json:"enqueued_at,omitempty"`
+	StartedAt   *time.Time      `json:"started_at,omitempty"`
+	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+	// DuplicateOf is the id of the job that did the work, when this job was a duplicate of
+	// its key.
+	DuplicateOf string `json:"duplicate_of,omitempty"`
+}

@@ -1,0 +1,215 @@
+package levee
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+
+	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/internal/worker"
+)
+
+// WorkerConfig configures a Worker. Every field has a default.
+type WorkerConfig struct {
+	// NATSURL is used when Conn is nil. Default DefaultNATSURL.
+	NATSURL string
+	// NATSOptions are extra options (credentials, TLS) for connections made from NATSURL.
+	NATSOptions []nats.Option
+	// Conn is an existing NATS connection; the Worker does not close it.
+	Conn *nats.Conn
+	// DatabaseURL is used when Pool is nil. Default DefaultDatabaseURL.
+	DatabaseURL string
+	// Pool is an existing Postgres pool; the Worker does not close it.
+	Pool *pgxpool.Pool
+	// Namespace prefixes streams, consumers and subjects, and names the Postgres schema.
+	// Default "levee".
+	Namespace string
+	// Logger receives the worker's logs. Default slog.Default().
+	Logger *slog.Logger
+	// ID names the worker in logs and dead-letter headers. Default host-pid.
+	ID string
+	// ShutdownTimeout bounds how long in-flight jobs may finish after Run's context ends;
+	// what is left is released and redelivered. Default 30s.
+	ShutdownTimeout time.Duration
+	// MaxPayload bounds payloads; a larger message is dead-lettered as malformed. Default 1 MiB.
+	MaxPayload int
+	// Retention is how long finished idempotency keys are kept. Default 7 days.
+	Retention time.Duration
+	// SkipMigrate leaves the schema alone at start (run `worker migrate` separately).
+	SkipMigrate bool
+
+	// skipAck is a test seam: drop the ack after commit, as a lost ack would.
+	skipAck func(id string) bool
+}
+
+// Worker runs handlers for the kinds registered with Handle. Build one with NewWorker,
+// register handlers, then call Run once.
+type Worker struct {
+	cfg   WorkerConfig
+	mu    sync.Mutex
+	kinds []worker.Kind
+	ran   bool
+}
+
+// NewWorker returns a Worker for cfg. It connects to nothing until Run.
+func NewWorker(cfg WorkerConfig) (*Worker, error) {
+	cfg.Namespace = cmp.Or(cfg.Namespace, DefaultNamespace)
+	if err := queue.ValidateNamespace(cfg.Namespace); err != nil {
+		return nil, err
+	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	return &Worker{cfg: cfg}, nil
+}
+
+// Handle registers handler for kind with policy p (zero fields take defaults). It returns an
+// error for an invalid kind or policy, or a kind registered twice.
+func (w *Worker) Handle(kind string, h Handler, p Policy) error {
+	if err := queue.ValidateKind(kind); err != nil {
+		return err
+	}
+	if h == nil {
+		return fmt.Errorf("kind %q: handler is nil", kind)
+	}
+	ep := p.executor().Defaults()
+	if err := ep.Validate(); err != nil {
+		return fmt.Errorf("kind %q: %w", kind, err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, k := range w.kinds {
+		if k.Name == kind {
+			return fmt.Errorf("kind %q is already registered", kind)
+		}
+	}
+	w.kinds = append(w.kinds, worker.Kind{
+		Name:          kind,
+		Handler:       adapt(h),
+		Policy:        ep,
+		AckWait:       p.AckWait,
+		MaxDeliver:    p.MaxDeliveries,
+		MaxAckPending: p.FleetConcurrency,
+	})
+	return nil
+}
+
+// adapt turns a public Handler into the engine's handler.
+func adapt(h Handler) worker.Handler {
+	return func(ctx context.Context, att worker.Attempt) ([]byte, error) {
+		job := &Job{
+			ID: att.ID, Kind: att.Kind, Key: att.Key, Payload: att.Payload,
+			Attempt: att.Number, MaxAttempts: att.MaxAttempts, EnqueuedAt: att.EnqueuedAt,
+		}
+		res, err := h.Work(ctx, job)
+		if err != nil {
+			return nil, err
+		}
+		if res == nil {
+			return nil, nil
+		}
+		b, err := json.Marshal(res)
+		if err != nil {
+			return nil, Permanent(fmt.Errorf("marshal result: %w", err))
+		}
+		return b, nil
+	}
+}
+
+// Run connects (if given URLs), applies migrations under an advisory lock, creates the streams
+// and one durable consumer per kind, and serves until ctx ends. Then it drains gracefully:
+// it stops pulling, lets in-flight jobs finish within ShutdownTimeout (still heartbeating),
+// releases and naks what is left, and returns nil. It returns an error if it cannot start.
+func (w *Worker) Run(ctx context.Context) error {
+	w.mu.Lock()
+	if w.ran {
+		w.mu.Unlock()
+		return errors.New("levee: Worker.Run called twice")
+	}
+	w.ran = true
+	kinds := append([]worker.Kind(nil), w.kinds...)
+	w.mu.Unlock()
+	if len(kinds) == 0 {
+		return errors.New("levee: no handlers registered; call Handle before Run")
+	}
+
+	cfg := w.cfg
+	nc := cfg.Conn
+	if nc == nil {
+		var err error
+		nc, err = connectNATS(cmp.Or(cfg.NATSURL, DefaultNATSURL), "levee-worker", cfg.NATSOptions)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+	}
+	pool := cfg.Pool
+	if pool == nil {
+		var err error
+		pool, err = openPool(ctx, cmp.Or(cfg.DatabaseURL, DefaultDatabaseURL), 0)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+	}
+	if !cfg.SkipMigrate {
+		applied, err := idempotency.Migrate(ctx, pool, cfg.Namespace, nil)
+		if err != nil {
+			return err
+		}
+		if len(applied) > 0 {
+			cfg.Logger.Info("applied migrations", "schema", cfg.Namespace, "versions", applied)
+		}
+	}
+	q, err := queue.New(queue.Config{Conn: nc, Namespace: cfg.Namespace, MaxPayload: cfg.MaxPayload})
+	if err != nil {
+		return err
+	}
+	if err := q.CheckJetStream(ctx); err != nil {
+		return err
+	}
+	if err := q.EnsureStreams(ctx); err != nil {
+		return err
+	}
+	ledger, err := idempotency.New(idempotency.Config{Pool: pool, Schema: cfg.Namespace})
+	if err != nil {
+		return err
+	}
+	if err := ledger.Ping(ctx); err != nil {
+		return fmt.Errorf("%w (run `worker migrate`, or start without SkipMigrate)", err)
+	}
+	wcfg := worker.Config{
+		Queue: q, Ledger: ledger, Kinds: kinds, Logger: cfg.Logger, ID: cfg.ID,
+		ShutdownTimeout: cfg.ShutdownTimeout, Retention: cfg.Retention,
+	}
+	if cfg.skipAck != nil {
+		wcfg.Hooks.SkipAck = func(env queue.Envelope) bool { return cfg.skipAck(env.ID) }
+	}
+	eng, err := worker.New(wcfg)
+	if err != nil {
+		return err
+	}
+	return eng.Run(ctx)
+}
+
+// Migrate applies Levee's migrations to the namespace's schema in the database at dbURL and
+// returns the versions it applied (none when up to date). `worker migrate` calls it.
+func Migrate(ctx context.Context, dbURL, namespace string, logger *slog.Logger) ([]int64, error) {
+	namespace = cmp.Or(namespace, DefaultNamespace)
+	if err := queue.ValidateNamespace(namespace); err != nil {
+		return nil, err
+	}
+	pool, err := openPool(ctx, cmp.Or(dbURL, DefaultDatabaseURL), 2)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	return idempotency.Migrate(ctx, pool, namespace, logger)
+}
