@@ -1,0 +1,42 @@
+# Levee's contract: CI (.ci/run) calls the same targets. `make help` lists them.
+
+GO              ?= go
+NATS_URL        ?= nats://127.0.0.1:4222
+DATABASE_URL    ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+GOLANGCI_LINT   ?= golangci-lint
+GOLANGCI_VERSION = v2.15.0
+
+# Tests talk to the real services; these point them at the local ones unless already set.
+export LEVEE_TEST_DATABASE_URL ?= $(DATABASE_URL)
+export LEVEE_TEST_NATS_URL     ?= $(NATS_URL)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/worker and bin/enqueue
+	$(GO) build -o bin/worker ./cmd/worker
+	$(GO) build -o bin/enqueue ./cmd/enqueue
+
+.PHONY: run
+run: build ## build and start a worker with examples/levee.yaml (applies migrations)
+	LEVEE_NATS_URL=$${LEVEE_NATS_URL:-$(NATS_URL)} LEVEE_DATABASE_URL=$${LEVEE_DATABASE_URL:-$(DATABASE_URL)} \
+		./bin/worker --config examples/levee.yaml
+
+.PHONY: test
+test: ## run every test with -race against the local Postgres and NATS
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+.PHONY: lint
+lint: ## gofmt, go vet and golangci-lint (installed on first use)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@command -v $(GOLANGCI_LINT) >/dev/null 2>&1 || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf bin

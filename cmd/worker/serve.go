@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/builtin"
+	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/internal/config"
+)
+
+func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
+	if o.config == "" {
+		return cli.Usagef("no config file: pass --config FILE or set LEVEE_CONFIG (see examples/levee.yaml)")
+	}
+	shutdown, err := time.ParseDuration(o.shutdownTimeout)
+	if err != nil || shutdown <= 0 {
+		return cli.Usagef("invalid --shutdown-timeout %q: use a positive duration such as 30s", o.shutdownTimeout)
+	}
+	retention, err := time.ParseDuration(o.retention)
+	if err != nil || retention <= 0 {
+		return cli.Usagef("invalid --retention %q: use a positive duration such as 168h", o.retention)
+	}
+	if o.maxPayload <= 0 {
+		return cli.Usagef("invalid --max-payload %d: use a positive number of bytes", o.maxPayload)
+	}
+	file, err := config.Load(o.config)
+	if err != nil {
+		return err
+	}
+	if o.checkConfig {
+		printPolicies(cmd.OutOrStdout(), o.config, file)
+		return nil
+	}
+	logger, err := cli.NewLogger(cmd.ErrOrStderr(), o.logLevel)
+	if err != nil {
+		return err
+	}
+	w, err := levee.NewWorker(levee.WorkerConfig{
+		NATSURL:         o.conn.NATSURL,
+		DatabaseURL:     o.conn.DatabaseURL,
+		Namespace:       o.conn.Namespace,
+		Logger:          logger,
+		ID:              o.id,
+		ShutdownTimeout: shutdown,
+		MaxPayload:      o.maxPayload,
+		Retention:       retention,
+		SkipMigrate:     o.noMigrate,
+	})
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	for _, k := range file.Kinds {
+		h, err := handlerFor(k)
+		if err != nil {
+			return fmt.Errorf("config %s: kinds.%s: %w", o.config, k.Name, err)
+		}
+		if err := w.Handle(k.Name, h, policyFor(k)); err != nil {
+			return fmt.Errorf("config %s: %w", o.config, err)
+		}
+	}
+	if o.httpAddr != "" {
+		stop, err := startHealth(o.httpAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if err := w.Run(ctx); err != nil {
+		return withHint(err)
+	}
+	return nil
+}
+
+func handlerFor(k config.Kind) (levee.Handler, error) {
+	switch k.Handler {
+	case config.HandlerHTTP:
+		return builtin.NewHTTP(builtin.HTTPConfig{Allow: k.HTTPAllow})
+	case config.HandlerNoop:
+		return builtin.Noop, nil
+	}
+	return nil, fmt.Errorf("unknown handler %q", k.Handler)
+}
+
+func policyFor(k config.Kind) levee.Policy {
+	return levee.Policy{
+		MaxAttempts:      k.MaxAttempts,
+		Timeout:          k.Timeout,
+		Backoff:          levee.Backoff{Base: k.BackoffBase, Max: k.BackoffMax},
+		Concurrency:      k.Concurrency,
+		AckWait:          k.AckWait,
+		MaxDeliveries:    k.MaxDeliveries,
+		FleetConcurrency: k.FleetConcurrency,
+	}
+}
+
+// withHint adds the flag to change to connection errors.
+func withHint(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "connect to NATS"):
+		return fmt.Errorf("%w; set --nats-url or LEVEE_NATS_URL", err)
+	case strings.Contains(msg, "Postgres"):
+		return fmt.Errorf("%w; set --database-url or LEVEE_DATABASE_URL", err)
+	}
+	return err
+}
+
+func printPolicies(w io.Writer, path string, f *config.File) {
+	fmt.Fprintf(w, "%s: OK, %d kinds\n\n", path, len(f.Kinds))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tHANDLER\tMAX_ATTEMPTS\tTIMEOUT\tBACKOFF\tCONCURRENCY\tFLEET_CONCURRENCY\tACK_WAIT\tMAX_DELIVERIES\tHTTP_ALLOW")
+	for _, k := range f.Kinds {
+		allow := "-"
+		if k.Handler == config.HandlerHTTP {
+			allow = strings.Join(k.HTTPAllow, ",")
+			if allow == "" {
+				allow = "(none: every URL is refused)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s..%s\t%d\t%d\t%s\t%d\t%s\n", k.Name, k.Handler, k.MaxAttempts, k.Timeout,
+			k.BackoffBase, k.BackoffMax, k.Concurrency, k.FleetConcurrency, k.AckWait, k.MaxDeliveries, allow)
+	}
+	_ = tw.Flush()
+}
+
+// startHealth serves /healthz on addr until stop is called.
+func startHealth(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on --http-addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			_ = srv.Close()
+		}
+	}, nil
+}

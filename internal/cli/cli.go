@@ -1,0 +1,201 @@
+// Package cli holds what the worker and enqueue binaries share: flags bound to LEVEE_*
+// environment variables, usage errors with exit code 2, and the logger setup.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+)
+
+// Exit codes shared by both binaries.
+const (
+	ExitOK    = 0
+	ExitError = 1
+	ExitUsage = 2
+)
+
+// UsageError is a mistake in the command line: exit code 2.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef returns a UsageError.
+func Usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// ExitCodeError ends the command with Code after printing Err (if not nil).
+type ExitCodeError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitCodeError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit %d", e.Code)
+	}
+	return e.Err.Error()
+}
+func (e *ExitCodeError) Unwrap() error { return e.Err }
+
+const envAnnotation = "levee_env"
+
+// BindEnv makes flag take its value from env when the flag is not given. The variable is named
+// in the flag's help; its value is never shown there (it may hold a secret).
+func BindEnv(cmd *cobra.Command, flag, env string) {
+	f := cmd.Flags().Lookup(flag)
+	if f == nil {
+		f = cmd.PersistentFlags().Lookup(flag)
+	}
+	if f == nil {
+		panic("cli: no flag " + flag)
+	}
+	if f.Annotations == nil {
+		f.Annotations = map[string][]string{}
+	}
+	f.Annotations[envAnnotation] = []string{env}
+	f.Usage += " (env " + env + ")"
+}
+
+// applyEnv sets every unset flag bound with BindEnv from its environment variable.
+func applyEnv(cmd *cobra.Command) error {
+	var err error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		envs := f.Annotations[envAnnotation]
+		if err != nil || f.Changed || len(envs) == 0 {
+			return
+		}
+		if v, ok := os.LookupEnv(envs[0]); ok && v != "" {
+			if serr := f.Value.Set(v); serr != nil {
+				err = Usagef("invalid %s: %v", envs[0], serr)
+			}
+		}
+	})
+	return err
+}
+
+// Prepare sets up a command tree the way both binaries want it: errors returned, not printed
+// by cobra; flag and argument mistakes become UsageErrors; environment variables applied
+// before every command runs; an unknown subcommand is a usage error.
+func Prepare(root *cobra.Command) {
+	root.SilenceErrors = true
+	root.SilenceUsage = true
+	root.CompletionOptions.DisableDefaultCmd = true
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+			return &UsageError{Err: err}
+		})
+		if c.Args != nil {
+			args := c.Args
+			c.Args = func(c *cobra.Command, a []string) error {
+				if err := args(c, a); err != nil {
+					return &UsageError{Err: err}
+				}
+				return nil
+			}
+		}
+		if c.HasSubCommands() && c.RunE == nil && c.Run == nil {
+			c.Args = cobra.ArbitraryArgs
+			c.RunE = func(c *cobra.Command, a []string) error {
+				if len(a) > 0 {
+					return Usagef("unknown command %q for %q", a[0], c.CommandPath())
+				}
+				return Usagef("%s needs a command", c.CommandPath())
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	prev := root.PersistentPreRunE
+	root.PersistentPreRunE = func(c *cobra.Command, a []string) error {
+		if err := applyEnv(c); err != nil {
+			return err
+		}
+		if prev != nil {
+			return prev(c, a)
+		}
+		return nil
+	}
+}
+
+// Execute runs root with args and returns the process exit code, printing errors to stderr
+// in one line (usage errors add a pointer to --help).
+func Execute(ctx context.Context, root *cobra.Command, args []string, stdout, stderr io.Writer) int {
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var usage *UsageError
+	var code *ExitCodeError
+	switch {
+	case errors.As(err, &code):
+		if code.Err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", root.Name(), code.Err)
+		}
+		return code.Code
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", root.Name(), oneLine(err), cmd.CommandPath())
+		return ExitUsage
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", root.Name(), oneLine(err))
+	return ExitError
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}
+
+// IsTerminal reports whether w is a terminal.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// NewLogger returns the process logger: text on a terminal, JSON otherwise, at level
+// (debug, info, warn, error).
+func NewLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, Usagef("invalid log level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if IsTerminal(w) {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
+
+// Connection holds the flags both binaries use to reach NATS and Postgres.
+type Connection struct {
+	NATSURL     string
+	DatabaseURL string
+	Namespace   string
+}
+
+// AddConnectionFlags adds --nats-url, --database-url and --namespace to cmd's persistent
+// flags, bound to LEVEE_NATS_URL, LEVEE_DATABASE_URL and LEVEE_NAMESPACE.
+func AddConnectionFlags(cmd *cobra.Command, c *Connection, natsDefault, dbDefault, nsDefault string) {
+	fs := cmd.PersistentFlags()
+	fs.StringVar(&c.NATSURL, "nats-url", natsDefault, "NATS server URL")
+	fs.StringVar(&c.DatabaseURL, "database-url", dbDefault, "Postgres URL; Levee's tables live in the schema named by --namespace")
+	fs.StringVar(&c.Namespace, "namespace", nsDefault, "prefix of stream, consumer and subject names, and the Postgres schema")
+	BindEnv(cmd, "nats-url", "LEVEE_NATS_URL")
+	BindEnv(cmd, "database-url", "LEVEE_DATABASE_URL")
+	BindEnv(cmd, "namespace", "LEVEE_NAMESPACE")
+}

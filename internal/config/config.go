@@ -1,0 +1,251 @@
+// Package config reads the worker's YAML file: the kinds it serves and each kind's policy.
+// Every key is optional except a kind's handler; unknown keys, bad durations and impossible
+// values are errors that name the key (kinds.<kind>.<key>) and its line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// Handlers built into the worker binary.
+const (
+	HandlerHTTP = "http"
+	HandlerNoop = "noop"
+)
+
+// Defaults of a kind's policy, as documented in the README.
+const (
+	DefaultMaxAttempts      = 5
+	DefaultTimeout          = 30 * time.Second
+	DefaultBackoffBase      = time.Second
+	DefaultBackoffMax       = 5 * time.Minute
+	DefaultConcurrency      = 10
+	DefaultAckWait          = 30 * time.Second
+	DefaultMaxDeliveries    = 100
+	DefaultFleetConcurrency = 1000
+)
+
+// File is a parsed, validated config file.
+type File struct {
+	// Kinds in name order.
+	Kinds []Kind
+}
+
+// Kind is one kind's effective configuration, defaults filled in.
+type Kind struct {
+	Name             string
+	Handler          string
+	MaxAttempts      int
+	Timeout          time.Duration
+	BackoffBase      time.Duration
+	BackoffMax       time.Duration
+	Concurrency      int
+	AckWait          time.Duration
+	MaxDeliveries    int
+	FleetConcurrency int
+	HTTPAllow        []string
+}
+
+type fileYAML struct {
+	Kinds map[string]kindYAML `yaml:"kinds"`
+}
+
+type kindYAML struct {
+	Handler          string       `yaml:"handler"`
+	MaxAttempts      *int         `yaml:"max_attempts"`
+	Timeout          *duration    `yaml:"timeout"`
+	Backoff          *backoffYAML `yaml:"backoff"`
+	Concurrency      *int         `yaml:"concurrency"`
+	AckWait          *duration    `yaml:"ack_wait"`
+	MaxDeliveries    *int         `yaml:"max_deliveries"`
+	FleetConcurrency *int         `yaml:"fleet_concurrency"`
+	HTTP             *httpYAML    `yaml:"http"`
+	line             int
+}
+
+type backoffYAML struct {
+	Base *duration `yaml:"base"`
+	Max  *duration `yaml:"max"`
+}
+
+type httpYAML struct {
+	Allow []string `yaml:"allow"`
+}
+
+// duration keeps the raw text and line so that validation can name the key.
+type duration struct {
+	raw  string
+	line int
+}
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a duration such as 500ms, 10s or 5m", n.Line)
+	}
+	d.raw, d.line = n.Value, n.Line
+	return nil
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	f, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return f, nil
+}
+
+var unknownFieldRE = regexp.MustCompile(`line (\d+): field (\S+) not found in type config\.(\w+)`)
+
+// Parse reads and validates a config document.
+func Parse(data []byte) (*File, error) {
+	var raw fileYAML
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty config: define at least one kind under \"kinds:\"")
+		}
+		return nil, friendlyYAMLError(err)
+	}
+	// A second pass finds each kind's line, for messages about the kind as a whole.
+	var lines struct {
+		Kinds map[string]yaml.Node `yaml:"kinds"`
+	}
+	if err := yaml.Unmarshal(data, &lines); err == nil {
+		for name, n := range lines.Kinds {
+			k := raw.Kinds[name]
+			k.line = n.Line
+			raw.Kinds[name] = k
+		}
+	}
+	if len(raw.Kinds) == 0 {
+		return nil, errors.New("no kinds: define at least one kind under \"kinds:\"")
+	}
+	names := make([]string, 0, len(raw.Kinds))
+	for name := range raw.Kinds {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	f := &File{}
+	for _, name := range names {
+		k, err := raw.Kinds[name].resolve(name)
+		if err != nil {
+			return nil, err
+		}
+		f.Kinds = append(f.Kinds, k)
+	}
+	return f, nil
+}
+
+func friendlyYAMLError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	if m := unknownFieldRE.FindStringSubmatch(msg); m != nil {
+		where := map[string]string{
+			"fileYAML": "at top level (want kinds)", "kindYAML": "in a kind",
+			"plain": "in a kind", "backoffYAML": "in backoff (want base, max)", "httpYAML": "in http (want allow)",
+		}[m[3]]
+		return fmt.Errorf("line %s: unknown key %q %s", m[1], m[2], where)
+	}
+	return errors.New(strings.ReplaceAll(msg, "\n  ", "; "))
+}
+
+func (y kindYAML) resolve(name string) (Kind, error) {
+	at := func(key string, line int, format string, args ...any) error {
+		return fmt.Errorf("kinds.%s.%s (line %d): %s", name, key, line, fmt.Sprintf(format, args...))
+	}
+	if err := queue.ValidateKind(name); err != nil {
+		return Kind{}, fmt.Errorf("kinds (line %d): %w", y.line, err)
+	}
+	k := Kind{
+		Name:             name,
+		Handler:          y.Handler,
+		MaxAttempts:      intOr(y.MaxAttempts, DefaultMaxAttempts),
+		Timeout:          DefaultTimeout,
+		BackoffBase:      DefaultBackoffBase,
+		BackoffMax:       DefaultBackoffMax,
+		Concurrency:      intOr(y.Concurrency, DefaultConcurrency),
+		AckWait:          DefaultAckWait,
+		MaxDeliveries:    intOr(y.MaxDeliveries, DefaultMaxDeliveries),
+		FleetConcurrency: intOr(y.FleetConcurrency, DefaultFleetConcurrency),
+	}
+	switch y.Handler {
+	case HandlerHTTP, HandlerNoop:
+	case "":
+		return Kind{}, fmt.Errorf("kinds.%s (line %d): handler is required: http or noop", name, y.line)
+	default:
+		return Kind{}, fmt.Errorf("kinds.%s.handler (line %d): unknown handler %q: use http or noop (custom handlers need a binary built with the Go API)", name, y.line, y.Handler)
+	}
+	durations := []durationKey{{"timeout", y.Timeout, &k.Timeout}, {"ack_wait", y.AckWait, &k.AckWait}}
+	if y.Backoff != nil {
+		durations = append(durations,
+			durationKey{"backoff.base", y.Backoff.Base, &k.BackoffBase},
+			durationKey{"backoff.max", y.Backoff.Max, &k.BackoffMax})
+	}
+	for _, d := range durations {
+		if d.d == nil {
+			continue
+		}
+		v, err := time.ParseDuration(d.d.raw)
+		if err != nil {
+			return Kind{}, at(d.key, d.d.line, "invalid duration %q: use a number with a unit, such as 500ms, 10s or 5m", d.d.raw)
+		}
+		if v <= 0 {
+			return Kind{}, at(d.key, d.d.line, "must be positive, got %s", d.d.raw)
+		}
+		*d.dst = v
+	}
+	line := y.line
+	switch {
+	case k.MaxAttempts < 1 || k.MaxAttempts > queue.MaxAttemptsLimit:
+		return Kind{}, at("max_attempts", line, "must be 1 to %d, got %d", queue.MaxAttemptsLimit, k.MaxAttempts)
+	case k.BackoffMax < k.BackoffBase:
+		return Kind{}, at("backoff.max", line, "(%s) must not be below backoff.base (%s)", k.BackoffMax, k.BackoffBase)
+	case k.Concurrency < 1 || k.Concurrency > 10000:
+		return Kind{}, at("concurrency", line, "must be 1 to 10000, got %d", k.Concurrency)
+	case k.AckWait < time.Second:
+		return Kind{}, at("ack_wait", line, "must be at least 1s, got %s", k.AckWait)
+	case k.MaxDeliveries <= k.MaxAttempts:
+		return Kind{}, at("max_deliveries", line, "(%d) must exceed max_attempts (%d): attempts are counted in Postgres, deliveries are only a safety net", k.MaxDeliveries, k.MaxAttempts)
+	case k.FleetConcurrency < 1:
+		return Kind{}, at("fleet_concurrency", line, "must be at least 1, got %d", k.FleetConcurrency)
+	}
+	if y.HTTP != nil {
+		if k.Handler != HandlerHTTP {
+			return Kind{}, at("http", line, "is only for kinds with handler: http")
+		}
+		k.HTTPAllow = y.HTTP.Allow
+	}
+	return k, nil
+}
+
+// durationKey ties a duration in the file to its key and its destination.
+type durationKey struct {
+	key string
+	d   *duration
+	dst *time.Duration
+}
+
+func intOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
