@@ -157,8 +157,13 @@ func Execute(ctx context.Context, root *cobra.Command, args []string, stdout, st
 	return ExitError
 }
 
+// oneLine folds a multi-line error (pgx writes some) into one line.
 func oneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	for i, l := range lines {
+		lines[i] = strings.Join(strings.Fields(l), " ")
+	}
+	return strings.Join(lines, " ")
 }
 
 // IsTerminal reports whether w is a terminal.

@@ -238,3 +238,11 @@ func TestTruncate(t *testing.T) {
 		require.LessOrEqual(t, len(idempotency.Truncate(tc.in, tc.n)), max(tc.n, len(tc.want)))
 	}
 }
+
+func TestStatusBeforeMigrationIsNotFound(t *testing.T) {
+	t.Parallel()
+	l, err := idempotency.New(idempotency.Config{Pool: leveetest.Pool(t), Schema: leveetest.Namespace(t)})
+	require.NoError(t, err)
+	_, err = l.Status(context.Background(), "j1")
+	require.ErrorIs(t, err, idempotency.ErrNotFound)
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // JobStatus is what the ledger knows of one job id.
@@ -30,6 +31,12 @@ type JobStatus struct {
 	LeaseUntil    *time.Time
 }
 
+// isUndefinedTable reports Postgres error 42P01: the schema has not been migrated.
+func isUndefinedTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
+}
+
 // Status returns what the ledger knows of job id, or ErrNotFound.
 func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 	var (
@@ -40,7 +47,8 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 	)
 	err := l.pool.QueryRow(ctx, l.q.status, id).Scan(&src, &st.JobID, &st.Kind, &st.Key, &state, &st.Attempts,
 		&reason, &lastErr, &res, &dupOf, &st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
+		// No row, or no ledger yet (no worker has migrated this namespace): not in the ledger.
 		return nil, ErrNotFound
 	}
 	if err != nil {

@@ -1,0 +1,84 @@
+// Command enqueue is Levee's operator CLI: it publishes jobs and reports their status.
+//
+//	enqueue publish KIND PAYLOAD     publish one job (PAYLOAD is JSON, or - for stdin)
+//	enqueue publish KIND --file F    publish the jobs of a JSON Lines file
+//	enqueue status ID                show what Levee knows of a job; --wait blocks until final
+//
+// Every command takes --nats-url, --database-url and --namespace (or LEVEE_NATS_URL,
+// LEVEE_DATABASE_URL, LEVEE_NAMESPACE). Exit codes: 0 ok, 1 error, 2 usage; status adds 3 to 5.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/spf13/cobra"
+
+	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes the command line args and returns the process exit code. stdin feeds
+// `publish KIND -` and `--file -`.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetIn(stdin)
+	cli.Prepare(root)
+	return cli.Execute(ctx, root, args, stdout, stderr)
+}
+
+func newRootCmd() *cobra.Command {
+	var conn cli.Connection
+	root := &cobra.Command{
+		Use:   "enqueue",
+		Short: "Publish Levee jobs and query their status",
+		Long: `enqueue is Levee's operator CLI. It publishes jobs to NATS JetStream and reports what
+Levee knows of a job: waiting in the stream, running, retrying, succeeded or dead.
+
+Publishing needs only NATS: producers keep working while Postgres or the downstream is down.
+Status reads the Postgres ledger too.
+
+Exit codes: 0 ok, 1 error, 2 usage error; see 'enqueue status --help' for status's own codes.`,
+		Example: `  enqueue publish email '{"to":"ada@example.com"}'
+  enqueue publish email --file jobs.jsonl
+  enqueue status 01JC9X3V8J4T6M2Q7R5W0YBZ1N --wait 30s
+  LEVEE_NATS_URL=nats://nats.internal:4222 enqueue publish noop '{}'`,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if err := queue.ValidateNamespace(conn.Namespace); err != nil {
+				return &cli.UsageError{Err: err}
+			}
+			return nil
+		},
+	}
+	cli.AddConnectionFlags(root, &conn, levee.DefaultNATSURL, levee.DefaultDatabaseURL, levee.DefaultNamespace)
+	root.AddCommand(newPublishCmd(&conn), newStatusCmd(&conn))
+	return root
+}
+
+// connectError adds to an error from levee.NewClient which setting to check. The client's
+// errors already name the service and show its URL with any password redacted.
+func connectError(err error) error {
+	var connErr *pgconn.ConnectError
+	var parseErr *pgconn.ParseConfigError
+	if errors.As(err, &connErr) || errors.As(err, &parseErr) {
+		return fmt.Errorf("%w; check --database-url or LEVEE_DATABASE_URL", err)
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w; check --nats-url or LEVEE_NATS_URL", err)
+}

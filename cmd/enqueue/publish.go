@@ -1,0 +1,357 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// publishOptions are publish's flags.
+type publishOptions struct {
+	id          string
+	key         string
+	maxAttempts int
+	json        bool
+	maxPayload  int
+	file        string
+}
+
+func newPublishCmd(conn *cli.Connection) *cobra.Command {
+	var o publishOptions
+	cmd := &cobra.Command{
+		Use:   "publish KIND (PAYLOAD | - | --file FILE)",
+		Short: "Publish a job, or the jobs of a JSON Lines file",
+		Long: `Publish a job of KIND and wait until the work stream has stored it. PAYLOAD is JSON;
+give - to read it from stdin. KIND is 1-64 characters of [a-z0-9_-], starting with a letter or
+digit. Only NATS is needed.
+
+The job id is a new ULID unless --id sets it; the idempotency key is the id unless --key sets
+it. Publishing an id the stream already holds (within its deduplication window) stores the job
+once and reports "duplicate": true; that is not an error. If no worker has ever served KIND,
+a warning is printed and the job waits in the stream until one does.
+
+With --file, KIND applies to every line of FILE (- for stdin), a JSON Lines file with one job
+per line:
+  {"payload": <any JSON>, "id": "optional", "key": "optional", "max_attempts": 3}
+Blank lines are skipped. Every line is checked before anything is published: one malformed
+line publishes nothing. The jobs are then published asynchronously, with a progress bar on a
+terminal; one line per job goes to stdout (its id, or its JSON with --json), refused jobs and
+a summary to stderr.
+
+Output: the job id, or with --json {"id":...,"kind":...,"key":...,"duplicate":bool}.
+
+Exit codes:
+  0  published (with --file: every job)
+  1  error: NATS unreachable, stream full, or (with --file) some job refused
+  2  usage error: bad flag or arguments, invalid kind, id or key, payload that is not JSON or
+     is over --max-payload, malformed line in --file`,
+		Example: `  enqueue publish email '{"to":"ada@example.com","template":"welcome"}'
+  enqueue publish charge '{"amount":1200}' --key order-1234 --max-attempts 3 --json
+  echo '{"url":"https://example.com/hook"}' | enqueue publish http -
+  enqueue publish email --file jobs.jsonl
+  enqueue publish noop '{}' --nats-url nats://nats.internal:4222 --namespace staging`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runPublish(cmd, conn, o, args)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.id, "id", "", "job id (default: a new ULID)")
+	fs.StringVar(&o.key, "key", "", "idempotency key (default: the job id)")
+	fs.IntVar(&o.maxAttempts, "max-attempts", 0, fmt.Sprintf("attempt budget, 1 to %d; 0 means the kind's policy", queue.MaxAttemptsLimit))
+	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
+	fs.IntVar(&o.maxPayload, "max-payload", queue.DefaultMaxPayload, "largest payload accepted, in bytes")
+	fs.StringVar(&o.file, "file", "", "publish the jobs of this JSON Lines file (- for stdin) instead of one PAYLOAD")
+	return cmd
+}
+
+func runPublish(cmd *cobra.Command, conn *cli.Connection, o publishOptions, args []string) error {
+	kind := args[0]
+	if err := queue.ValidateKind(kind); err != nil {
+		return &cli.UsageError{Err: err}
+	}
+	if o.maxPayload <= 0 {
+		return cli.Usagef("invalid --max-payload %d: give a positive number of bytes", o.maxPayload)
+	}
+	if o.maxAttempts < 0 || o.maxAttempts > queue.MaxAttemptsLimit {
+		return cli.Usagef("invalid --max-attempts %d: use 1 to %d, or 0 for the kind's policy", o.maxAttempts, queue.MaxAttemptsLimit)
+	}
+	if o.file != "" {
+		if len(args) != 1 {
+			return cli.Usagef("give either PAYLOAD or --file, not both")
+		}
+		if o.id != "" || o.key != "" {
+			return cli.Usagef("--id and --key apply to one job; with --file, set \"id\" and \"key\" on each line")
+		}
+		return publishFile(cmd, conn, o, kind)
+	}
+	if len(args) != 2 {
+		return cli.Usagef("missing PAYLOAD: give JSON, - to read stdin, or --file FILE")
+	}
+	if o.id != "" {
+		if err := queue.ValidateID(o.id); err != nil {
+			return &cli.UsageError{Err: err}
+		}
+	}
+	if o.key != "" {
+		if err := queue.ValidateKey(o.key); err != nil {
+			return &cli.UsageError{Err: err}
+		}
+	}
+	payload, err := readPayload(cmd.InOrStdin(), args[1], o.maxPayload)
+	if err != nil {
+		return err
+	}
+
+	ctx := cmd.Context()
+	c, err := levee.NewClient(ctx, levee.ClientConfig{NATSURL: conn.NATSURL, Namespace: conn.Namespace, MaxPayload: o.maxPayload})
+	if err != nil {
+		return connectError(err)
+	}
+	defer c.Close()
+	if err := warnUnserved(cmd, c, kind); err != nil {
+		return err
+	}
+	res, err := c.Publish(ctx, kind, payload, levee.WithID(o.id), levee.WithKey(o.key), levee.WithMaxAttempts(o.maxAttempts))
+	if err != nil {
+		return err
+	}
+	return printResult(cmd.OutOrStdout(), res, o.json)
+}
+
+// readPayload returns the payload argument, or stdin's content for "-", checked to be JSON
+// of at most limit bytes.
+func readPayload(stdin io.Reader, arg string, limit int) (json.RawMessage, error) {
+	payload := []byte(arg)
+	if arg == "-" {
+		var err error
+		if payload, err = io.ReadAll(io.LimitReader(stdin, int64(limit)+1)); err != nil {
+			return nil, fmt.Errorf("read payload from stdin: %w", err)
+		}
+	}
+	if err := checkPayload(payload, limit); err != nil {
+		return nil, &cli.UsageError{Err: err}
+	}
+	return payload, nil
+}
+
+// checkPayload reports a payload that is over limit bytes or is not JSON.
+func checkPayload(payload []byte, limit int) error {
+	if len(payload) > limit {
+		if len(payload) == limit+1 {
+			return fmt.Errorf("payload is over the --max-payload limit of %d bytes (raise --max-payload, or store the data elsewhere and send a reference)", limit)
+		}
+		return fmt.Errorf("payload is %d bytes, over the --max-payload limit of %d bytes (raise --max-payload, or store the data elsewhere and send a reference)", len(payload), limit)
+	}
+	if len(bytes.TrimSpace(payload)) == 0 {
+		return errors.New("payload is empty: give JSON, such as {} or null")
+	}
+	if !json.Valid(payload) {
+		var v any
+		err := json.Unmarshal(payload, &v)
+		return fmt.Errorf("payload is not valid JSON: %v", err)
+	}
+	return nil
+}
+
+// warnUnserved prints a warning when no worker has ever served kind.
+func warnUnserved(cmd *cobra.Command, c *levee.Client, kind string) error {
+	served, err := c.KindServed(cmd.Context(), kind)
+	if err != nil {
+		return err
+	}
+	if !served {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: no worker has ever served kind %s; the job waits in the stream until one does\n", kind)
+	}
+	return nil
+}
+
+func printResult(w io.Writer, res levee.PublishResult, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(res)
+	}
+	_, err := fmt.Fprintln(w, res.ID)
+	return err
+}
+
+// fileJob is one line of a --file.
+type fileJob struct {
+	Payload     json.RawMessage `json:"payload"`
+	ID          string          `json:"id"`
+	Key         string          `json:"key"`
+	MaxAttempts *int            `json:"max_attempts"`
+}
+
+// publishFile publishes every job of o.file, after checking them all.
+func publishFile(cmd *cobra.Command, conn *cli.Connection, o publishOptions, kind string) error {
+	var r io.Reader
+	name := o.file
+	if o.file == "-" {
+		r, name = cmd.InOrStdin(), "stdin"
+	} else {
+		f, err := os.Open(o.file)
+		if err != nil {
+			return fmt.Errorf("open --file: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	jobs, lines, err := readJobs(r, kind, o.maxAttempts, o.maxPayload)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+
+	ctx := cmd.Context()
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	c, err := levee.NewClient(ctx, levee.ClientConfig{NATSURL: conn.NATSURL, Namespace: conn.Namespace, MaxPayload: o.maxPayload})
+	if err != nil {
+		return connectError(err)
+	}
+	defer c.Close()
+	if len(jobs) > 0 {
+		if err := warnUnserved(cmd, c, kind); err != nil {
+			return err
+		}
+	}
+
+	var (
+		bar    *progressbar.ProgressBar
+		onDone func(levee.PublishResult)
+	)
+	if cli.IsTerminal(stderr) && len(jobs) > 0 {
+		bar = progressbar.NewOptions(len(jobs),
+			progressbar.OptionSetWriter(stderr),
+			progressbar.OptionSetDescription("publishing"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("jobs"),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+		onDone = func(levee.PublishResult) { _ = bar.Add(1) }
+	}
+	results, batchErr := c.PublishBatch(ctx, jobs, onDone)
+	if bar != nil {
+		_ = bar.Finish() // clears the bar before the per-job lines and the summary
+	}
+
+	var published, duplicates, failed int
+	for i, res := range results {
+		if res.Err != nil {
+			failed++
+			fmt.Fprintf(stderr, "enqueue: %s line %d: job %s: %v\n", name, lines[i], res.ID, res.Err)
+			continue
+		}
+		published++
+		if res.Duplicate {
+			duplicates++
+		}
+		if err := printResult(stdout, res, o.json); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stderr, "published %d jobs (%d duplicates, %d failed)\n", published, duplicates, failed)
+	if batchErr != nil {
+		return batchErr
+	}
+	if failed > 0 {
+		return &cli.ExitCodeError{Code: cli.ExitError}
+	}
+	return nil
+}
+
+// maxJobLineOverhead is what a --file line may hold besides its payload: id, key, field names.
+const maxJobLineOverhead = 64 << 10
+
+// readJobs reads and checks every job of a JSON Lines stream. lines[i] is the line number of
+// jobs[i]. A malformed line is a usage error naming the first such line; nothing is returned
+// then, so nothing is published.
+func readJobs(r io.Reader, kind string, maxAttempts, maxPayload int) (jobs []levee.JobSpec, lines []int, err error) {
+	sc := bufio.NewScanner(r)
+	maxLine := maxPayload + maxJobLineOverhead
+	sc.Buffer(make([]byte, 0, min(maxLine, 64<<10)), maxLine)
+	var (
+		first error
+		bad   int
+		n     int
+	)
+	for sc.Scan() {
+		n++
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		spec, err := parseJobLine(line, kind, maxAttempts, maxPayload)
+		if err != nil {
+			bad++
+			if first == nil {
+				first = fmt.Errorf("line %d: %w", n, err)
+			}
+			continue
+		}
+		jobs = append(jobs, spec)
+		lines = append(lines, n)
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, nil, cli.Usagef("line %d: longer than %d bytes (the payload limit, --max-payload, is %d)", n+1, maxLine, maxPayload)
+		}
+		return nil, nil, fmt.Errorf("read after line %d: %w", n, err)
+	}
+	if first != nil {
+		more := ""
+		if bad > 1 {
+			more = fmt.Sprintf(" (and %d more malformed lines)", bad-1)
+		}
+		return nil, nil, cli.Usagef("%w%s; nothing was published", first, more)
+	}
+	return jobs, lines, nil
+}
+
+// parseJobLine checks one --file line and returns its job.
+func parseJobLine(line []byte, kind string, maxAttempts, maxPayload int) (levee.JobSpec, error) {
+	var j fileJob
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return levee.JobSpec{}, fmt.Errorf("not a job object {\"payload\": ..., \"id\", \"key\", \"max_attempts\"}: %v", err)
+	}
+	if dec.More() {
+		return levee.JobSpec{}, errors.New("more than one JSON value on the line")
+	}
+	if j.Payload == nil {
+		return levee.JobSpec{}, errors.New(`missing "payload"`)
+	}
+	if err := checkPayload(j.Payload, maxPayload); err != nil {
+		return levee.JobSpec{}, err
+	}
+	if j.ID != "" {
+		if err := queue.ValidateID(j.ID); err != nil {
+			return levee.JobSpec{}, err
+		}
+	}
+	if j.Key != "" {
+		if err := queue.ValidateKey(j.Key); err != nil {
+			return levee.JobSpec{}, err
+		}
+	}
+	if j.MaxAttempts != nil {
+		maxAttempts = *j.MaxAttempts
+		if maxAttempts < 0 || maxAttempts > queue.MaxAttemptsLimit {
+			return levee.JobSpec{}, fmt.Errorf("invalid max_attempts %d: use 1 to %d, or 0 for the kind's policy", maxAttempts, queue.MaxAttemptsLimit)
+		}
+	}
+	return levee.JobSpec{Kind: kind, Payload: j.Payload, ID: j.ID, Key: j.Key, MaxAttempts: maxAttempts}, nil
+}
