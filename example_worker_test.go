@@ -50,7 +50,13 @@ func Example_worker() {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	defer func() { stop(); <-done; cleanupNamespace(natsURL, dbURL, ns) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			fmt.Println(err)
+		}
+		cleanupNamespace(natsURL, dbURL, ns)
+	}()
 
 	client, err := levee.NewClient(context.Background(), levee.ClientConfig{NATSURL: natsURL, DatabaseURL: dbURL, Namespace: ns})
 	if err != nil {

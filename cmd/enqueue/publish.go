@@ -161,7 +161,7 @@ func checkPayload(payload []byte, limit int) error {
 	if !json.Valid(payload) {
 		var v any
 		err := json.Unmarshal(payload, &v)
-		return fmt.Errorf("payload is not valid JSON: %v", err)
+		return fmt.Errorf("payload is not valid JSON: %w", err)
 	}
 	return nil
 }
@@ -326,7 +326,7 @@ func parseJobLine(line []byte, kind string, maxAttempts, maxPayload int) (levee.
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&j); err != nil {
-		return levee.JobSpec{}, fmt.Errorf("not a job object {\"payload\": ..., \"id\", \"key\", \"max_attempts\"}: %v", err)
+		return levee.JobSpec{}, fmt.Errorf("not a job object {\"payload\": ..., \"id\", \"key\", \"max_attempts\"}: %w", err)
 	}
 	if dec.More() {
 		return levee.JobSpec{}, errors.New("more than one JSON value on the line")

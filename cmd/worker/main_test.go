@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	workerBin = filepath.Join(dir, "worker")
-	if out, err := exec.Command("go", "build", "-o", workerBin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(context.Background(), "go", "build", "-o", workerBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build worker: %v\n%s", err, out)
 		os.Exit(1)
 	}
@@ -157,14 +157,16 @@ type proc struct {
 func startWorkerProc(t *testing.T, args ...string) *proc {
 	t.Helper()
 	var out bytes.Buffer
-	cmd := exec.Command(workerBin, args...)
+	cmd := exec.CommandContext(context.Background(), workerBin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
 	p := &proc{cmd: cmd, out: &out, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-p.done
+		if err := <-p.done; err != nil {
+			t.Logf("worker exited: %v", err)
+		}
 		if t.Failed() {
 			t.Logf("worker output:\n%s", out.String())
 		}

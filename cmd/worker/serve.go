@@ -136,7 +136,7 @@ func printPolicies(w io.Writer, path string, f *config.File) {
 
 // startHealth serves /healthz on addr until stop is called.
 func startHealth(addr string) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --http-addr %s: %w", addr, err)
 	}

@@ -98,4 +98,3 @@ func (d *Delivery) InProgress() error { return d.msg.InProgress() }
 
 // Headers returns the message's headers.
 func (d *Delivery) Headers() map[string][]string { return d.msg.Headers() }
-

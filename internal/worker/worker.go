@@ -75,9 +75,9 @@ type Config struct {
 
 // Worker runs the configured kinds until its context ends. Build one with New and call Run once.
 type Worker struct {
-	cfg    Config
-	log    *slog.Logger
-	kinds  []*kindRunner
+	cfg   Config
+	log   *slog.Logger
+	kinds []*kindRunner
 }
 
 // New validates cfg and returns a Worker.
