@@ -19,26 +19,44 @@ type Puller struct {
 // Kind returns the kind this puller serves.
 func (p *Puller) Kind() string { return p.kind }
 
-// Fetch pulls up to n messages, waiting at most maxWait for the first. It returns early with
-// what it has when ctx ends; messages that arrive after that are returned too (never dropped),
-// so the caller can nak them. Callers admit n jobs (slots, tokens) before calling Fetch: a
-// message never waits inside a worker.
-func (p *Puller) Fetch(ctx context.Context, n int, maxWait time.Duration) ([]*Delivery, error) {
+// Fetch pulls up to n messages, waiting at most maxWait, and hands them to handle as they
+// arrive: every group of messages that arrived together is one call, so a lone message is
+// handled at once rather than when the pull expires, and a burst is handled (and claimed) as
+// one batch. It returns how many messages it handed over. Callers admit n jobs (slots, tokens)
+// before calling Fetch: a message never waits inside a worker.
+func (p *Puller) Fetch(ctx context.Context, n int, maxWait time.Duration, handle func([]*Delivery)) (int, error) {
 	if n <= 0 {
-		return nil, nil
+		return 0, nil
 	}
 	batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(maxWait))
 	if err != nil {
-		return nil, fmt.Errorf("fetch %d from %s: %w", n, p.q.names.Consumer(p.kind), translate(err))
+		return 0, fmt.Errorf("fetch %d from %s: %w", n, p.q.names.Consumer(p.kind), translate(err))
 	}
-	out := make([]*Delivery, 0, n)
-	for msg := range batch.Messages() {
-		out = append(out, p.q.newDelivery(msg))
+	msgs := batch.Messages()
+	total := 0
+	group := make([]*Delivery, 0, n)
+	for msg := range msgs {
+		group = append(group, p.q.newDelivery(msg))
+	more:
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break more
+				}
+				group = append(group, p.q.newDelivery(m))
+			default:
+				break more
+			}
+		}
+		total += len(group)
+		handle(group)
+		group = make([]*Delivery, 0, n-total)
 	}
-	if err := batch.Error(); err != nil && len(out) == 0 && ctx.Err() == nil {
-		return nil, fmt.Errorf("fetch %d from %s: %w", n, p.q.names.Consumer(p.kind), translate(err))
+	if err := batch.Error(); err != nil && total == 0 && ctx.Err() == nil {
+		return 0, fmt.Errorf("fetch %d from %s: %w", n, p.q.names.Consumer(p.kind), translate(err))
 	}
-	return out, nil
+	return total, nil
 }
 
 // Delivery is one delivered message with its decoded envelope.

@@ -36,6 +36,9 @@ type attempt struct {
 // errorPause is how long the pull loop waits after a failing pull or claim.
 const errorPause = 2 * time.Second
 
+// ledgerTimeout bounds one ledger round trip of the pull loop.
+const ledgerTimeout = 10 * time.Second
+
 // claimFailedNak is the redelivery delay for messages pulled while the ledger is unreachable.
 const claimFailedNak = 5 * time.Second
 
@@ -48,29 +51,41 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		ds, err := k.puller.Fetch(ctx, n, k.w.cfg.FetchWait)
-		k.pipeline.Release(n - len(ds))
-		if err != nil {
+		var claimErr error
+		got, err := k.puller.Fetch(ctx, n, k.w.cfg.FetchWait, func(ds []*queue.Delivery) {
+			if ctx.Err() != nil || claimErr != nil {
+				// Pulled while shutting down, or the ledger just failed: hand them back.
+				for _, d := range ds {
+					_ = d.Nak(nakDelay(claimErr))
+				}
+				k.pipeline.Release(len(ds))
+				return
+			}
+			// The claim finishes even if shutdown starts meanwhile: a claimed key is then
+			// run (and drained) rather than left leased for nobody.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
+			claimErr = k.process(pctx, ds)
+			cancel()
+		})
+		k.pipeline.Release(n - got)
+		switch {
+		case err != nil:
 			log.Warn("pull failed; retrying", "err", err)
 			sleep(ctx, errorPause)
-			continue
-		}
-		if len(ds) == 0 {
-			continue
-		}
-		if ctx.Err() != nil {
-			// Pulled while shutting down: hand them straight back.
-			for _, d := range ds {
-				_ = d.Nak(0)
-			}
-			k.pipeline.Release(len(ds))
-			return
-		}
-		if err := k.process(ctx, ds); err != nil {
-			log.Warn("ledger unavailable; messages handed back for redelivery", "err", err, "count", len(ds))
+		case claimErr != nil:
+			log.Warn("ledger unavailable; messages handed back for redelivery", "err", claimErr)
 			sleep(ctx, errorPause)
 		}
 	}
+}
+
+// nakDelay is the redelivery delay for messages handed back unworked: at once on shutdown,
+// later when the ledger is failing.
+func nakDelay(claimErr error) time.Duration {
+	if claimErr != nil {
+		return claimFailedNak
+	}
+	return 0
 }
 
 // process claims a pulled batch and starts an attempt for every claimed key. Each delivery
