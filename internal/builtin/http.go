@@ -223,7 +223,7 @@ func resultBody(data []byte, truncated bool) json.RawMessage {
 
 func snippet(data []byte) string {
 	const n = 200
-	s := strings.TrimSpace(string(data))
+	s := strings.Join(strings.Fields(string(data)), " ") // one line, for logs and status
 	if len(s) > n {
 		s = s[:n] + "…"
 	}
