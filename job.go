@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Job is one job as a handler sees it.
@@ -47,3 +49,19 @@ type HandlerFunc func(ctx context.Context, job *Job) (any, error)
 
 // Work calls f.
 func (f HandlerFunc) Work(ctx context.Context, job *Job) (any, error) { return f(ctx, job) }
+
+// TxHandler is a Handler whose local effects go in tx, a transaction on the ledger's database:
+// Levee commits tx together with the job's success, so the effects happen exactly once, or
+// rolls it back when the attempt fails or the worker lost the job's lease (DESIGN rule 13).
+// The handler must not commit or roll back tx itself.
+type TxHandler interface {
+	WorkTx(ctx context.Context, tx pgx.Tx, job *Job) (any, error)
+}
+
+// TxHandlerFunc adapts a function to TxHandler.
+type TxHandlerFunc func(ctx context.Context, tx pgx.Tx, job *Job) (any, error)
+
+// WorkTx calls f.
+func (f TxHandlerFunc) WorkTx(ctx context.Context, tx pgx.Tx, job *Job) (any, error) {
+	return f(ctx, tx, job)
+}

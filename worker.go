@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
@@ -73,42 +74,51 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 // Handle registers handler for kind with policy p (zero fields take defaults). It returns an
 // error for an invalid kind or policy, or a kind registered twice.
 func (w *Worker) Handle(kind string, h Handler, p Policy) error {
-	if err := queue.ValidateKind(kind); err != nil {
-		return err
-	}
 	if h == nil {
 		return fmt.Errorf("kind %q: handler is nil", kind)
 	}
+	return w.register(worker.Kind{Name: kind, Handler: adapt(h.Work)}, p)
+}
+
+// HandleTx registers a handler whose writes share the transaction that records the job's
+// success; see TxHandler.
+func (w *Worker) HandleTx(kind string, h TxHandler, p Policy) error {
+	if h == nil {
+		return fmt.Errorf("kind %q: handler is nil", kind)
+	}
+	return w.register(worker.Kind{Name: kind, TxHandler: func(ctx context.Context, tx pgx.Tx, att worker.Attempt) ([]byte, error) {
+		return adapt(func(ctx context.Context, job *Job) (any, error) { return h.WorkTx(ctx, tx, job) })(ctx, att)
+	}}, p)
+}
+
+func (w *Worker) register(k worker.Kind, p Policy) error {
+	if err := queue.ValidateKind(k.Name); err != nil {
+		return err
+	}
 	ep := p.executor().Defaults()
 	if err := ep.Validate(); err != nil {
-		return fmt.Errorf("kind %q: %w", kind, err)
+		return fmt.Errorf("kind %q: %w", k.Name, err)
 	}
+	k.Policy, k.AckWait, k.MaxDeliver, k.MaxAckPending = ep, p.AckWait, p.MaxDeliveries, p.FleetConcurrency
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, k := range w.kinds {
-		if k.Name == kind {
-			return fmt.Errorf("kind %q is already registered", kind)
+	for _, have := range w.kinds {
+		if have.Name == k.Name {
+			return fmt.Errorf("kind %q is already registered", k.Name)
 		}
 	}
-	w.kinds = append(w.kinds, worker.Kind{
-		Name:          kind,
-		Handler:       adapt(h),
-		Policy:        ep,
-		AckWait:       p.AckWait,
-		MaxDeliver:    p.MaxDeliveries,
-		MaxAckPending: p.FleetConcurrency,
-	})
+	w.kinds = append(w.kinds, k)
 	return nil
 }
 
 // adapt turns a public Handler into the engine's handler.
-func adapt(h Handler) worker.Handler {
+func adapt(work func(context.Context, *Job) (any, error)) worker.Handler {
 	return func(ctx context.Context, att worker.Attempt) ([]byte, error) {
 		job := &Job{
 			ID: att.ID, Kind: att.Kind, Key: att.Key, Payload: att.Payload,
 			Attempt: att.Number, MaxAttempts: att.MaxAttempts, EnqueuedAt: att.EnqueuedAt,
 		}
-		res, err := h.Work(ctx, job)
+		res, err := work(ctx, job)
 		if err != nil {
 			return nil, err
 		}

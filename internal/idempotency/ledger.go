@@ -284,6 +284,32 @@ type Outcome struct {
 // applied[i] is false where the lease was lost: the caller must not ack that message, since the
 // new owner will finish it.
 func (l *Ledger) Finish(ctx context.Context, outcomes []Outcome) (applied []bool, err error) {
+	return l.finish(ctx, l.pool, outcomes)
+}
+
+// FinishTx is Finish inside tx, so that a handler's own writes in tx commit together with the
+// job's success (DESIGN rule 13), or not at all: when applied[i] is false the caller must roll
+// tx back.
+func (l *Ledger) FinishTx(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (applied []bool, err error) {
+	return l.finish(ctx, tx, outcomes)
+}
+
+// Begin starts a transaction on the ledger's pool, for handlers that write in the same
+// transaction as their job's outcome.
+func (l *Ledger) Begin(ctx context.Context) (pgx.Tx, error) {
+	tx, err := l.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin transaction: %w", err)
+	}
+	return tx, nil
+}
+
+// querier is what finish needs of a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (applied []bool, err error) {
 	applied = make([]bool, len(outcomes))
 	if len(outcomes) == 0 {
 		return applied, nil
@@ -321,7 +347,7 @@ func (l *Ledger) Finish(ctx context.Context, outcomes []Outcome) (applied []bool
 		retryIn[i] = o.RetryIn.Seconds()
 		releases[i] = o.Release
 	}
-	rows, err := l.pool.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases)
+	rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
@@ -245,12 +247,30 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 
 	att := Attempt{Envelope: d.Env, Number: number, MaxAttempts: maxAttempts}
 	start := time.Now()
+	var tx pgx.Tx // set while a TxHandler's transaction is open
+	defer func() {
+		if tx != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
 	result, v := executor.Execute(ctx, k.pipeline, func() {
 		log.Warn("handler still running past its timeout; its slot stays taken until it returns",
 			"timeout", policy.Timeout, "running_for", time.Since(start).Round(time.Millisecond))
 	}, func(ctx context.Context) ([]byte, error) {
-		return k.kind.Handler(ctx, att)
+		if k.kind.TxHandler == nil {
+			return k.kind.Handler(ctx, att)
+		}
+		var err error
+		if tx, err = k.w.cfg.Ledger.Begin(ctx); err != nil {
+			return nil, err
+		}
+		return k.kind.TxHandler(ctx, tx, att)
 	})
+	if v.Class != executor.Succeeded && tx != nil {
+		// A failed attempt's own writes are undone before its outcome is written.
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		tx = nil
+	}
 
 	out := idempotency.Outcome{Lease: a.lease}
 	switch v.Class {
@@ -279,7 +299,14 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		return
 	}
 
-	if !k.commit(context.WithoutCancel(ctx), out, log) {
+	committed := false
+	if tx != nil {
+		committed = k.commitTx(context.WithoutCancel(ctx), tx, out, log)
+		tx = nil
+	} else {
+		committed = k.commit(context.WithoutCancel(ctx), out, log)
+	}
+	if !committed {
 		return
 	}
 	switch out.State {
@@ -308,6 +335,26 @@ func (k *kindRunner) commit(ctx context.Context, out idempotency.Outcome, log *s
 	}
 	if !applied[0] {
 		log.Warn("lease lost before commit; writing nothing, not acking (the new owner finishes the job)")
+		return false
+	}
+	return true
+}
+
+// commitTx writes a success in the handler's transaction and commits both, or rolls both back
+// when the lease was lost.
+func (k *kindRunner) commitTx(ctx context.Context, tx pgx.Tx, out idempotency.Outcome, log *slog.Logger) bool {
+	applied, err := k.w.cfg.Ledger.FinishTx(ctx, tx, []idempotency.Outcome{out})
+	if err == nil && !applied[0] {
+		_ = tx.Rollback(ctx)
+		log.Warn("lease lost before commit; the handler's writes are rolled back, not acking")
+		return false
+	}
+	if err == nil {
+		err = tx.Commit(ctx)
+	}
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		log.Error("commit outcome failed; not acking (the job will be redelivered)", "err", err, "state", out.State)
 		return false
 	}
 	return true

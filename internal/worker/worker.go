@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
@@ -17,6 +19,10 @@ import (
 
 // Handler runs one attempt of a job and returns its result as JSON (nil for none).
 type Handler func(ctx context.Context, att Attempt) ([]byte, error)
+
+// TxHandler is a Handler that writes in tx; its writes commit in the same transaction as the
+// job's success, or are rolled back with a failed or fenced-out attempt.
+type TxHandler func(ctx context.Context, tx pgx.Tx, att Attempt) ([]byte, error)
 
 // Attempt is what a handler gets: the job and which attempt this is.
 type Attempt struct {
@@ -31,6 +37,8 @@ type Attempt struct {
 type Kind struct {
 	Name    string
 	Handler Handler
+	// TxHandler, if set instead of Handler, runs in a ledger transaction.
+	TxHandler TxHandler
 	Policy  executor.Policy
 	// AckWait is the consumer's AckWait and the ledger lease; heartbeats run every AckWait/3.
 	// Default 30s.
@@ -108,8 +116,8 @@ func New(cfg Config) (*Worker, error) {
 			return nil, fmt.Errorf("worker: kind %q registered twice", k.Name)
 		}
 		seen[k.Name] = true
-		if k.Handler == nil {
-			return nil, fmt.Errorf("worker: kind %q has no handler", k.Name)
+		if (k.Handler == nil) == (k.TxHandler == nil) {
+			return nil, fmt.Errorf("worker: kind %q needs exactly one of Handler and TxHandler", k.Name)
 		}
 		pl, err := executor.NewPipeline(k.Policy)
 		if err != nil {

@@ -1,0 +1,61 @@
+package levee_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/leveetest"
+)
+
+// A TxHandler's writes commit with the job's success and only then: a failed attempt's writes
+// are rolled back, and a redelivery after a lost ack does not run them again.
+func TestTxHandlerWritesCommitWithSuccessOnly(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, b *bundle) {
+		ctx := context.Background()
+		pool := leveetest.Pool(t)
+		table := pgx.Identifier{b.ns, "entries"}.Sanitize()
+		_, err := pool.Exec(ctx, "CREATE TABLE "+table+" (job_id text, attempt int)")
+		require.NoError(t, err)
+
+		var calls, acksDropped atomic.Int32
+		cfg := b.workerConfig(t)
+		levee.SetSkipAck(&cfg, func(string) bool { return acksDropped.Add(1) == 1 })
+		w, err := levee.NewWorker(cfg)
+		require.NoError(t, err)
+		require.NoError(t, w.HandleTx("book", levee.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, job *levee.Job) (any, error) {
+			calls.Add(1)
+			if _, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES ($1, $2)", job.ID, job.Attempt); err != nil {
+				return nil, err
+			}
+			if job.Attempt == 1 {
+				return nil, errors.New("fails after writing") // this write must be rolled back
+			}
+			return map[string]int{"booked_on_attempt": job.Attempt}, nil
+		}), levee.Policy{AckWait: time.Second, Backoff: levee.Backoff{Base: 10 * time.Millisecond, Max: 10 * time.Millisecond}}))
+		run(t, w)
+
+		res, err := b.client.Publish(ctx, "book", map[string]int{"n": 1})
+		require.NoError(t, err)
+		st := b.waitFinal(t, res.ID, 20*time.Second)
+		require.Equal(t, levee.StateSucceeded, st.State)
+		require.Equal(t, 2, st.Attempts)
+		require.Equal(t, "fails after writing", st.LastError)
+
+		// The first ack was dropped: wait for the redelivery to be acked without running.
+		require.Eventually(t, func() bool { return streamEmpty(t, b) }, 20*time.Second, 50*time.Millisecond)
+		require.EqualValues(t, 2, calls.Load())
+
+		var rows, attempt int
+		require.NoError(t, pool.QueryRow(ctx, "SELECT count(*), max(attempt) FROM "+table).Scan(&rows, &attempt))
+		require.Equal(t, 1, rows, "only the successful attempt's write committed")
+		require.Equal(t, 2, attempt)
+	})
+}
