@@ -39,7 +39,7 @@ type Kind struct {
 	Handler Handler
 	// TxHandler, if set instead of Handler, runs in a ledger transaction.
 	TxHandler TxHandler
-	Policy  executor.Policy
+	Policy    executor.Policy
 	// AckWait is the consumer's AckWait and the ledger lease; heartbeats run every AckWait/3.
 	// Default 30s.
 	AckWait time.Duration
