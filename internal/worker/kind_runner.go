@@ -75,9 +75,29 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 			log.Warn("pull failed; retrying", "err", err)
 			sleep(ctx, errorPause)
 		case claimErr != nil:
-			log.Warn("ledger unavailable; messages handed back for redelivery", "err", claimErr)
-			sleep(ctx, errorPause)
+			log.Warn("ledger unavailable; messages handed back for redelivery; pulling stops until it answers", "err", claimErr)
+			k.waitLedger(ctx)
 		}
+	}
+}
+
+// waitLedger blocks until the ledger answers again (or ctx ends), backing off from 1s to 15s.
+// Not pulling meanwhile keeps deliveries from being spent against MaxDeliver during an outage.
+func (k *kindRunner) waitLedger(ctx context.Context) {
+	wait := time.Second
+	for {
+		sleep(ctx, wait)
+		if ctx.Err() != nil {
+			return
+		}
+		pctx, cancel := context.WithTimeout(ctx, ledgerTimeout)
+		err := k.w.cfg.Ledger.Ping(pctx)
+		cancel()
+		if err == nil {
+			k.logger().Info("ledger answers again; pulling resumes")
+			return
+		}
+		wait = min(wait*2, 15*time.Second)
 	}
 }
 
