@@ -85,7 +85,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 			return errors.New("stopped after 5 redirects")
 		}
 		if !h.allowed(req.URL) {
-			return fmt.Errorf("redirect to %s is not in this kind's http.allow list", req.URL.Redacted())
+			return fmt.Errorf("%w: redirect to %s", errNotAllowed, req.URL.Redacted())
 		}
 		return nil
 	}
@@ -93,12 +93,27 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	return h, nil
 }
 
+// errNotAllowed marks a URL outside the kind's allowlist.
+var errNotAllowed = errors.New("URL is not in this kind's http.allow list")
+
+// allowed reports whether u is under an allowed prefix. URLs with credentials or with "." or
+// ".." path segments (plain or percent-encoded) are refused outright: a server resolving
+// /v1/../admin would otherwise escape an allowed /v1/ prefix.
 func (h *HTTP) allowed(u *url.URL) bool {
-	if u.User != nil {
+	if u.User != nil || hasDotSegment(u.Path) || hasDotSegment(u.EscapedPath()) || strings.Contains(strings.ToLower(u.EscapedPath()), "%2e") {
 		return false
 	}
 	for _, a := range h.allow {
 		if u.Scheme == a.scheme && strings.EqualFold(u.Host, a.host) && strings.HasPrefix(u.Path, a.path) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
 			return true
 		}
 	}
@@ -122,8 +137,7 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 		return nil, invalid(fmt.Errorf("http payload: %q is not an http(s) URL", p.URL))
 	}
 	if !h.allowed(u) {
-		return nil, &executor.PermanentError{Err: &executor.ReasonError{Reason: executor.ReasonDisallowedURL,
-			Err: fmt.Errorf("URL %s is not in this kind's http.allow list", u.Redacted())}}
+		return nil, notAllowed(fmt.Errorf("URL %s is not in this kind's http.allow list", u.Redacted()))
 	}
 	method := strings.ToUpper(cmp.Or(p.Method, http.MethodPost))
 	body, contentType, err := requestBody(p.Body)
@@ -144,6 +158,9 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 	req.Header.Set("User-Agent", "levee-worker")
 
 	resp, err := h.client.Do(req)
+	if errors.Is(err, errNotAllowed) {
+		return nil, notAllowed(fmt.Errorf("%s %s: %w", method, u.Redacted(), err))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, u.Redacted(), err)
 	}
@@ -170,6 +187,10 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 	return nil, levee.Permanent(fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, snippet(data)))
 }
 
+func notAllowed(err error) error {
+	return &executor.PermanentError{Err: &executor.ReasonError{Reason: executor.ReasonDisallowedURL, Err: err}}
+}
+
 func invalid(err error) error {
 	return &executor.PermanentError{Err: &executor.ReasonError{Reason: executor.ReasonPayloadInvalid, Err: err}}
 }
@@ -190,8 +211,9 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second, true
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil && secs >= 0 {
+		const maxSecs = 365 * 24 * 3600 // no overflow; the worker caps the delay further
+		return time.Duration(min(secs, maxSecs)) * time.Second, true
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return max(t.Sub(now), 0), true

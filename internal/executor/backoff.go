@@ -22,6 +22,9 @@ func (b Backoff) Ceiling(n int) time.Duration {
 	}
 	ceiling := b.Base
 	for i := 1; i < n && ceiling < b.Max; i++ {
+		if ceiling > b.Max/2 {
+			return b.Max // doubling would pass Max (or overflow)
+		}
 		ceiling *= 2
 	}
 	return min(ceiling, b.Max)

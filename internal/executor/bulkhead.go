@@ -47,6 +47,9 @@ func (b *Bulkhead) TryAcquire(max int) int {
 func (b *Bulkhead) Acquire(ctx context.Context, max int) (int, error) {
 	for {
 		if n := b.TryAcquire(max); n > 0 {
+			if b.InUse() < b.size {
+				b.signal() // slots remain: pass the wake-up on to the next waiter
+			}
 			return n, nil
 		}
 		select {
@@ -69,6 +72,11 @@ func (b *Bulkhead) Release(n int) {
 		panic("executor: bulkhead released more slots than it holds")
 	}
 	b.mu.Unlock()
+	b.signal()
+}
+
+// signal wakes one waiter, if any; a signal already pending is enough.
+func (b *Bulkhead) signal() {
 	select {
 	case b.avail <- struct{}{}:
 	default:

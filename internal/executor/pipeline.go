@@ -47,6 +47,8 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("backoff.max (%s) must not be below backoff.base (%s)", p.Backoff.Max, p.Backoff.Base)
 	case p.Concurrency < 1:
 		return fmt.Errorf("concurrency must be at least 1, got %d", p.Concurrency)
+	case p.OverrunGrace < 0:
+		return fmt.Errorf("overrun grace must not be negative, got %s", p.OverrunGrace)
 	}
 	return nil
 }

@@ -103,6 +103,7 @@ func TestClaimFinishSucceeded(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, idempotency.StateSucceeded, st.State)
 	require.Equal(t, "j1", st.DuplicateOf)
+	require.Zero(t, st.Attempts, "a duplicate ran no attempt of its own")
 	require.JSONEq(t, `{"ok":true}`, string(st.Result), "a duplicate reports the result of the job that did the work")
 
 	_, err = l.Status(ctx, "nope")

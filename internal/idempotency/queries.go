@@ -85,13 +85,14 @@ DELETE FROM S.job_records WHERE ctid IN (
     SELECT ctid FROM S.job_records WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2)`),
 
 		// Status: the key the job owns comes first, then a record of a job that finished
-		// without owning its key.
+		// without owning its key (it ran no attempt of its own: attempts 0; a duplicate of a
+		// success reports the owner's result).
 		status: s(`
 (SELECT 0 AS src, job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text AS duplicate_of,
         next_attempt_at, enqueued_at, started_at, finished_at, lease_until
    FROM S.keys WHERE job_id = $1 ORDER BY updated_at DESC LIMIT 1)
 UNION ALL
-(SELECT 1, r.id, r.kind, r.key, r.state, COALESCE(k.attempts, 0), r.reason, r.last_error,
+(SELECT 1, r.id, r.kind, r.key, r.state, 0, r.reason, r.last_error,
         CASE WHEN r.state = 'succeeded' THEN k.result::text END, r.duplicate_of,
         NULL, r.enqueued_at, NULL, r.finished_at, NULL
    FROM S.job_records r LEFT JOIN S.keys k ON k.kind = r.kind AND k.key = r.key

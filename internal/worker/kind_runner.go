@@ -142,7 +142,15 @@ func (k *kindRunner) process(ctx context.Context, ds []*queue.Delivery) error {
 		k.pipeline.Release(len(good))
 		return err
 	}
-	var records []idempotency.Record
+	// Duplicates are recorded first and acked after: commit, then ack (DESIGN rule 3).
+	type settle struct {
+		d      *queue.Delivery
+		reason string // "" acks, else terms with this reason
+	}
+	var (
+		records []idempotency.Record
+		settles []settle
+	)
 	for i, res := range results {
 		d := good[i]
 		switch res.Status {
@@ -155,25 +163,33 @@ func (k *kindRunner) process(ctx context.Context, ds []*queue.Delivery) error {
 			if res.Owner != d.Env.ID {
 				records = append(records, k.record(d, idempotency.StateSucceeded, "", res.Owner))
 			}
-			_ = d.Ack()
+			settles = append(settles, settle{d: d})
 		case idempotency.AlreadyDead:
 			if res.Owner == d.Env.ID {
 				// Our own dead job redelivered: make sure its DLQ copy exists, then term.
 				k.ensureDeadLettered(ctx, d, res)
-				k.pipeline.Release(1)
-				continue
+				break
 			}
 			records = append(records, k.record(d, idempotency.StateDead, res.Reason, res.Owner))
-			_ = d.Term(res.Reason)
+			settles = append(settles, settle{d: d, reason: res.Reason})
 		case idempotency.PayloadMismatch:
 			k.deadLetterUnowned(ctx, d, executor.ReasonKeyReused,
 				"idempotency key "+d.Env.Key+" was used by job "+res.Owner+" with a different payload")
 		}
 		k.pipeline.Release(1)
 	}
-	if len(records) > 0 {
-		if err := k.w.cfg.Ledger.AddRecords(ctx, records); err != nil {
-			k.logger().Warn("record duplicate jobs", "err", err, "count", len(records))
+	if err := k.w.cfg.Ledger.AddRecords(ctx, records); err != nil {
+		k.logger().Warn("record duplicate jobs; they will be redelivered", "err", err, "count", len(records))
+		for _, st := range settles {
+			_ = st.d.Nak(claimFailedNak)
+		}
+		return nil
+	}
+	for _, st := range settles {
+		if st.reason == "" {
+			_ = st.d.Ack()
+		} else {
+			_ = st.d.Term(st.reason)
 		}
 	}
 	return nil
@@ -422,11 +438,16 @@ func (k *kindRunner) heartbeatLoop(ctx context.Context) {
 		if len(as) == 0 {
 			continue
 		}
+		// Tell the server first: a slow ledger must not let AckWait pass and cause a
+		// pointless redelivery. A zombie's InProgress is harmless; it never acks.
 		leases := make([]idempotency.Lease, len(as))
 		for i, a := range as {
 			leases[i] = a.lease
+			_ = a.d.InProgress()
 		}
-		alive, err := k.w.cfg.Ledger.Heartbeat(ctx, leases, k.kind.AckWait)
+		hctx, cancel := context.WithTimeout(ctx, every)
+		alive, err := k.w.cfg.Ledger.Heartbeat(hctx, leases, k.kind.AckWait)
+		cancel()
 		if err != nil {
 			k.logger().Warn("heartbeat failed; will try again", "err", err, "attempts", len(as))
 			continue
@@ -434,9 +455,7 @@ func (k *kindRunner) heartbeatLoop(ctx context.Context) {
 		for i, a := range as {
 			if !alive[i] {
 				a.cancel(idempotency.ErrLeaseLost)
-				continue
 			}
-			_ = a.d.InProgress()
 		}
 	}
 }
