@@ -3,7 +3,8 @@
 // NATS server from the nats-server/v2 library, and a fresh namespace (Postgres schema and
 // stream names) per test so tests run in parallel without colliding.
 //
-// Where a variable is unset, the service is skipped, except under CI=true, where a missing
+// Where a variable is unset and a Docker engine answers, the service is started in a container
+// with testcontainers-go. Otherwise the test is skipped, except under CI=true, where a missing
 // service fails the test: CI never passes by skipping.
 package leveetest
 
