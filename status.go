@@ -21,22 +21,22 @@ const (
 // Final reports whether s is a final state.
 func (s State) Final() bool { return s == StateSucceeded || s == StateDead }
 
-// JobStatus is what Levee knows of one job. Its JSON form is what `enqueue status --json`
-// prints.
+// JobStatus is what Levee knows of one job. Its JSON form, with every key present (empty
+// ones as "", 0 or null), is what `enqueue status --json` prints.
 type JobStatus struct {
 	State       State           `json:"state"`
 	ID          string          `json:"id"`
 	Kind        string          `json:"kind"`
 	Key         string          `json:"key"`
 	Attempts    int             `json:"attempts"`
-	Reason      string          `json:"reason,omitempty"`
-	LastError   string          `json:"last_error,omitempty"`
-	Result      json.RawMessage `json:"result,omitempty"`
-	NextAttempt *time.Time      `json:"next_attempt_at,omitempty"`
-	EnqueuedAt  *time.Time      `json:"enqueued_at,omitempty"`
-	StartedAt   *time.Time      `json:"started_at,omitempty"`
-	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+	Reason      string          `json:"reason"`
+	LastError   string          `json:"last_error"`
+	Result      json.RawMessage `json:"result"`
+	NextAttempt *time.Time      `json:"next_attempt_at"`
+	EnqueuedAt  *time.Time      `json:"enqueued_at"`
+	StartedAt   *time.Time      `json:"started_at"`
+	FinishedAt  *time.Time      `json:"finished_at"`
 	// DuplicateOf is the id of the job that did the work, when this job was a duplicate of
 	// its key.
-	DuplicateOf string `json:"duplicate_of,omitempty"`
+	DuplicateOf string `json:"duplicate_of"`
 }

@@ -176,28 +176,11 @@ func (lk *lookup) status(ctx context.Context, id string) (*levee.JobStatus, erro
 	return st, nil
 }
 
-// statusJSON is levee.JobStatus with every key present, empty or not.
-type statusJSON struct {
-	State       levee.State     `json:"state"`
-	ID          string          `json:"id"`
-	Kind        string          `json:"kind"`
-	Key         string          `json:"key"`
-	Attempts    int             `json:"attempts"`
-	Reason      string          `json:"reason"`
-	LastError   string          `json:"last_error"`
-	Result      json.RawMessage `json:"result"`
-	NextAttempt *time.Time      `json:"next_attempt_at"`
-	EnqueuedAt  *time.Time      `json:"enqueued_at"`
-	StartedAt   *time.Time      `json:"started_at"`
-	FinishedAt  *time.Time      `json:"finished_at"`
-	DuplicateOf string          `json:"duplicate_of"`
-}
-
 // printStatus writes st as JSON, or as an aligned "field: value" block without empty fields.
 // now makes next_attempt_at relative.
 func printStatus(w io.Writer, st *levee.JobStatus, asJSON bool, now time.Time) error {
 	if asJSON {
-		return json.NewEncoder(w).Encode(statusJSON(*st))
+		return json.NewEncoder(w).Encode(st)
 	}
 	type field struct{ name, value string }
 	ts := func(t *time.Time) string {
