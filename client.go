@@ -238,6 +238,7 @@ func fromLedger(st *idempotency.JobStatus) *JobStatus {
 		ID: st.JobID, Kind: st.Kind, Key: st.Key, Attempts: st.Attempts, Reason: st.Reason,
 		LastError: st.LastError, NextAttempt: st.NextAttemptAt, EnqueuedAt: st.EnqueuedAt,
 		StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, DuplicateOf: st.DuplicateOf,
+		FallbackOf: st.FallbackOf, FallbackTo: st.FallbackTo,
 	}
 	if st.Result != nil {
 		s.Result = json.RawMessage(st.Result)

@@ -39,4 +39,9 @@ type JobStatus struct {
 	// DuplicateOf is the id of the job that did the work, when this job was a duplicate of
 	// its key.
 	DuplicateOf string `json:"duplicate_of"`
+	// FallbackOf is the job this one replaces: that job's kind gave up on it and handed it
+	// here with the same key and payload. FallbackTo is the job that replaced this one (its
+	// state is then dead with reason fell_back; follow FallbackTo for the outcome).
+	FallbackOf string `json:"fallback_of"`
+	FallbackTo string `json:"fallback_to"`
 }

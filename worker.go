@@ -100,6 +100,15 @@ func (w *Worker) register(k worker.Kind, p Policy) error {
 		return fmt.Errorf("kind %q: %w", k.Name, err)
 	}
 	k.Policy, k.AckWait, k.MaxDeliver, k.MaxAckPending = ep, p.AckWait, p.MaxDeliveries, p.FleetConcurrency
+	k.Fallback, k.FallbackAfter = p.Fallback, p.FallbackAfter
+	if k.Fallback != "" {
+		if err := queue.ValidateKind(k.Fallback); err != nil {
+			return fmt.Errorf("kind %q: fallback: %w", k.Name, err)
+		}
+		if k.Fallback == k.Name {
+			return fmt.Errorf("kind %q: a kind cannot fall back to itself", k.Name)
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, have := range w.kinds {

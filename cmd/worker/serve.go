@@ -101,6 +101,14 @@ func policyFor(k config.Kind) levee.Policy {
 		AckWait:          k.AckWait,
 		MaxDeliveries:    k.MaxDeliveries,
 		FleetConcurrency: k.FleetConcurrency,
+		Rate:             k.Rate,
+		Burst:            k.Burst,
+		Breaker: levee.BreakerPolicy{
+			Window: k.Breaker.Window, MinCalls: k.Breaker.MinCalls, FailureRate: k.Breaker.FailureRate,
+			OpenFor: k.Breaker.OpenFor, HalfOpenCalls: k.Breaker.HalfOpenCalls,
+		},
+		Fallback:      k.Fallback,
+		FallbackAfter: k.FallbackAfter,
 	}
 }
 
@@ -117,21 +125,45 @@ func withHint(err error) error {
 }
 
 func printPolicies(w io.Writer, path string, f *config.File) {
-	fmt.Fprintf(w, "%s: OK, %d kinds\n\n", path, len(f.Kinds))
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tHANDLER\tMAX_ATTEMPTS\tTIMEOUT\tBACKOFF\tCONCURRENCY\tFLEET_CONCURRENCY\tACK_WAIT\tMAX_DELIVERIES\tHTTP_ALLOW")
+	fmt.Fprintf(w, "%s: OK, %d kinds\n", path, len(f.Kinds))
 	for _, k := range f.Kinds {
-		allow := "-"
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "\n%s\n", k.Name)
+		row := func(key, format string, args ...any) {
+			fmt.Fprintf(tw, "  %s\t"+format+"\n", append([]any{key}, args...)...)
+		}
+		row("handler", "%s", k.Handler)
+		if k.Rate.IsZero() {
+			row("rate", "none")
+		} else {
+			row("rate", "%s fleet-wide (burst %d), shared by the workers serving the kind", k.Rate, k.Burst)
+		}
+		row("concurrency", "%d per worker, %d across the fleet (fleet_concurrency)", k.Concurrency, k.FleetConcurrency)
+		row("timeout", "%s per attempt", k.Timeout)
+		row("max_attempts", "%d", k.MaxAttempts)
+		row("backoff", "base %s, max %s, full jitter", k.BackoffBase, k.BackoffMax)
+		b := k.Breaker
+		row("breaker", "window %s, min_calls %d, failure_rate %g, open_for %s, half_open_calls %d",
+			b.Window, b.MinCalls, b.FailureRate, b.OpenFor, b.HalfOpenCalls)
+		switch {
+		case k.Fallback == "":
+			row("fallback", "none (exhausted jobs go to the DLQ)")
+		case k.FallbackAfter > 0:
+			row("fallback", "%s, when attempts are exhausted or the breaker stays open %s", k.Fallback, k.FallbackAfter)
+		default:
+			row("fallback", "%s, when attempts are exhausted", k.Fallback)
+		}
+		row("ack_wait", "%s (lease; heartbeat every %s)", k.AckWait, k.AckWait/3)
+		row("max_deliveries", "%d", k.MaxDeliveries)
 		if k.Handler == config.HandlerHTTP {
-			allow = strings.Join(k.HTTPAllow, ",")
+			allow := strings.Join(k.HTTPAllow, " ")
 			if allow == "" {
 				allow = "(none: every URL is refused)"
 			}
+			row("http.allow", "%s", allow)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s..%s\t%d\t%d\t%s\t%d\t%s\n", k.Name, k.Handler, k.MaxAttempts, k.Timeout,
-			k.BackoffBase, k.BackoffMax, k.Concurrency, k.FleetConcurrency, k.AckWait, k.MaxDeliveries, allow)
+		_ = tw.Flush()
 	}
-	_ = tw.Flush()
 }
 
 // startHealth serves /healthz on addr until stop is called.

@@ -178,13 +178,14 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 	case status >= 200 && status < 300:
 		return HTTPResult{Status: status, Body: resultBody(data, truncated), Truncated: truncated}, nil
 	case retryableStatus(status):
-		err := fmt.Errorf("%s %s: %s", method, u.Redacted(), resp.Status)
+		var err error = &executor.StatusError{Code: status, Err: fmt.Errorf("%s %s: %s", method, u.Redacted(), resp.Status)}
 		if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 			return nil, levee.RetryAfter(d, err)
 		}
 		return nil, err
 	}
-	return nil, levee.Permanent(fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, snippet(data)))
+	return nil, levee.Permanent(&executor.StatusError{Code: status,
+		Err: fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, snippet(data))})
 }
 
 func notAllowed(err error) error {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"sort"
@@ -16,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -56,6 +58,16 @@ type Kind struct {
 	MaxDeliveries    int
 	FleetConcurrency int
 	HTTPAllow        []string
+	// Rate is the fleet-wide rate limit; zero means none.
+	Rate  executor.Rate
+	Burst int
+	// Breaker is the kind's circuit breaker, defaults filled in.
+	Breaker executor.BreakerConfig
+	// Fallback names the kind that takes jobs this kind cannot finish; "" means none.
+	Fallback string
+	// FallbackAfter routes jobs to Fallback once the breaker has stayed open this long;
+	// 0 means never (only exhausted jobs fall back).
+	FallbackAfter time.Duration
 }
 
 type fileYAML struct {
@@ -72,12 +84,25 @@ type kindYAML struct {
 	MaxDeliveries    *int         `yaml:"max_deliveries"`
 	FleetConcurrency *int         `yaml:"fleet_concurrency"`
 	HTTP             *httpYAML    `yaml:"http"`
+	Rate             *string      `yaml:"rate"`
+	Burst            *int         `yaml:"burst"`
+	Breaker          *breakerYAML `yaml:"breaker"`
+	Fallback         string       `yaml:"fallback"`
+	FallbackAfter    *duration    `yaml:"fallback_after"`
 	line             int
 }
 
 type backoffYAML struct {
 	Base *duration `yaml:"base"`
 	Max  *duration `yaml:"max"`
+}
+
+type breakerYAML struct {
+	Window        *duration `yaml:"window"`
+	MinCalls      *int      `yaml:"min_calls"`
+	FailureRate   *float64  `yaml:"failure_rate"`
+	OpenFor       *duration `yaml:"open_for"`
+	HalfOpenCalls *int      `yaml:"half_open_calls"`
 }
 
 type httpYAML struct {
@@ -151,6 +176,17 @@ func Parse(data []byte) (*File, error) {
 		}
 		f.Kinds = append(f.Kinds, k)
 	}
+	for _, k := range f.Kinds {
+		if k.Fallback == "" {
+			continue
+		}
+		if k.Fallback == k.Name {
+			return nil, fmt.Errorf("kinds.%s.fallback: a kind cannot fall back to itself", k.Name)
+		}
+		if _, ok := raw.Kinds[k.Fallback]; !ok {
+			return nil, fmt.Errorf("kinds.%s.fallback: kind %q is not defined in this file", k.Name, k.Fallback)
+		}
+	}
 	return f, nil
 }
 
@@ -161,6 +197,7 @@ func friendlyYAMLError(err error) error {
 		where := map[string]string{
 			"fileYAML": "at top level (want kinds)", "kindYAML": "in a kind",
 			"plain": "in a kind", "backoffYAML": "in backoff (want base, max)", "httpYAML": "in http (want allow)",
+			"breakerYAML": "in breaker (want window, min_calls, failure_rate, open_for, half_open_calls)",
 		}[m[3]]
 		return fmt.Errorf("line %s: unknown key %q %s", m[1], m[2], where)
 	}
@@ -193,7 +230,28 @@ func (y kindYAML) resolve(name string) (Kind, error) {
 	default:
 		return Kind{}, fmt.Errorf("kinds.%s.handler (line %d): unknown handler %q: use http or noop (custom handlers need a binary built with the Go API)", name, y.line, y.Handler)
 	}
-	durations := []durationKey{{"timeout", y.Timeout, &k.Timeout}, {"ack_wait", y.AckWait, &k.AckWait}}
+	k.Breaker = executor.BreakerConfig{}
+	durations := []durationKey{{"timeout", y.Timeout, &k.Timeout}, {"ack_wait", y.AckWait, &k.AckWait},
+		{"fallback_after", y.FallbackAfter, &k.FallbackAfter}}
+	if y.Breaker != nil {
+		durations = append(durations,
+			durationKey{"breaker.window", y.Breaker.Window, &k.Breaker.Window},
+			durationKey{"breaker.open_for", y.Breaker.OpenFor, &k.Breaker.OpenFor})
+		k.Breaker.MinCalls = intOr(y.Breaker.MinCalls, 0)
+		if y.Breaker.FailureRate != nil {
+			k.Breaker.FailureRate = *y.Breaker.FailureRate
+		}
+		k.Breaker.HalfOpenCalls = intOr(y.Breaker.HalfOpenCalls, 0)
+		if y.Breaker.MinCalls != nil && *y.Breaker.MinCalls < 1 {
+			return Kind{}, at("breaker.min_calls", y.line, "must be at least 1, got %d", *y.Breaker.MinCalls)
+		}
+		if y.Breaker.HalfOpenCalls != nil && *y.Breaker.HalfOpenCalls < 1 {
+			return Kind{}, at("breaker.half_open_calls", y.line, "must be at least 1, got %d", *y.Breaker.HalfOpenCalls)
+		}
+		if y.Breaker.FailureRate != nil && (*y.Breaker.FailureRate <= 0 || *y.Breaker.FailureRate > 1) {
+			return Kind{}, at("breaker.failure_rate", y.line, "must be above 0 and at most 1, got %v", *y.Breaker.FailureRate)
+		}
+	}
 	if y.Backoff != nil {
 		durations = append(durations,
 			durationKey{"backoff.base", y.Backoff.Base, &k.BackoffBase},
@@ -211,6 +269,40 @@ func (y kindYAML) resolve(name string) (Kind, error) {
 			return Kind{}, at(d.key, d.d.line, "must be positive, got %s", d.d.raw)
 		}
 		*d.dst = v
+	}
+	k.Breaker = k.Breaker.Defaults()
+	if err := k.Breaker.Validate(); err != nil {
+		return Kind{}, fmt.Errorf("kinds.%s (line %d): %w", name, y.line, err)
+	}
+	k.Breaker.Clock = nil // the worker brings the clock
+
+	if y.Rate != nil {
+		r, err := executor.ParseRate(*y.Rate)
+		if err != nil {
+			return Kind{}, at("rate", y.line, "%v", err)
+		}
+		k.Rate = r
+	}
+	if y.Burst != nil {
+		if *y.Burst < 1 {
+			return Kind{}, at("burst", y.line, "must be at least 1, got %d", *y.Burst)
+		}
+		if k.Rate.IsZero() {
+			return Kind{}, at("burst", y.line, "needs a rate")
+		}
+		k.Burst = *y.Burst
+	}
+	if !k.Rate.IsZero() && k.Burst == 0 {
+		k.Burst = max(1, int(math.Ceil(k.Rate.PerSecond())))
+	}
+	k.Fallback = y.Fallback
+	if k.Fallback != "" {
+		if err := queue.ValidateKind(k.Fallback); err != nil {
+			return Kind{}, at("fallback", y.line, "%v", err)
+		}
+	}
+	if k.FallbackAfter > 0 && k.Fallback == "" {
+		return Kind{}, at("fallback_after", y.line, "needs a fallback kind")
 	}
 	line := y.line
 	switch {

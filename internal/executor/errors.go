@@ -85,6 +85,8 @@ const (
 	ReasonMaxDeliveries  = "max_deliveries"
 	ReasonDisallowedURL  = "url_not_allowed"
 	ReasonPayloadInvalid = "invalid_payload"
+	// ReasonFellBack: not dead-lettered but handed to the kind's fallback kind.
+	ReasonFellBack = "fell_back"
 )
 
 // Verdict is the classified outcome of one attempt.
@@ -99,6 +101,17 @@ type Verdict struct {
 	// Timeout is true when the attempt's timeout ended it.
 	Timeout bool
 }
+
+// StatusError carries the status code a downstream answered with (an HTTP status), so that
+// the breaker can tell an overloaded or failing downstream (5xx) from one that refused the
+// request (4xx, including 408, 425 and 429, which are retried but do not open the breaker).
+type StatusError struct {
+	Code int
+	Err  error
+}
+
+func (e *StatusError) Error() string { return e.Err.Error() }
+func (e *StatusError) Unwrap() error { return e.Err }
 
 // ReasonError carries a specific dead-letter reason code on a permanent error.
 type ReasonError struct {

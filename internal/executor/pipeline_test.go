@@ -21,11 +21,14 @@ func TestPolicyDefaults(t *testing.T) {
 		Backoff:      executor.DefaultBackoff,
 		Concurrency:  10,
 		OverrunGrace: 5 * time.Second,
+		Clock:        executor.SystemClock,
+		Breaker:      executor.BreakerConfig{Clock: executor.SystemClock}.Defaults(),
 	}, p)
 	require.NoError(t, p.Validate())
 
 	set := executor.Policy{MaxAttempts: 2, Timeout: time.Second, Backoff: executor.Backoff{Base: time.Millisecond, Max: time.Second},
-		Concurrency: 3, OverrunGrace: time.Millisecond}
+		Concurrency: 3, OverrunGrace: time.Millisecond, Clock: executor.SystemClock,
+		Breaker: executor.BreakerConfig{Clock: executor.SystemClock}.Defaults()}
 	require.Equal(t, set, set.Defaults(), "set fields are kept")
 }
 

@@ -62,6 +62,8 @@ type ClaimRequest struct {
 	Key         string
 	PayloadHash []byte
 	EnqueuedAt  time.Time
+	// FallbackOf is the job this one replaces, for a job published by a fallback.
+	FallbackOf string
 	// Lease is how long the claim holds without a heartbeat, on the database clock.
 	Lease time.Duration
 }
@@ -135,6 +137,7 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 		hashes   = make([][]byte, 0, len(reqs))
 		enqueued = make([]time.Time, 0, len(reqs))
 		leases   = make([]float64, 0, len(reqs))
+		fallOf   = make([]*string, 0, len(reqs))
 	)
 	for i, r := range reqs {
 		k := kk{r.Kind, r.Key}
@@ -154,9 +157,14 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 		}
 		enqueued = append(enqueued, enq)
 		leases = append(leases, r.Lease.Seconds())
+		if r.FallbackOf != "" {
+			fallOf = append(fallOf, &r.FallbackOf)
+		} else {
+			fallOf = append(fallOf, nil)
+		}
 	}
 
-	rows, err := l.pool.Query(ctx, l.q.claim, jobIDs, kinds, keys, hashes, enqueued, leases)
+	rows, err := l.pool.Query(ctx, l.q.claim, jobIDs, kinds, keys, hashes, enqueued, leases, fallOf)
 	if err != nil {
 		return nil, fmt.Errorf("claim %d keys: %w", len(jobIDs), err)
 	}
@@ -278,6 +286,8 @@ type Outcome struct {
 	// Release gives the attempt back (shutdown): the key becomes retrying at once and the
 	// attempt is not counted.
 	Release bool
+	// FallbackTo names the job that replaces this one (StateDead with reason fell_back).
+	FallbackTo string
 }
 
 // Finish commits outcomes in one statement (one transaction) and reports which were applied.
@@ -325,6 +335,7 @@ func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (ap
 		errs     = make([]*string, n)
 		retryIn  = make([]float64, n)
 		releases = make([]bool, n)
+		fallTo   = make([]*string, n)
 	)
 	for i, o := range outcomes {
 		switch o.State {
@@ -346,8 +357,11 @@ func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (ap
 		}
 		retryIn[i] = o.RetryIn.Seconds()
 		releases[i] = o.Release
+		if o.FallbackTo != "" {
+			fallTo[i] = &o.FallbackTo
+		}
 	}
-	rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases)
+	rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
 	}

@@ -16,11 +16,11 @@ func newQueries(schema string) queries {
 		// statement's snapshot, so the caller can tell duplicate, dead, busy and mismatch apart.
 		claim: s(`
 WITH req AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[], $6::float8[])
-        WITH ORDINALITY AS r(job_id, kind, key, hash, enqueued_at, lease_s, ord)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[], $6::float8[], $7::text[])
+        WITH ORDINALITY AS r(job_id, kind, key, hash, enqueued_at, lease_s, fallback_of, ord)
 ), ins AS (
-    INSERT INTO S.keys AS k (kind, key, job_id, payload_hash, state, fence, attempts, lease_until, enqueued_at, started_at)
-    SELECT kind, key, job_id, hash, 'running', 1, 1, now() + make_interval(secs => lease_s), enqueued_at, now()
+    INSERT INTO S.keys AS k (kind, key, job_id, payload_hash, state, fence, attempts, lease_until, enqueued_at, started_at, fallback_of)
+    SELECT kind, key, job_id, hash, 'running', 1, 1, now() + make_interval(secs => lease_s), enqueued_at, now(), fallback_of
     FROM req
     ON CONFLICT (kind, key) DO UPDATE SET
         job_id = EXCLUDED.job_id,
@@ -30,6 +30,7 @@ WITH req AS (
         lease_until = EXCLUDED.lease_until,
         next_attempt_at = NULL,
         enqueued_at = EXCLUDED.enqueued_at,
+        fallback_of = EXCLUDED.fallback_of,
         started_at = now(),
         updated_at = now()
     WHERE k.payload_hash = EXCLUDED.payload_hash
@@ -63,9 +64,10 @@ UPDATE S.keys k SET
     attempts = CASE WHEN o.release THEN greatest(k.attempts - 1, 0) ELSE k.attempts END,
     first_failed_at = CASE WHEN o.error IS NOT NULL THEN COALESCE(k.first_failed_at, now()) ELSE k.first_failed_at END,
     finished_at = CASE WHEN o.state IN ('succeeded', 'dead') THEN now() END,
+    fallback_to = COALESCE(o.fallback_to, k.fallback_to),
     updated_at = now()
-FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::bool[])
-    WITH ORDINALITY AS o(kind, key, fence, state, result, reason, error, retry_in, release, ord)
+FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::bool[], $10::text[])
+    WITH ORDINALITY AS o(kind, key, fence, state, result, reason, error, retry_in, release, fallback_to, ord)
 WHERE k.kind = o.kind AND k.key = o.key AND k.fence = o.fence AND k.state = 'running'
 RETURNING o.ord`),
 
@@ -89,12 +91,12 @@ DELETE FROM S.job_records WHERE ctid IN (
 		// success reports the owner's result).
 		status: s(`
 (SELECT 0 AS src, job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text AS duplicate_of,
-        next_attempt_at, enqueued_at, started_at, finished_at, lease_until
+        next_attempt_at, enqueued_at, started_at, finished_at, lease_until, fallback_of, fallback_to
    FROM S.keys WHERE job_id = $1 ORDER BY updated_at DESC LIMIT 1)
 UNION ALL
 (SELECT 1, r.id, r.kind, r.key, r.state, 0, r.reason, r.last_error,
         CASE WHEN r.state = 'succeeded' THEN k.result::text END, r.duplicate_of,
-        NULL, r.enqueued_at, NULL, r.finished_at, NULL
+        NULL, r.enqueued_at, NULL, r.finished_at, NULL, NULL, NULL
    FROM S.job_records r LEFT JOIN S.keys k ON k.kind = r.kind AND k.key = r.key
   WHERE r.id = $1)
 ORDER BY src LIMIT 1`),

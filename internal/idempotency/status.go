@@ -23,7 +23,10 @@ type JobStatus struct {
 	// the job that did the work).
 	Result []byte
 	// DuplicateOf is the id of the job that did the work, when this job was a duplicate.
-	DuplicateOf   string
+	DuplicateOf string
+	// FallbackOf is the job this one replaces; FallbackTo the job that replaced this one.
+	FallbackOf    string
+	FallbackTo    string
 	NextAttemptAt *time.Time
 	EnqueuedAt    *time.Time
 	StartedAt     *time.Time
@@ -44,9 +47,10 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 		src                         int
 		state                       string
 		reason, lastErr, res, dupOf *string
+		fallOf, fallTo              *string
 	)
 	err := l.pool.QueryRow(ctx, l.q.status, id).Scan(&src, &st.JobID, &st.Kind, &st.Key, &state, &st.Attempts,
-		&reason, &lastErr, &res, &dupOf, &st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil)
+		&reason, &lastErr, &res, &dupOf, &st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo)
 	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
 		// No row, or no ledger yet (no worker has migrated this namespace): not in the ledger.
 		return nil, ErrNotFound
@@ -56,6 +60,7 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 	}
 	st.State = State(state)
 	st.Reason, st.LastError, st.DuplicateOf = deref(reason), deref(lastErr), deref(dupOf)
+	st.FallbackOf, st.FallbackTo = deref(fallOf), deref(fallTo)
 	if res != nil {
 		st.Result = []byte(*res)
 	}

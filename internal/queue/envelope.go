@@ -20,6 +20,9 @@ const (
 	HeaderKey         = "Levee-Key"
 	HeaderMaxAttempts = "Levee-Max-Attempts"
 	HeaderEnqueuedAt  = "Levee-Enqueued-At" // RFC 3339 with nanoseconds
+	// HeaderFallbackOf marks a job published by a fallback: the id of the job it replaces.
+	// Such a job never falls back again.
+	HeaderFallbackOf = "Levee-Fallback-Of"
 )
 
 // DefaultMaxPayload is the default bound on a job's payload: 1 MiB.
@@ -37,6 +40,8 @@ type Envelope struct {
 	// MaxAttempts overrides the kind's policy when > 0.
 	MaxAttempts int
 	EnqueuedAt  time.Time
+	// FallbackOf is the id of the job this one replaces after that job's kind gave up on it.
+	FallbackOf string
 }
 
 // ErrMalformed marks a message that cannot be a job. Such a message is dead-lettered with
@@ -111,6 +116,9 @@ func (n Names) Msg(e Envelope) *nats.Msg {
 		at = time.Now()
 	}
 	m.Header.Set(HeaderEnqueuedAt, at.UTC().Format(time.RFC3339Nano))
+	if e.FallbackOf != "" {
+		m.Header.Set(HeaderFallbackOf, e.FallbackOf)
+	}
 	return m
 }
 
@@ -149,6 +157,12 @@ func (n Names) Decode(subject string, hdr nats.Header, data []byte, streamTime t
 			return env, fmt.Errorf("%w: header %s is %q, want RFC 3339", ErrMalformed, HeaderEnqueuedAt, v)
 		}
 		env.EnqueuedAt = t
+	}
+	if v := hdr.Get(HeaderFallbackOf); v != "" {
+		if err := ValidateID(v); err != nil {
+			return env, fmt.Errorf("%w: header %s: %w", ErrMalformed, HeaderFallbackOf, err)
+		}
+		env.FallbackOf = v
 	}
 	payload, err := compactPayload(data, maxPayload)
 	if err != nil {

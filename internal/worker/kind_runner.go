@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -69,7 +71,7 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 			claimErr = k.process(pctx, ds)
 			cancel()
 		})
-		k.pipeline.Release(n - got)
+		k.pipeline.Pulled(n, got)
 		switch {
 		case err != nil:
 			log.Warn("pull failed; retrying", "err", err)
@@ -101,6 +103,44 @@ func (k *kindRunner) waitLedger(ctx context.Context) {
 	}
 }
 
+// fallbackLoop hands the kind's waiting jobs to its fallback kind, without attempts, once its
+// breaker has stayed open for fallback_after, and until the breaker closes.
+func (k *kindRunner) fallbackLoop(ctx context.Context) {
+	if k.kind.Fallback == "" || k.kind.FallbackAfter <= 0 {
+		return
+	}
+	t := time.NewTicker(min(time.Second, k.kind.FallbackAfter/4))
+	defer t.Stop()
+	var openSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if k.pipeline.Breaker().State() == executor.BreakerClosed {
+			openSince = time.Time{}
+			continue
+		}
+		if openSince.IsZero() {
+			openSince = time.Now()
+		}
+		if time.Since(openSince) < k.kind.FallbackAfter {
+			continue
+		}
+		_, err := k.puller.Fetch(ctx, k.w.cfg.MaxBatch, k.w.cfg.FetchWait, func(ds []*queue.Delivery) {
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
+			defer cancel()
+			if err := k.claimAndDispatch(pctx, ds, true); err != nil {
+				k.logger().Warn("fallback: ledger unavailable", "err", err)
+			}
+		})
+		if err != nil {
+			k.logger().Warn("fallback: pull failed", "err", err)
+		}
+	}
+}
+
 // nakDelay is the redelivery delay for messages handed back unworked: at once on shutdown,
 // later when the ledger is failing.
 func nakDelay(claimErr error) time.Duration {
@@ -113,12 +153,27 @@ func nakDelay(claimErr error) time.Duration {
 // process claims a pulled batch and starts an attempt for every claimed key. Each delivery
 // holds one bulkhead reservation, released here or when its attempt ends.
 func (k *kindRunner) process(ctx context.Context, ds []*queue.Delivery) error {
+	return k.claimAndDispatch(ctx, ds, false)
+}
+
+// claimAndDispatch claims ds and dispatches each: claimed jobs start an attempt, or with
+// divert (breaker open past fallback_after) are handed to the fallback kind without one. In
+// divert mode nothing was admitted, so nothing is released.
+func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery, divert bool) error {
+	release := k.pipeline.Release
+	if divert {
+		release = func(int) {}
+	}
 	reqs := make([]idempotency.ClaimRequest, 0, len(ds))
 	good := make([]*queue.Delivery, 0, len(ds))
 	for _, d := range ds {
 		if d.DecodeErr != nil {
 			k.deadLetterUnowned(ctx, d, executor.ReasonMalformed, d.DecodeErr.Error())
-			k.pipeline.Release(1)
+			release(1)
+			continue
+		}
+		if divert && d.Env.FallbackOf != "" {
+			_ = d.Nak(k.kind.FallbackAfter) // a fallback job never falls back again: it waits
 			continue
 		}
 		good = append(good, d)
@@ -128,6 +183,7 @@ func (k *kindRunner) process(ctx context.Context, ds []*queue.Delivery) error {
 			Key:         d.Env.Key,
 			PayloadHash: d.Env.PayloadHash(),
 			EnqueuedAt:  d.Env.EnqueuedAt,
+			FallbackOf:  d.Env.FallbackOf,
 			Lease:       k.kind.AckWait,
 		})
 	}
@@ -139,7 +195,7 @@ func (k *kindRunner) process(ctx context.Context, ds []*queue.Delivery) error {
 		for _, d := range good {
 			_ = d.Nak(claimFailedNak)
 		}
-		k.pipeline.Release(len(good))
+		release(len(good))
 		return err
 	}
 	// Duplicates are recorded first and acked after: commit, then ack (DESIGN rule 3).
@@ -155,6 +211,11 @@ func (k *kindRunner) process(ctx context.Context, ds []*queue.Delivery) error {
 		d := good[i]
 		switch res.Status {
 		case idempotency.Claimed:
+			if divert {
+				a := &attempt{d: d, lease: idempotency.Lease{Kind: d.Env.Kind, Key: d.Env.Key, Fence: res.Fence}}
+				k.fallBack(ctx, a, "breaker open longer than fallback_after", k.logger().With("job_id", d.Env.ID, "key", d.Env.Key))
+				continue
+			}
 			k.start(d, res)
 			continue
 		case idempotency.Busy:
@@ -176,7 +237,7 @@ func (k *kindRunner) process(ctx context.Context, ds []*queue.Delivery) error {
 			k.deadLetterUnowned(ctx, d, executor.ReasonKeyReused,
 				"idempotency key "+d.Env.Key+" was used by job "+res.Owner+" with a different payload")
 		}
-		k.pipeline.Release(1)
+		release(1)
 	}
 	if err := k.w.cfg.Ledger.AddRecords(ctx, records); err != nil {
 		k.logger().Warn("record duplicate jobs; they will be redelivered", "err", err, "count", len(records))
@@ -228,8 +289,18 @@ func (k *kindRunner) deadLetterUnowned(ctx context.Context, d *queue.Delivery, r
 	_ = d.Term(reason)
 }
 
-// ensureDeadLettered re-publishes a dead job's DLQ copy if it is missing, then terms it.
+// ensureDeadLettered re-publishes a dead job's DLQ copy (or, for a job that fell back, its
+// successor) if it is missing, then terms it.
 func (k *kindRunner) ensureDeadLettered(ctx context.Context, d *queue.Delivery, res idempotency.ClaimResult) {
+	if res.Reason == executor.ReasonFellBack {
+		if err := k.publishFallback(ctx, d.Env); err != nil {
+			k.logger().Warn("publish fallback job; will retry", "job_id", d.Env.ID, "err", err)
+			_ = d.Nak(claimFailedNak)
+			return
+		}
+		_ = d.Term(res.Reason)
+		return
+	}
 	ok, err := k.w.cfg.Queue.DeadLettered(ctx, d.Env.Kind, d.Env.ID)
 	if err == nil && !ok {
 		st, serr := k.w.cfg.Ledger.Status(ctx, d.Env.ID)
@@ -255,18 +326,20 @@ func (k *kindRunner) start(d *queue.Delivery, res idempotency.ClaimResult) {
 	k.inflight[a] = struct{}{}
 	k.mu.Unlock()
 	k.attempts.Go(func() {
-		defer k.pipeline.Release(1)
 		defer func() {
 			k.mu.Lock()
 			delete(k.inflight, a)
 			k.mu.Unlock()
 			cancel(nil)
 		}()
-		k.run(ctx, a, res.Attempts)
+		k.pipeline.Finish(k.run(ctx, a, res.Attempts))
 	})
 }
 
-func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
+// run runs one claimed attempt and commits its outcome. It returns the attempt's verdict for
+// the breaker (Abandoned when no handler call was made).
+func (k *kindRunner) run(ctx context.Context, a *attempt, number int) (v executor.Verdict) {
+	v = executor.Verdict{Class: executor.Abandoned}
 	d := a.d
 	policy := k.pipeline.Policy()
 	maxAttempts := policy.MaxAttempts
@@ -277,7 +350,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 
 	if number > maxAttempts {
 		// Earlier attempts were spent by workers that died mid-attempt.
-		k.finishDead(ctx, a, number-1, executor.ReasonMaxAttempts, "attempt budget spent by workers lost mid-attempt", log)
+		k.giveUp(ctx, a, number-1, "attempt budget spent by workers lost mid-attempt", log)
 		return
 	}
 
@@ -325,7 +398,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		return
 	case executor.Retry:
 		if number >= maxAttempts {
-			k.finishDead(ctx, a, number, executor.ReasonMaxAttempts, v.Err.Error(), log)
+			k.giveUp(ctx, a, number, v.Err.Error(), log)
 			return
 		}
 		out.State, out.Error = idempotency.StateRetrying, v.Err.Error()
@@ -358,6 +431,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		log.Info("attempt failed; will retry", "error", out.Error, "retry_in", out.RetryIn.Round(time.Millisecond))
 		_ = d.Nak(out.RetryIn)
 	}
+	return v
 }
 
 // commit writes one outcome, fenced. It returns false if nothing may follow: the lease was
@@ -394,6 +468,55 @@ func (k *kindRunner) commitTx(ctx context.Context, tx pgx.Tx, out idempotency.Ou
 		return false
 	}
 	return true
+}
+
+// giveUp ends a job whose attempts are spent: it falls back to the kind's fallback kind when
+// there is one (and the job is not itself a fallback), else it is dead-lettered.
+func (k *kindRunner) giveUp(ctx context.Context, a *attempt, attempts int, msg string, log *slog.Logger) {
+	if k.kind.Fallback != "" && a.d.Env.FallbackOf == "" {
+		k.fallBack(ctx, a, msg, log)
+		return
+	}
+	k.finishDead(ctx, a, attempts, executor.ReasonMaxAttempts, msg, log)
+}
+
+// fallBack commits the key as dead with reason fell_back and the successor's id, publishes
+// the successor (same key and payload, on the fallback kind, deduplicated by its id), then
+// terms the message. If the publish fails the message is nakked; its redelivery finds the key
+// fell_back and publishes again.
+func (k *kindRunner) fallBack(ctx context.Context, a *attempt, msg string, log *slog.Logger) {
+	ctx = context.WithoutCancel(ctx)
+	out := idempotency.Outcome{Lease: a.lease, State: idempotency.StateDead, Reason: executor.ReasonFellBack,
+		Error: msg, FallbackTo: FallbackID(a.d.Env.ID)}
+	if !k.commit(ctx, out, log) {
+		return
+	}
+	if err := k.publishFallback(ctx, a.d.Env); err != nil {
+		log.Error("publish fallback job failed; the job will be redelivered and handed over again", "err", err)
+		_ = a.d.Nak(claimFailedNak)
+		return
+	}
+	log.Warn("job handed to its fallback kind", "fallback", k.kind.Fallback, "fallback_job_id", out.FallbackTo, "error", msg)
+	_ = a.d.Term(executor.ReasonFellBack)
+}
+
+func (k *kindRunner) publishFallback(ctx context.Context, env queue.Envelope) error {
+	fb := env
+	fb.ID, fb.Kind, fb.FallbackOf = FallbackID(env.ID), k.kind.Fallback, env.ID
+	fb.EnqueuedAt = time.Now()
+	_, err := k.w.cfg.Queue.Publish(ctx, fb)
+	return err
+}
+
+// FallbackID is the id of the job that replaces job id on its fallback kind: derived from id
+// alone, so that publishing it twice stores it once.
+func FallbackID(id string) string {
+	const suffix = "-fallback"
+	if len(id)+len(suffix) <= queue.MaxIDLen {
+		return id + suffix
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "fallback-" + hex.EncodeToString(sum[:20])
 }
 
 // finishDead commits the key as dead, copies the job to the DLQ (awaiting the PubAck), then

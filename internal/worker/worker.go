@@ -47,6 +47,12 @@ type Kind struct {
 	MaxDeliver int
 	// MaxAckPending bounds the kind's messages in flight across the fleet. Default 1000.
 	MaxAckPending int
+	// Fallback names the kind that takes over jobs whose attempts are exhausted (instead of
+	// the DLQ); "" means none. Permanent errors never fall back, nor do fallback jobs.
+	Fallback string
+	// FallbackAfter also hands jobs to Fallback, without an attempt, once the kind's breaker
+	// has stayed open this long; 0 means never.
+	FallbackAfter time.Duration
 }
 
 // Hooks are test seams. Production code leaves them nil.
@@ -157,6 +163,27 @@ func (w *Worker) Run(ctx context.Context) error {
 		k.puller = p
 	}
 
+	// The fleet registry tells each kind how many workers serve it, for its rate share.
+	kindNames := make([]string, len(w.kinds))
+	byName := make(map[string]*kindRunner, len(w.kinds))
+	for i, k := range w.kinds {
+		kindNames[i] = k.kind.Name
+		byName[k.kind.Name] = k
+	}
+	fleet, err := w.cfg.Queue.JoinFleet(ctx, queue.FleetConfig{WorkerID: w.cfg.ID, Kinds: kindNames})
+	if err != nil {
+		return err
+	}
+	fleet.OnChange(func(kind string, members int) {
+		if k, ok := byName[kind]; ok {
+			k.pipeline.Limiter().SetShare(members)
+			w.log.Info("fleet changed", "kind", kind, "workers", members, "rate_share_per_s", k.pipeline.Limiter().Share())
+		}
+	})
+	for _, k := range w.kinds {
+		k.pipeline.Limiter().SetShare(fleet.Members(k.kind.Name))
+	}
+
 	// hardCtx ends attempts that are still running when the shutdown timeout expires.
 	hardCtx, hardCancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer hardCancel(nil)
@@ -166,12 +193,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		k.attempts = &attempts
 		k.hardCtx = hardCtx
 		loops.Go(func() { k.pullLoop(ctx) })
+		loops.Go(func() { k.fallbackLoop(ctx) })
 	}
 	heartCtx, heartStop := context.WithCancel(context.WithoutCancel(ctx))
 	var hearts sync.WaitGroup
 	for _, k := range w.kinds {
 		hearts.Go(func() { k.heartbeatLoop(heartCtx) })
 	}
+	hearts.Go(func() {
+		if err := fleet.Run(heartCtx); err != nil {
+			w.log.Warn("fleet registry stopped", "err", err)
+		}
+	})
 	if w.cfg.ReapInterval > 0 {
 		hearts.Go(func() { w.reapLoop(heartCtx) })
 	}

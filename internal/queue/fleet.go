@@ -1,0 +1,332 @@
+package queue
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// FleetConfig configures one worker's membership in the fleet.
+type FleetConfig struct {
+	// WorkerID names this worker, unique in the fleet (host and pid, say). Required.
+	// Characters other than [-/_=.a-zA-Z0-9], and dots that a KV key cannot hold (leading,
+	// trailing, doubled), become '_' in its keys.
+	WorkerID string
+	// Kinds are the kinds this worker serves. At least one.
+	Kinds []string
+	// TTL is how long a worker that stopped refreshing (crashed, partitioned) still counts.
+	// It is the max age of the bucket when JoinFleet creates it; a bucket that exists keeps its
+	// own, which is then the TTL. Default 15s; at least 1s.
+	TTL time.Duration
+	// Refresh is how often Run re-announces this worker and recounts the fleet. Default TTL/3
+	// (of the bucket's max age); it must be below the TTL.
+	Refresh time.Duration
+}
+
+// defaultFleetTTL is FleetConfig.TTL's default.
+const defaultFleetTTL = 15 * time.Second
+
+func (c FleetConfig) validate() error {
+	switch {
+	case c.WorkerID == "":
+		return errors.New("fleet: WorkerID is required")
+	case len(c.Kinds) == 0:
+		return errors.New("fleet: Kinds must name at least one kind")
+	case c.TTL != 0 && c.TTL < time.Second:
+		return fmt.Errorf("fleet: TTL must be at least 1s, got %s", c.TTL)
+	case c.Refresh < 0:
+		return fmt.Errorf("fleet: Refresh must not be negative, got %s", c.Refresh)
+	}
+	for _, k := range c.Kinds {
+		if err := ValidateKind(k); err != nil {
+			return fmt.Errorf("fleet: %w", err)
+		}
+	}
+	return nil
+}
+
+// Fleet is this worker's membership in the registry of live workers, a KV bucket
+// <NS>_WORKERS (LEVEE_WORKERS) holding one key <kind>.<worker-id> per kind a worker serves.
+// Each worker re-puts its keys every Refresh; the bucket's max age (the TTL) drops the keys
+// of a worker that stopped doing so. Members counts the keys of a kind, so that the kind's
+// fleet-wide rate can be shared: executor.Limiter.SetShare(fleet.Members(kind)).
+//
+// Accuracy. Counts are as of each worker's last refresh, so the shares do not always add up
+// to the rate:
+//   - while a worker joins, the others keep their larger share until their next refresh
+//     (at most Refresh later), so the fleet may briefly exceed the rate by up to one share
+//     times Refresh, plus the newcomer's burst;
+//   - when a worker stops cleanly it deletes its keys and the others take up its share at
+//     their next refresh; when it dies, its share goes unused until its keys expire (at most
+//     TTL) and the others have refreshed.
+//
+// Build one with Queue.JoinFleet, then call Run. A Fleet is safe for concurrent use.
+type Fleet struct {
+	kv      jetstream.KeyValue
+	bucket  string
+	worker  string
+	kinds   []string
+	keys    []string // one per kind, same order
+	refresh time.Duration
+	started time.Time
+
+	mu       sync.Mutex
+	counts   map[string]int
+	onChange func(kind string, members int)
+	err      error
+}
+
+// fleetEntry is the value of a member's key.
+type fleetEntry struct {
+	Worker      string    `json:"worker"`
+	Kind        string    `json:"kind"`
+	StartedAt   time.Time `json:"started_at"`
+	RefreshedAt time.Time `json:"refreshed_at"`
+}
+
+// fleetBucket is the registry's KV bucket name, e.g. LEVEE_WORKERS.
+func (q *Queue) fleetBucket() string { return strings.ToUpper(q.names.Namespace()) + "_WORKERS" }
+
+// JoinFleet announces this worker in the fleet registry, creating the bucket if it is missing
+// (an existing bucket is never changed), and counts the members of each kind. Call Run next to
+// stay in the fleet.
+func (q *Queue) JoinFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	bucket := q.fleetBucket()
+	kv, err := q.ensureFleetBucket(ctx, bucket, cmp.Or(cfg.TTL, defaultFleetTTL))
+	if err != nil {
+		return nil, err
+	}
+	status, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status of bucket %s: %w", bucket, translate(err))
+	}
+	ttl := status.TTL()
+	if ttl <= 0 {
+		return nil, fmt.Errorf("fleet: bucket %s has no max age, so dead workers would count forever; recreate it with one", bucket)
+	}
+	refresh := cmp.Or(cfg.Refresh, ttl/3)
+	if refresh >= ttl {
+		return nil, fmt.Errorf("fleet: Refresh (%s) must be below the TTL, the max age of bucket %s (%s)", refresh, bucket, ttl)
+	}
+	worker := fleetKeyToken(cfg.WorkerID)
+	kinds := slices.Compact(slices.Sorted(slices.Values(cfg.Kinds)))
+	keys := make([]string, len(kinds))
+	for i, k := range kinds {
+		keys[i] = k + "." + worker
+	}
+	f := &Fleet{
+		kv:      kv,
+		bucket:  bucket,
+		worker:  cfg.WorkerID,
+		kinds:   kinds,
+		keys:    keys,
+		refresh: refresh,
+		started: time.Now().UTC(),
+		counts:  map[string]int{},
+	}
+	if err := f.announce(ctx); err != nil {
+		return nil, err
+	}
+	members, err := listFleet(ctx, kv)
+	if err != nil {
+		return nil, fmt.Errorf("list bucket %s: %w", bucket, err)
+	}
+	for kind, ids := range members {
+		f.counts[kind] = len(ids)
+	}
+	return f, nil
+}
+
+func (q *Queue) ensureFleetBucket(ctx context.Context, bucket string, ttl time.Duration) (jetstream.KeyValue, error) {
+	kv, err := q.js.KeyValue(ctx, bucket)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("look up bucket %s: %w", bucket, translate(err))
+	}
+	kv, err = q.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "Levee workers by kind: <kind>.<worker-id>, re-put while the worker lives",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+		Replicas:    q.stream.Replicas,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		// Another worker created it first, perhaps with another TTL: use theirs.
+		kv, err = q.js.KeyValue(ctx, bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", bucket, translate(err))
+	}
+	return kv, nil
+}
+
+// Refresh returns how often Run refreshes.
+func (f *Fleet) Refresh() time.Duration { return f.refresh }
+
+// OnChange sets fn to be called, from Run's goroutine, when the count of one of this worker's
+// kinds changes; fn gets the new count, at least 1. Set it before Run; the counts at join are
+// read with Members.
+func (f *Fleet) OnChange(fn func(kind string, members int)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onChange = fn
+}
+
+// Members returns the number of live workers of kind at the last count, at least 1 (this
+// worker).
+func (f *Fleet) Members(kind string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return max(1, f.counts[kind])
+}
+
+// Err returns the error of the last refresh, nil if it succeeded. Refreshes are retried every
+// Refresh; meanwhile the counts stay as they were.
+func (f *Fleet) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+// Run keeps this worker in the fleet until ctx ends: every Refresh it re-puts its keys and
+// recounts the members of each kind, calling the OnChange function for each count that
+// changed. When ctx ends it deletes its keys (best effort, for at most 2s) so that the others
+// take up its share at once, and returns nil. Call it once.
+func (f *Fleet) Run(ctx context.Context) error {
+	tick := time.NewTicker(f.refresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			f.leave(context.WithoutCancel(ctx))
+			return nil
+		case <-tick.C:
+			f.refreshOnce(ctx)
+		}
+	}
+}
+
+// refreshOnce re-puts the keys, recounts, and reports the changes.
+func (f *Fleet) refreshOnce(ctx context.Context) {
+	err := f.announce(ctx)
+	members, lerr := listFleet(ctx, f.kv)
+	if lerr != nil {
+		err = errors.Join(err, fmt.Errorf("list bucket %s: %w", f.bucket, lerr))
+	}
+	if ctx.Err() != nil {
+		return // stopping: the errors say nothing about the fleet
+	}
+	type change struct {
+		kind    string
+		members int
+	}
+	var changes []change
+	f.mu.Lock()
+	f.err = err
+	if lerr == nil {
+		for _, kind := range f.kinds {
+			if old, now := max(1, f.counts[kind]), max(1, len(members[kind])); old != now {
+				changes = append(changes, change{kind, now})
+			}
+		}
+		clear(f.counts)
+		for kind, ids := range members {
+			f.counts[kind] = len(ids)
+		}
+	}
+	fn := f.onChange
+	f.mu.Unlock()
+	if fn != nil {
+		for _, c := range changes {
+			fn(c.kind, c.members)
+		}
+	}
+}
+
+// announce puts this worker's keys.
+func (f *Fleet) announce(ctx context.Context) error {
+	now := time.Now().UTC()
+	var errs []error
+	for i, kind := range f.kinds {
+		v, err := json.Marshal(fleetEntry{Worker: f.worker, Kind: kind, StartedAt: f.started, RefreshedAt: now})
+		if err != nil {
+			return err
+		}
+		if _, err := f.kv.Put(ctx, f.keys[i], v); err != nil {
+			errs = append(errs, fmt.Errorf("put %s in bucket %s: %w", f.keys[i], f.bucket, translate(err)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// leave deletes this worker's keys, giving up after 2s: a key left behind expires anyway.
+func (f *Fleet) leave(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for _, key := range f.keys {
+		_ = f.kv.Delete(ctx, key)
+	}
+}
+
+// FleetMembers returns the live workers of each kind, by the worker ids of their keys, sorted.
+// It is empty if no worker has joined the fleet yet.
+func (q *Queue) FleetMembers(ctx context.Context) (map[string][]string, error) {
+	bucket := q.fleetBucket()
+	kv, err := q.js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return map[string][]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up bucket %s: %w", bucket, translate(err))
+	}
+	members, err := listFleet(ctx, kv)
+	if err != nil {
+		return nil, fmt.Errorf("list bucket %s: %w", bucket, err)
+	}
+	return members, nil
+}
+
+// listFleet reads the registry's keys: kind → sorted worker ids.
+func listFleet(ctx context.Context, kv jetstream.KeyValue) (map[string][]string, error) {
+	keys, err := kv.Keys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, translate(err)
+	}
+	members := map[string][]string{}
+	for _, key := range keys { // sorted, so the ids of each kind are too
+		kind, worker, ok := strings.Cut(key, ".")
+		if ok {
+			members[kind] = append(members[kind], worker)
+		}
+	}
+	return members, nil
+}
+
+// fleetKeyToken makes s usable in a KV key: characters outside [-/_=.a-zA-Z0-9], and dots
+// at either end or after another dot, become '_'.
+func fleetKeyToken(s string) string {
+	rs := []rune(s)
+	for i, r := range rs {
+		ok := r == '-' || r == '/' || r == '_' || r == '=' ||
+			'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' ||
+			r == '.' && i > 0 && i < len(rs)-1 && rs[i-1] != '.'
+		if !ok {
+			rs[i] = '_'
+		}
+	}
+	return string(rs)
+}
