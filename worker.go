@@ -31,6 +31,8 @@ type WorkerConfig struct {
 	DatabaseURL string
 	// Pool is an existing Postgres pool; the Worker does not close it.
 	Pool *pgxpool.Pool
+	// DatabaseMaxConns bounds the pool the Worker opens from DatabaseURL. Default 20.
+	DatabaseMaxConns int32
 	// Namespace prefixes streams, consumers and subjects, and names the Postgres schema.
 	// Default "levee".
 	Namespace string
@@ -172,7 +174,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	pool := cfg.Pool
 	if pool == nil {
 		var err error
-		pool, err = openPool(ctx, cmp.Or(cfg.DatabaseURL, DefaultDatabaseURL), 0)
+		pool, err = openPool(ctx, cmp.Or(cfg.DatabaseURL, DefaultDatabaseURL), cmp.Or(cfg.DatabaseMaxConns, 20))
 		if err != nil {
 			return err
 		}

@@ -46,12 +46,14 @@ A job waiting in the stream is found through NATS alone; running and finished jo
 from the Postgres ledger (--database-url).
 
 With --wait, status asks again every 200ms until the job is succeeded or dead, or the wait ends;
-it then prints the last state it saw.
+it then prints the last state it saw. A job that fell back to another kind (dead with reason
+fell_back and fallback_to set) is followed: the outcome is its successor's.
 
 With --json, it prints one object with the keys state, id, kind, key, attempts, reason,
-last_error, result, next_attempt_at, enqueued_at, started_at, finished_at and duplicate_of,
-all present ("" or null when empty). duplicate_of names the job that did the work when this
-job was a duplicate of its idempotency key.
+last_error, result, next_attempt_at, enqueued_at, started_at, finished_at, duplicate_of,
+fallback_of and fallback_to, all present ("" or null when empty). duplicate_of names the job
+that did the work when this job was a duplicate of its idempotency key; fallback_to names the
+job on the fallback kind that took this one over, and fallback_of the job it replaced.
 
 Exit codes:
   0  the job was found (with --wait: it succeeded)
@@ -97,8 +99,8 @@ func runStatus(cmd *cobra.Command, conn *cli.Connection, o statusOptions, id str
 		return err
 	}
 	timedOut := false
-	if o.wait > 0 && !st.State.Final() {
-		st, timedOut, err = waitFinal(ctx, lk, id, st, o.wait)
+	if o.wait > 0 && !settled(st) {
+		st, timedOut, err = waitFinal(ctx, lk, st, o.wait)
 		if err != nil {
 			return err
 		}
@@ -117,9 +119,16 @@ func runStatus(cmd *cobra.Command, conn *cli.Connection, o statusOptions, id str
 	return nil
 }
 
-// waitFinal asks for job id's status every pollInterval until it is final or wait has passed
-// (timedOut), and returns the last status seen. It stops early when ctx ends.
-func waitFinal(ctx context.Context, lk *lookup, id string, st *levee.JobStatus, wait time.Duration) (last *levee.JobStatus, timedOut bool, err error) {
+// settled reports whether st is final and not handed to a fallback job: a job that fell back
+// is followed to its successor, whose outcome is the job's.
+func settled(st *levee.JobStatus) bool {
+	return st.State.Final() && st.FallbackTo == ""
+}
+
+// waitFinal asks for the job's status every pollInterval until it is settled or wait has
+// passed (timedOut), and returns the last status seen. It follows fallbacks. It stops early
+// when ctx ends.
+func waitFinal(ctx context.Context, lk *lookup, st *levee.JobStatus, wait time.Duration) (last *levee.JobStatus, timedOut bool, err error) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	tick := time.NewTicker(pollInterval)
@@ -133,6 +142,10 @@ func waitFinal(ctx context.Context, lk *lookup, id string, st *levee.JobStatus, 
 			return st, true, nil
 		case <-tick.C:
 		}
+		id := st.ID
+		if st.State.Final() && st.FallbackTo != "" {
+			id = st.FallbackTo
+		}
 		next, err := lk.status(wctx, id)
 		switch {
 		case wctx.Err() != nil && ctx.Err() == nil:
@@ -141,7 +154,7 @@ func waitFinal(ctx context.Context, lk *lookup, id string, st *levee.JobStatus, 
 			return st, false, err
 		}
 		st = next
-		if st.State.Final() {
+		if settled(st) {
 			return st, false, nil
 		}
 	}
@@ -211,6 +224,8 @@ func printStatus(w io.Writer, st *levee.JobStatus, asJSON bool, now time.Time) e
 		{"started_at", ts(st.StartedAt)},
 		{"finished_at", ts(st.FinishedAt)},
 		{"duplicate_of", st.DuplicateOf},
+		{"fallback_of", st.FallbackOf},
+		{"fallback_to", st.FallbackTo},
 	}
 	width := 0
 	for _, f := range fields {
