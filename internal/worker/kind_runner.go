@@ -332,14 +332,19 @@ func (k *kindRunner) start(d *queue.Delivery, res idempotency.ClaimResult) {
 			k.mu.Unlock()
 			cancel(nil)
 		}()
-		k.pipeline.Finish(k.run(ctx, a, res.Attempts))
+		k.run(ctx, a, res.Attempts)
 	})
 }
 
-// run runs one claimed attempt and commits its outcome. It returns the attempt's verdict for
-// the breaker (Abandoned when no handler call was made).
-func (k *kindRunner) run(ctx context.Context, a *attempt, number int) (v executor.Verdict) {
-	v = executor.Verdict{Class: executor.Abandoned}
+// run runs one claimed attempt, settles its admission (telling the breaker what the
+// downstream did) and commits its outcome.
+func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
+	settled := false
+	defer func() {
+		if !settled {
+			k.pipeline.Release(1) // no handler call was made
+		}
+	}()
 	d := a.d
 	policy := k.pipeline.Policy()
 	maxAttempts := policy.MaxAttempts
@@ -375,6 +380,8 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) (v executo
 		}
 		return k.kind.TxHandler(ctx, tx, att)
 	})
+	k.pipeline.Finish(v)
+	settled = true
 	if v.Class != executor.Succeeded && tx != nil {
 		// A failed attempt's own writes are undone before its outcome is written.
 		_ = tx.Rollback(context.WithoutCancel(ctx))
@@ -397,12 +404,19 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) (v executo
 		}
 		return
 	case executor.Retry:
+		out.State, out.Error = idempotency.StateRetrying, v.Err.Error()
+		out.RetryIn = policy.Backoff.RetryDelay(number, v, rand.Float64())
+		if br := k.pipeline.Breaker(); executor.DownstreamFailure(v) && br.State() != executor.BreakerClosed {
+			// The breaker is open, perhaps because of this very failure: an outage spends no
+			// attempts and dead-letters nothing. Retry once the breaker lets calls through.
+			out.Release = true
+			out.RetryIn = max(out.RetryIn, time.Until(br.OpenUntil()))
+			break
+		}
 		if number >= maxAttempts {
 			k.giveUp(ctx, a, number, v.Err.Error(), log)
 			return
 		}
-		out.State, out.Error = idempotency.StateRetrying, v.Err.Error()
-		out.RetryIn = policy.Backoff.RetryDelay(number, v, rand.Float64())
 	case executor.Dead:
 		k.finishDead(ctx, a, number, v.Reason, v.Err.Error(), log)
 		return
@@ -428,10 +442,10 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) (v executo
 			log.Warn("ack after commit failed; the redelivery will find the key succeeded", "err", err)
 		}
 	case idempotency.StateRetrying:
-		log.Info("attempt failed; will retry", "error", out.Error, "retry_in", out.RetryIn.Round(time.Millisecond))
+		log.Info("attempt failed; will retry", "error", out.Error, "retry_in", out.RetryIn.Round(time.Millisecond),
+			"attempt_counted", !out.Release)
 		_ = d.Nak(out.RetryIn)
 	}
-	return v
 }
 
 // commit writes one outcome, fenced. It returns false if nothing may follow: the lease was
