@@ -127,3 +127,26 @@ func TestBackoffCeilingDoesNotOverflow(t *testing.T) {
 		require.Positive(t, b.Ceiling(n), "n=%d", n)
 	}
 }
+
+// Full jitter spreads retries uniformly over [0, ceiling): check the mean and the quartiles
+// of many draws (the tolerances are many standard deviations wide).
+func TestBackoffJitterIsUniform(t *testing.T) {
+	t.Parallel()
+	b := executor.Backoff{Base: time.Second, Max: time.Minute}
+	const n, retry = 20000, 4 // ceiling 8s
+	ceiling := b.Ceiling(retry)
+	var sum time.Duration
+	var quart [4]int
+	for range n {
+		d := b.Next(retry)
+		require.GreaterOrEqual(t, d, time.Duration(0))
+		require.Less(t, d, ceiling)
+		sum += d
+		quart[int(4*d/ceiling)]++
+	}
+	mean := float64(sum) / n / float64(ceiling)
+	require.InDelta(t, 0.5, mean, 0.02, "mean delay is half the ceiling")
+	for i, c := range quart {
+		require.InDelta(t, 0.25, float64(c)/n, 0.02, "quartile %d", i)
+	}
+}
