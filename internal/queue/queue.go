@@ -150,13 +150,18 @@ func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) er
 	return nil
 }
 
-// DeleteStreams removes both streams. Tests use it to clean up.
+// DeleteStreams removes the namespace's streams and its fleet registry bucket. Tests use it
+// to clean up.
 func (q *Queue) DeleteStreams(ctx context.Context) error {
 	var errs []error
 	for _, name := range []string{q.names.JobsStream(), q.names.DLQStream()} {
 		if err := q.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			errs = append(errs, err)
 		}
+	}
+	if err := q.js.DeleteKeyValue(ctx, q.fleetBucket()); err != nil &&
+		!errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
