@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -387,6 +388,15 @@ type Record struct {
 // AddRecords stores records in one statement. A record for a job id already recorded is kept
 // as it was (the first word stands), so redeliveries are harmless.
 func (l *Ledger) AddRecords(ctx context.Context, recs []Record) error {
+	return addRecords(ctx, l.pool, l, recs)
+}
+
+// execer is what addRecords needs of a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func addRecords(ctx context.Context, db execer, l *Ledger, recs []Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -417,7 +427,7 @@ func (l *Ledger) AddRecords(ctx context.Context, recs []Record) error {
 			enqueued[i] = &r.EnqueuedAt
 		}
 	}
-	if _, err := l.pool.Exec(ctx, l.q.addRecords, ids, kinds, keys, states, reasons, errs, dupOf, enqueued); err != nil {
+	if _, err := db.Exec(ctx, l.q.addRecords, ids, kinds, keys, states, reasons, errs, dupOf, enqueued); err != nil {
 		return fmt.Errorf("record %d jobs: %w", n, err)
 	}
 	return nil

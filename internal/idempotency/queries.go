@@ -5,6 +5,7 @@ import "strings"
 // queries holds the ledger's SQL with the schema name filled in once, at New.
 type queries struct {
 	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, status, ping string
+	deleteRecord, lockKey, lockKeyOwner, revive, markDead                     string
 }
 
 func newQueries(schema string) queries {
@@ -91,16 +92,29 @@ DELETE FROM S.job_records WHERE ctid IN (
 		// success reports the owner's result).
 		status: s(`
 (SELECT 0 AS src, job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text AS duplicate_of,
-        next_attempt_at, enqueued_at, started_at, finished_at, lease_until, fallback_of, fallback_to
+        next_attempt_at, enqueued_at, started_at, finished_at, lease_until, fallback_of, fallback_to, first_failed_at
    FROM S.keys WHERE job_id = $1 ORDER BY updated_at DESC LIMIT 1)
 UNION ALL
 (SELECT 1, r.id, r.kind, r.key, r.state, 0, r.reason, r.last_error,
         CASE WHEN r.state = 'succeeded' THEN k.result::text END, r.duplicate_of,
-        NULL, r.enqueued_at, NULL, r.finished_at, NULL, NULL, NULL
+        NULL, r.enqueued_at, NULL, r.finished_at, NULL, NULL, NULL, r.finished_at
    FROM S.job_records r LEFT JOIN S.keys k ON k.kind = r.kind AND k.key = r.key
   WHERE r.id = $1)
 ORDER BY src LIMIT 1`),
 
 		ping: s(`SELECT count(*) FROM (SELECT 1 FROM S.keys LIMIT 1) AS k`),
+
+		deleteRecord: s(`DELETE FROM S.job_records WHERE id = $1`),
+		lockKey:      s(`SELECT state FROM S.keys WHERE kind = $1 AND key = $2 FOR UPDATE`),
+		lockKeyOwner: s(`SELECT state, job_id FROM S.keys WHERE kind = $1 AND key = $2 FOR UPDATE`),
+		revive: s(`
+UPDATE S.keys SET state = 'retrying', attempts = 0, reason = NULL, next_attempt_at = NULL, lease_until = NULL,
+    finished_at = NULL, first_failed_at = NULL, fallback_to = NULL, job_id = $3,
+    payload_hash = COALESCE($4, payload_hash), fence = fence + 1, updated_at = now()
+WHERE kind = $1 AND key = $2 AND state = 'dead'`),
+		markDead: s(`
+UPDATE S.keys SET state = 'dead', reason = $3, last_error = $4, lease_until = NULL, next_attempt_at = NULL,
+    finished_at = now(), first_failed_at = COALESCE(first_failed_at, now()), fence = fence + 1, updated_at = now()
+WHERE kind = $1 AND key = $2`),
 	}
 }

@@ -32,6 +32,8 @@ type JobStatus struct {
 	StartedAt     *time.Time
 	FinishedAt    *time.Time
 	LeaseUntil    *time.Time
+	// FirstFailedAt is when an attempt on the key first failed (zero if none did).
+	FirstFailedAt time.Time
 }
 
 // isUndefinedTable reports Postgres error 42P01: the schema has not been migrated.
@@ -48,9 +50,10 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 		state                       string
 		reason, lastErr, res, dupOf *string
 		fallOf, fallTo              *string
+		firstFailed                 *time.Time
 	)
 	err := l.pool.QueryRow(ctx, l.q.status, id).Scan(&src, &st.JobID, &st.Kind, &st.Key, &state, &st.Attempts,
-		&reason, &lastErr, &res, &dupOf, &st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo)
+		&reason, &lastErr, &res, &dupOf, &st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo, &firstFailed)
 	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
 		// No row, or no ledger yet (no worker has migrated this namespace): not in the ledger.
 		return nil, ErrNotFound
@@ -61,6 +64,9 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 	st.State = State(state)
 	st.Reason, st.LastError, st.DuplicateOf = deref(reason), deref(lastErr), deref(dupOf)
 	st.FallbackOf, st.FallbackTo = deref(fallOf), deref(fallTo)
+	if firstFailed != nil {
+		st.FirstFailedAt = *firstFailed
+	}
 	if res != nil {
 		st.Result = []byte(*res)
 	}

@@ -35,10 +35,17 @@ type DeadInfo struct {
 	FirstFailedAt time.Time
 	FailedAt      time.Time
 	Worker        string
+	// SourceSeq is the job message's sequence in the work stream. With the job id it makes
+	// the copy's Nats-Msg-Id: redeliveries of one message copy it once, while a replayed job
+	// (a new message) that dies again is copied again.
+	SourceSeq uint64
 }
 
-// DLQMsgID is the Nats-Msg-Id of a job's dead-letter copy, so that copying it twice stores once.
-func DLQMsgID(jobID string) string { return "dlq:" + jobID }
+// DLQMsgID is the Nats-Msg-Id of the dead-letter copy of job jobID from work-stream message
+// seq, so that copying the same message twice stores it once.
+func DLQMsgID(jobID string, seq uint64) string {
+	return "dlq:" + jobID + ":" + strconv.FormatUint(seq, 10)
+}
 
 // DeadLetter copies a job to the dead-letter stream and waits for the stream's acknowledgement.
 // raw is the message body as delivered (the payload, even if it was malformed); hdr are the
@@ -63,7 +70,7 @@ func (q *Queue) DeadLetter(ctx context.Context, env Envelope, raw []byte, hdr na
 	if firstFailed.IsZero() {
 		firstFailed = failedAt
 	}
-	m.Header.Set(HeaderMsgID, DLQMsgID(id))
+	m.Header.Set(HeaderMsgID, DLQMsgID(id, info.SourceSeq))
 	m.Header.Set(HeaderJobID, id)
 	m.Header.Set(HeaderKind, kind)
 	m.Header.Set(HeaderKey, env.Key)
@@ -101,19 +108,61 @@ func (q *Queue) DeadLettered(ctx context.Context, kind, id string) (bool, error)
 
 // DeadLetterEntry is one job in the dead-letter stream.
 type DeadLetterEntry struct {
-	JobID    string
-	Kind     string
-	Key      string
-	Reason   string
-	Attempts int
-	Error    string
-	Payload  []byte
+	JobID         string
+	Kind          string
+	Key           string
+	Reason        string
+	Attempts      int
+	Error         string
+	FirstFailedAt time.Time
+	FailedAt      time.Time
+	Worker        string
+	Payload       []byte
+	// Sequence is the entry's sequence in the DLQ stream; Time is when it was stored.
 	Sequence uint64
+	Time     time.Time
 	Header   nats.Header
+}
+
+func entryFrom(subject string, hdr nats.Header, data []byte, seq uint64, at time.Time) DeadLetterEntry {
+	attempts, _ := strconv.Atoi(hdr.Get(HeaderAttempts))
+	first, _ := time.Parse(time.RFC3339Nano, hdr.Get(HeaderFirstFailedAt))
+	failed, _ := time.Parse(time.RFC3339Nano, hdr.Get(HeaderFailedAt))
+	e := DeadLetterEntry{
+		JobID: hdr.Get(HeaderJobID), Kind: hdr.Get(HeaderKind), Key: hdr.Get(HeaderKey),
+		Reason: hdr.Get(HeaderReason), Attempts: attempts, Error: hdr.Get(HeaderLastError),
+		FirstFailedAt: first, FailedAt: failed, Worker: hdr.Get(HeaderWorker),
+		Payload: data, Sequence: seq, Time: at, Header: hdr,
+	}
+	if e.FailedAt.IsZero() {
+		e.FailedAt = at
+	}
+	if e.FirstFailedAt.IsZero() {
+		e.FirstFailedAt = e.FailedAt
+	}
+	if e.JobID == "" || e.Kind == "" { // a copy made by hand: fall back to the subject
+		if parts := strings.Split(subject, "."); len(parts) == 4 {
+			e.Kind, e.JobID = cmpOr(e.Kind, parts[2]), cmpOr(e.JobID, parts[3])
+		}
+	}
+	if e.Key == "" {
+		e.Key = e.JobID
+	}
+	return e
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // GetDeadLetter returns the dead-letter copy of job id (any kind), or ErrNotFound.
 func (q *Queue) GetDeadLetter(ctx context.Context, id string) (*DeadLetterEntry, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
 	if err != nil {
 		return nil, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
@@ -122,18 +171,113 @@ func (q *Queue) GetDeadLetter(ctx context.Context, id string) (*DeadLetterEntry,
 	if err != nil {
 		return nil, translate(err)
 	}
-	attempts, _ := strconv.Atoi(raw.Header.Get(HeaderAttempts))
-	return &DeadLetterEntry{
-		JobID:    raw.Header.Get(HeaderJobID),
-		Kind:     raw.Header.Get(HeaderKind),
-		Key:      raw.Header.Get(HeaderKey),
-		Reason:   raw.Header.Get(HeaderReason),
-		Attempts: attempts,
-		Error:    raw.Header.Get(HeaderLastError),
-		Payload:  raw.Data,
-		Sequence: raw.Sequence,
-		Header:   raw.Header,
-	}, nil
+	e := entryFrom(raw.Subject, raw.Header, raw.Data, raw.Sequence, raw.Time)
+	return &e, nil
+}
+
+// DeadFilter selects dead-letter entries. Zero fields select everything.
+type DeadFilter struct {
+	Kind   string
+	Reason string
+	// FailedAfter and FailedBefore bound the time of death (FailedAt).
+	FailedAfter  time.Time
+	FailedBefore time.Time
+}
+
+// Match reports whether e passes the filter.
+func (f DeadFilter) Match(e *DeadLetterEntry) bool {
+	switch {
+	case f.Kind != "" && e.Kind != f.Kind,
+		f.Reason != "" && e.Reason != f.Reason,
+		!f.FailedAfter.IsZero() && e.FailedAt.Before(f.FailedAfter),
+		!f.FailedBefore.IsZero() && !e.FailedAt.Before(f.FailedBefore):
+		return false
+	}
+	return true
+}
+
+// EachDeadLetter calls fn for every dead-letter entry matching f, oldest first, until fn
+// returns false or the entries stored when the call began are exhausted. It reads through an
+// ordered consumer (filtered by kind on the server) and leaves nothing behind.
+func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLetterEntry) bool) error {
+	stream, err := q.js.Stream(ctx, q.names.DLQStream())
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", q.names.DLQStream(), translate(err))
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	filter := q.names.DLQSubjects()
+	if f.Kind != "" {
+		filter = q.names.ns + ".dlq." + f.Kind + ".*"
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !f.FailedAfter.IsZero() {
+		// Stored no earlier than it died: a safe lower bound for the server to start from.
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.FailedAfter
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
+	}
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.Sequence.Stream > last {
+				return nil
+			}
+			e := entryFrom(msg.Subject(), msg.Headers(), msg.Data(), md.Sequence.Stream, md.Timestamp)
+			if f.Match(&e) && !fn(e) {
+				return nil
+			}
+			if md.NumPending == 0 || md.Sequence.Stream == last {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && n == 0 {
+			return fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
+		}
+		if n == 0 || ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// DeleteDeadLetter removes the entry with DLQ sequence seq.
+func (q *Queue) DeleteDeadLetter(ctx context.Context, seq uint64) error {
+	stream, err := q.js.Stream(ctx, q.names.DLQStream())
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
+	}
+	if err := stream.DeleteMsg(ctx, seq); err != nil {
+		return fmt.Errorf("delete dead letter %d: %w", seq, translate(err))
+	}
+	return nil
+}
+
+// Replay publishes env again as a new message (Nats-Msg-Id msgID, so that the original id's
+// deduplication window does not swallow it) and waits for the stream to store it.
+func (q *Queue) Replay(ctx context.Context, env Envelope, msgID string) error {
+	m := q.names.Msg(env)
+	m.Header.Set(HeaderMsgID, msgID)
+	if _, err := q.js.PublishMsg(ctx, m, jetstream.WithExpectStream(q.names.JobsStream())); err != nil {
+		return fmt.Errorf("republish job %s: %w", env.ID, translate(err))
+	}
+	return nil
 }
 
 // headerSafe makes s fit in a header value: one line, at most n bytes.

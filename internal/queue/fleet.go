@@ -70,13 +70,14 @@ func (c FleetConfig) validate() error {
 //
 // Build one with Queue.JoinFleet, then call Run. A Fleet is safe for concurrent use.
 type Fleet struct {
-	kv      jetstream.KeyValue
-	bucket  string
-	worker  string
-	kinds   []string
-	keys    []string // one per kind, same order
-	refresh time.Duration
-	started time.Time
+	prevListed map[string][]string // the previous listing, touched only by Run
+	kv         jetstream.KeyValue
+	bucket     string
+	worker     string
+	kinds      []string
+	keys       []string // one per kind, same order
+	refresh    time.Duration
+	started    time.Time
 
 	mu       sync.Mutex
 	counts   map[string]int
@@ -223,9 +224,15 @@ func (f *Fleet) Run(ctx context.Context) error {
 // refreshOnce re-puts the keys, recounts, and reports the changes.
 func (f *Fleet) refreshOnce(ctx context.Context) {
 	err := f.announce(ctx)
-	members, lerr := listFleet(ctx, f.kv)
+	listed, lerr := listFleet(ctx, f.kv)
 	if lerr != nil {
 		err = errors.Join(err, fmt.Errorf("list bucket %s: %w", f.bucket, lerr))
+	}
+	// A key being re-put while the bucket is listed can be missed by that one listing, so a
+	// worker counts as gone only when two listings in a row miss it.
+	members := unionFleet(f.prevListed, listed)
+	if lerr == nil {
+		f.prevListed = listed
 	}
 	if ctx.Err() != nil {
 		return // stopping: the errors say nothing about the fleet
@@ -255,6 +262,21 @@ func (f *Fleet) refreshOnce(ctx context.Context) {
 			fn(c.kind, c.members)
 		}
 	}
+}
+
+// unionFleet merges two listings: kind → sorted, distinct worker ids.
+func unionFleet(a, b map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(b))
+	for _, m := range []map[string][]string{a, b} {
+		for kind, ids := range m {
+			out[kind] = append(out[kind], ids...)
+		}
+	}
+	for kind, ids := range out {
+		slices.Sort(ids)
+		out[kind] = slices.Compact(ids)
+	}
+	return out
 }
 
 // announce puts this worker's keys.

@@ -192,7 +192,7 @@ func TestNames(t *testing.T) {
 
 func TestDLQMsgID(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "dlq:J1", queue.DLQMsgID("J1"))
+	require.Equal(t, "dlq:J1:42", queue.DLQMsgID("J1", 42))
 }
 
 func TestServerAtLeast(t *testing.T) {

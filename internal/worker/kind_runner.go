@@ -277,7 +277,7 @@ func (k *kindRunner) deadLetterUnowned(ctx context.Context, d *queue.Delivery, r
 			return
 		}
 		err := k.w.cfg.Queue.DeadLetter(ctx, d.Env, d.Data(), d.Headers(), queue.DeadInfo{
-			Reason: reason, Attempts: 0, LastError: msg, Worker: k.w.cfg.ID,
+			Reason: reason, Attempts: 0, LastError: msg, Worker: k.w.cfg.ID, SourceSeq: d.StreamSeq,
 		})
 		if err != nil {
 			log.Warn("dead-letter job; will retry", "err", err)
@@ -304,9 +304,13 @@ func (k *kindRunner) ensureDeadLettered(ctx context.Context, d *queue.Delivery, 
 	ok, err := k.w.cfg.Queue.DeadLettered(ctx, d.Env.Kind, d.Env.ID)
 	if err == nil && !ok {
 		st, serr := k.w.cfg.Ledger.Status(ctx, d.Env.ID)
-		info := queue.DeadInfo{Reason: res.Reason, Worker: k.w.cfg.ID}
+		info := queue.DeadInfo{Reason: res.Reason, Worker: k.w.cfg.ID, SourceSeq: d.StreamSeq}
 		if serr == nil {
 			info.Attempts, info.LastError = st.Attempts, st.LastError
+			if st.FinishedAt != nil {
+				info.FailedAt = *st.FinishedAt
+			}
+			info.FirstFailedAt = st.FirstFailedAt
 		}
 		err = k.w.cfg.Queue.DeadLetter(ctx, d.Env, d.Data(), d.Headers(), info)
 	}
@@ -542,9 +546,12 @@ func (k *kindRunner) finishDead(ctx context.Context, a *attempt, attempts int, r
 	if !k.commit(ctx, out, log) {
 		return
 	}
-	err := k.w.cfg.Queue.DeadLetter(ctx, a.d.Env, a.d.Data(), a.d.Headers(), queue.DeadInfo{
-		Reason: reason, Attempts: attempts, LastError: idempotency.Truncate(msg, 1024), Worker: k.w.cfg.ID,
-	})
+	info := queue.DeadInfo{Reason: reason, Attempts: attempts, LastError: idempotency.Truncate(msg, 1024),
+		Worker: k.w.cfg.ID, SourceSeq: a.d.StreamSeq, FailedAt: time.Now()}
+	if st, err := k.w.cfg.Ledger.Status(ctx, a.d.Env.ID); err == nil {
+		info.FirstFailedAt = st.FirstFailedAt
+	}
+	err := k.w.cfg.Queue.DeadLetter(ctx, a.d.Env, a.d.Data(), a.d.Headers(), info)
 	if err != nil {
 		log.Error("dead-letter copy failed; the job will be redelivered and copied again", "err", err)
 		_ = a.d.Nak(claimFailedNak)
