@@ -154,7 +154,7 @@ func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) er
 // to clean up.
 func (q *Queue) DeleteStreams(ctx context.Context) error {
 	var errs []error
-	for _, name := range []string{q.names.JobsStream(), q.names.DLQStream()} {
+	for _, name := range []string{q.names.JobsStream(), q.names.DLQStream(), q.advisoriesStream()} {
 		if err := q.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			errs = append(errs, err)
 		}

@@ -170,6 +170,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		kindNames[i] = k.kind.Name
 		byName[k.kind.Name] = k
 	}
+	md, err := w.cfg.Queue.WatchMaxDeliveries(ctx)
+	if err != nil {
+		return err
+	}
 	fleet, err := w.cfg.Queue.JoinFleet(ctx, queue.FleetConfig{WorkerID: w.cfg.ID, Kinds: kindNames})
 	if err != nil {
 		return err
@@ -195,6 +199,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		loops.Go(func() { k.pullLoop(ctx) })
 		loops.Go(func() { k.fallbackLoop(ctx) })
 	}
+	loops.Go(func() { w.maxDeliveriesLoop(ctx, md) })
 	heartCtx, heartStop := context.WithCancel(context.WithoutCancel(ctx))
 	var hearts sync.WaitGroup
 	for _, k := range w.kinds {
