@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/metrics"
 	"github.com/levee-dev/levee/internal/queue"
 	"github.com/levee-dev/levee/internal/worker"
 )
@@ -57,10 +58,14 @@ type WorkerConfig struct {
 // Worker runs handlers for the kinds registered with Handle. Build one with NewWorker,
 // register handlers, then call Run once.
 type Worker struct {
-	cfg   WorkerConfig
-	mu    sync.Mutex
-	kinds []worker.Kind
-	ran   bool
+	cfg     WorkerConfig
+	metrics *metrics.Metrics
+	mu      sync.Mutex
+	kinds   []worker.Kind
+	ran     bool
+
+	liveMu sync.Mutex
+	live   *live // set while Run serves, for the health checks
 }
 
 // NewWorker returns a Worker for cfg. It connects to nothing until Run.
@@ -70,7 +75,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		return nil, err
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	return &Worker{cfg: cfg}, nil
+	return &Worker{cfg: cfg, metrics: metrics.New()}, nil
 }
 
 // Handle registers handler for kind with policy p (zero fields take defaults). It returns an
@@ -208,7 +213,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	wcfg := worker.Config{
 		Queue: q, Ledger: ledger, Kinds: kinds, Logger: cfg.Logger, ID: cfg.ID,
-		ShutdownTimeout: cfg.ShutdownTimeout, Retention: cfg.Retention,
+		ShutdownTimeout: cfg.ShutdownTimeout, Retention: cfg.Retention, Metrics: w.metrics,
 	}
 	if cfg.skipAck != nil {
 		wcfg.Hooks.SkipAck = func(env queue.Envelope) bool { return cfg.skipAck(env.ID) }
@@ -217,6 +222,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.setLive(&live{q: q, pool: pool, eng: eng})
+	defer w.setLive(nil)
 	return eng.Run(ctx)
 }
 

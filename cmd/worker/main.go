@@ -49,6 +49,9 @@ type options struct {
 	retention       string
 	checkConfig     bool
 	noMigrate       bool
+	dev             bool
+	devNATSPort     int
+	devDir          string
 }
 
 func newRootCmd() *cobra.Command {
@@ -67,6 +70,7 @@ rest for redelivery and exits 0; a second signal exits at once.`,
 		Example: `  worker --config examples/levee.yaml
   LEVEE_CONFIG=levee.yaml LEVEE_DATABASE_URL=postgres://levee@db/levee worker
   worker --config levee.yaml --check-config
+  worker --dev --config examples/levee.yaml   # no NATS installed: embeds one
   worker migrate`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return serve(cmd.Context(), cmd, o) },
@@ -74,13 +78,17 @@ rest for redelivery and exits 0; a second signal exits at once.`,
 	cli.AddConnectionFlags(root, &o.conn, levee.DefaultNATSURL, levee.DefaultDatabaseURL, levee.DefaultNamespace)
 	fs := root.Flags()
 	fs.StringVar(&o.config, "config", "", "YAML file of kinds and their policies (required)")
-	fs.StringVar(&o.httpAddr, "http-addr", "", "address for /healthz (e.g. 127.0.0.1:9090); empty turns it off")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9090", "address for /healthz, /readyz and /metrics; loopback by default; empty turns it off")
 	fs.StringVar(&o.shutdownTimeout, "shutdown-timeout", "30s", "how long in-flight jobs may finish after SIGTERM")
 	fs.StringVar(&o.id, "id", "", "worker id in logs and dead-letter headers (default host-pid)")
 	fs.IntVar(&o.maxPayload, "max-payload", 1<<20, "largest payload in bytes; larger messages are dead-lettered as malformed")
 	fs.StringVar(&o.retention, "retention", "168h", "how long finished idempotency keys are kept before the reaper deletes them")
 	fs.BoolVar(&o.checkConfig, "check-config", false, "validate --config, print the effective policy per kind, and exit")
 	fs.BoolVar(&o.noMigrate, "no-migrate", false, "do not apply migrations at start (run 'worker migrate' separately)")
+	fs.BoolVar(&o.dev, "dev", false, "dev mode: if no NATS answers at --nats-url, embed one with JetStream on 127.0.0.1:--dev-nats-port (data in ./.levee/nats); Postgres is still required")
+	fs.IntVar(&o.devNATSPort, "dev-nats-port", 4222, "port of the embedded NATS server in --dev mode")
+	fs.StringVar(&o.devDir, "dev-dir", defaultDevDir, "directory of the embedded NATS server's data in --dev mode")
+	_ = fs.MarkHidden("dev-dir")
 	root.PersistentFlags().StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	cli.BindEnv(root, "config", "LEVEE_CONFIG")
 	cli.BindEnv(root, "http-addr", "LEVEE_HTTP_ADDR")
@@ -89,7 +97,9 @@ rest for redelivery and exits 0; a second signal exits at once.`,
 	cli.BindEnv(root, "max-payload", "LEVEE_MAX_PAYLOAD")
 	cli.BindEnv(root, "retention", "LEVEE_RETENTION")
 	cli.BindEnv(root, "log-level", "LEVEE_LOG_LEVEL")
-	root.AddCommand(newMigrateCmd(o))
+	cli.BindEnv(root, "dev", "LEVEE_DEV")
+	cli.BindEnv(root, "dev-nats-port", "LEVEE_DEV_NATS_PORT")
+	root.AddCommand(newMigrateCmd(o), newHealthCmd())
 	cli.Prepare(root)
 	return root
 }

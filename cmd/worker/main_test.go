@@ -109,7 +109,7 @@ func TestMigrateCommand(t *testing.T) {
 func TestUnreachableServicesAreClearErrors(t *testing.T) {
 	t.Parallel()
 	cfg := writeConfig(t, "kinds:\n  ping: {handler: noop}\n")
-	code, _, stderr := runInProcess(t, "--config", cfg, "--nats-url", "nats://127.0.0.1:1", "--database-url", leveetest.DatabaseURL(t))
+	code, _, stderr := runInProcess(t, "--config", cfg, "--nats-url", "nats://127.0.0.1:1", "--database-url", leveetest.DatabaseURL(t), "--http-addr", "")
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "LEVEE_NATS_URL")
 	code, _, stderr = runInProcess(t, "migrate", "--database-url", "postgres://levee:s3cret@127.0.0.1:1/x?sslmode=disable")
@@ -198,7 +198,7 @@ func TestSIGTERMWithJobsInFlightLosesNone(t *testing.T) {
 			ds := newSlowDownstream(t, tc.delay)
 			cfg := writeConfig(t, fmt.Sprintf("kinds:\n  charge:\n    handler: http\n    concurrency: 4\n    ack_wait: 5s\n    http: {allow: [%q]}\n", ds.URL+"/"))
 			args := []string{"--config", cfg, "--nats-url", natsURL, "--database-url", dbURL, "--namespace", ns,
-				"--shutdown-timeout", tc.shutdownTimeout}
+				"--shutdown-timeout", tc.shutdownTimeout, "--http-addr", "127.0.0.1:0"}
 
 			client, err := levee.NewClient(context.Background(), levee.ClientConfig{NATSURL: natsURL, DatabaseURL: dbURL, Namespace: ns})
 			require.NoError(t, err)

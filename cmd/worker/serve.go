@@ -42,6 +42,13 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 		printPolicies(cmd.OutOrStdout(), o.config, file)
 		return nil
 	}
+	if o.dev {
+		stopDev, err := startDev(ctx, o, cmd.ErrOrStderr())
+		if err != nil {
+			return err
+		}
+		defer stopDev() // after the worker has drained
+	}
 	logger, err := cli.NewLogger(cmd.ErrOrStderr(), o.logLevel)
 	if err != nil {
 		return err
@@ -70,11 +77,12 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 		}
 	}
 	if o.httpAddr != "" {
-		stop, err := startHealth(o.httpAddr)
+		stop, err := serveHTTP(o.httpAddr, w.Handler())
 		if err != nil {
 			return err
 		}
 		defer stop()
+		logger.Info("serving /healthz, /readyz and /metrics", "addr", o.httpAddr)
 	}
 	if err := w.Run(ctx); err != nil {
 		return withHint(err)
@@ -166,17 +174,13 @@ func printPolicies(w io.Writer, path string, f *config.File) {
 	}
 }
 
-// startHealth serves /healthz on addr until stop is called.
-func startHealth(addr string) (stop func(), err error) {
+// serveHTTP serves h on addr until stop is called.
+func serveHTTP(addr string, h http.Handler) (stop func(), err error) {
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on --http-addr %s: %w", addr, err)
+		return nil, fmt.Errorf("listen on --http-addr %s: %w (choose another address, or pass --http-addr '' to turn it off)", addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -116,3 +116,13 @@ func (d *Delivery) InProgress() error { return d.msg.InProgress() }
 
 // Headers returns the message's headers.
 func (d *Delivery) Headers() map[string][]string { return d.msg.Headers() }
+
+// Pending returns how many messages of the kind wait undelivered, and how many are
+// delivered but not yet acknowledged, from the consumer's info.
+func (p *Puller) Pending(ctx context.Context) (waiting, unacked uint64, err error) {
+	info, err := p.cons.Info(ctx)
+	if err != nil {
+		return 0, 0, translate(err)
+	}
+	return info.NumPending, uint64(info.NumAckPending), nil
+}

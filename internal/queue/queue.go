@@ -260,3 +260,27 @@ func ServerAtLeast(version string, major, minor, patch int) bool {
 	}
 	return true
 }
+
+// DLQUsage reports how full the dead-letter stream is: its message and byte counts and, when
+// the stream has limits, the larger of the two fractions used (0 without limits).
+func (q *Queue) DLQUsage(ctx context.Context) (msgs, bytes uint64, used float64, err error) {
+	stream, err := q.js.Stream(ctx, q.names.DLQStream())
+	if err != nil {
+		return 0, 0, 0, translate(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, 0, 0, translate(err)
+	}
+	st, cfg := info.State, info.Config
+	if cfg.MaxMsgs > 0 {
+		used = max(used, float64(st.Msgs)/float64(cfg.MaxMsgs))
+	}
+	if cfg.MaxBytes > 0 {
+		used = max(used, float64(st.Bytes)/float64(cfg.MaxBytes))
+	}
+	return st.Msgs, st.Bytes, used, nil
+}
+
+// Connected reports whether the NATS connection is up.
+func (q *Queue) Connected() bool { return q.nc.IsConnected() }

@@ -83,7 +83,7 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 	}
 }
 
-// waitLedger blocks until the ledger answers again (or ctx ends), backing off from 1s to 15s.
+// waitLedger blocks until the ledger answers again (or ctx ends), backing off from 1s to 5s.
 // Not pulling meanwhile keeps deliveries from being spent against MaxDeliver during an outage.
 func (k *kindRunner) waitLedger(ctx context.Context) {
 	wait := time.Second
@@ -99,7 +99,7 @@ func (k *kindRunner) waitLedger(ctx context.Context) {
 			k.logger().Info("ledger answers again; pulling resumes")
 			return
 		}
-		wait = min(wait*2, 15*time.Second)
+		wait = min(wait*2, 5*time.Second)
 	}
 }
 
@@ -190,7 +190,9 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 	if len(reqs) == 0 {
 		return nil
 	}
+	claimStart := time.Now()
 	results, err := k.w.cfg.Ledger.Claim(ctx, reqs)
+	k.w.cfg.Metrics.Ledger("claim", claimStart)
 	if err != nil {
 		for _, d := range good {
 			_ = d.Nak(claimFailedNak)
@@ -252,6 +254,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 		} else {
 			_ = st.d.Term(st.reason)
 		}
+		k.w.cfg.Metrics.Finished(k.kind.Name, "duplicate", st.d.Env.EnqueuedAt)
 	}
 	return nil
 }
@@ -286,6 +289,7 @@ func (k *kindRunner) deadLetterUnowned(ctx context.Context, d *queue.Delivery, r
 		}
 	}
 	log.Warn("job dead-lettered", "error", msg)
+	k.w.cfg.Metrics.Finished(k.kind.Name, "dead", d.Env.EnqueuedAt)
 	_ = d.Term(reason)
 }
 
@@ -371,7 +375,18 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
+	var (
+		overMu   sync.Mutex
+		returned bool
+		overdue  func()
+	)
 	result, v := executor.Execute(ctx, k.pipeline, func() {
+		overMu.Lock()
+		defer overMu.Unlock()
+		if returned {
+			return
+		}
+		overdue = k.w.cfg.Metrics.Overrun(k.kind.Name)
 		log.Warn("handler still running past its timeout; its slot stays taken until it returns",
 			"timeout", policy.Timeout, "running_for", time.Since(start).Round(time.Millisecond))
 	}, func(ctx context.Context) ([]byte, error) {
@@ -384,6 +399,13 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		}
 		return k.kind.TxHandler(ctx, tx, att)
 	})
+	overMu.Lock()
+	returned = true
+	if overdue != nil {
+		overdue()
+	}
+	overMu.Unlock()
+	k.w.cfg.Metrics.Attempt(k.kind.Name, resultClass(v), time.Since(start))
 	k.pipeline.Finish(v)
 	settled = true
 	if v.Class != executor.Succeeded && tx != nil {
@@ -439,6 +461,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 	switch out.State {
 	case idempotency.StateSucceeded:
 		log.Debug("job succeeded", "duration", time.Since(start))
+		k.w.cfg.Metrics.Finished(k.kind.Name, "succeeded", d.Env.EnqueuedAt)
 		if k.w.cfg.Hooks.SkipAck != nil && k.w.cfg.Hooks.SkipAck(d.Env) {
 			return
 		}
@@ -452,10 +475,26 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 	}
 }
 
+// resultClass names an attempt's verdict for the attempts metric.
+func resultClass(v executor.Verdict) string {
+	switch {
+	case v.Class == executor.Succeeded:
+		return "success"
+	case v.Class == executor.Abandoned:
+		return "abandoned"
+	case v.Class == executor.Dead:
+		return "permanent"
+	case v.Timeout:
+		return "timeout"
+	}
+	return "retry"
+}
+
 // commit writes one outcome, fenced. It returns false if nothing may follow: the lease was
 // lost (no ack, no nak) or the ledger failed (the message is redelivered after AckWait, and the
 // key's lease expires by then).
 func (k *kindRunner) commit(ctx context.Context, out idempotency.Outcome, log *slog.Logger) bool {
+	defer k.w.cfg.Metrics.Ledger("finish", time.Now())
 	applied, err := k.w.cfg.Ledger.Finish(ctx, []idempotency.Outcome{out})
 	if err != nil {
 		log.Error("commit outcome failed; not acking (the job will be redelivered)", "err", err, "state", out.State)
@@ -471,6 +510,7 @@ func (k *kindRunner) commit(ctx context.Context, out idempotency.Outcome, log *s
 // commitTx writes a success in the handler's transaction and commits both, or rolls both back
 // when the lease was lost.
 func (k *kindRunner) commitTx(ctx context.Context, tx pgx.Tx, out idempotency.Outcome, log *slog.Logger) bool {
+	defer k.w.cfg.Metrics.Ledger("finish", time.Now())
 	applied, err := k.w.cfg.Ledger.FinishTx(ctx, tx, []idempotency.Outcome{out})
 	if err == nil && !applied[0] {
 		_ = tx.Rollback(ctx)
@@ -515,6 +555,7 @@ func (k *kindRunner) fallBack(ctx context.Context, a *attempt, msg string, log *
 		return
 	}
 	log.Warn("job handed to its fallback kind", "fallback", k.kind.Fallback, "fallback_job_id", out.FallbackTo, "error", msg)
+	k.w.cfg.Metrics.Finished(k.kind.Name, "fell_back", a.d.Env.EnqueuedAt)
 	_ = a.d.Term(executor.ReasonFellBack)
 }
 
@@ -558,6 +599,7 @@ func (k *kindRunner) finishDead(ctx context.Context, a *attempt, attempts int, r
 		return
 	}
 	log.Warn("job dead-lettered", "reason", reason, "error", msg, "attempts", attempts)
+	k.w.cfg.Metrics.Finished(k.kind.Name, "dead", a.d.Env.EnqueuedAt)
 	_ = a.d.Term(reason)
 }
 
@@ -590,7 +632,9 @@ func (k *kindRunner) heartbeatLoop(ctx context.Context) {
 			_ = a.d.InProgress()
 		}
 		hctx, cancel := context.WithTimeout(ctx, every)
+		hbStart := time.Now()
 		alive, err := k.w.cfg.Ledger.Heartbeat(hctx, leases, k.kind.AckWait)
+		k.w.cfg.Metrics.Ledger("heartbeat", hbStart)
 		cancel()
 		if err != nil {
 			k.logger().Warn("heartbeat failed; will try again", "err", err, "attempts", len(as))

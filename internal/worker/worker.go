@@ -14,6 +14,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/metrics"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -84,7 +85,9 @@ type Config struct {
 	// ReapInterval is how often finished keys past Retention are deleted. Default 1h; a
 	// negative value turns reaping off.
 	ReapInterval time.Duration
-	Hooks        Hooks
+	// Metrics receives the worker's metrics; nil records none.
+	Metrics *metrics.Metrics
+	Hooks   Hooks
 }
 
 // Worker runs the configured kinds until its context ends. Build one with New and call Run once.
@@ -200,6 +203,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		loops.Go(func() { k.fallbackLoop(ctx) })
 	}
 	loops.Go(func() { w.maxDeliveriesLoop(ctx, md) })
+	loops.Go(func() { w.sampleLoop(ctx) })
 	heartCtx, heartStop := context.WithCancel(context.WithoutCancel(ctx))
 	var hearts sync.WaitGroup
 	for _, k := range w.kinds {
@@ -268,4 +272,13 @@ func (w *Worker) reapLoop(ctx context.Context) {
 			w.log.Info("reaped finished keys", "count", n, "retention", w.cfg.Retention)
 		}
 	}
+}
+
+// Breakers returns a snapshot of each kind's circuit breaker.
+func (w *Worker) Breakers() map[string]executor.BreakerSnapshot {
+	out := make(map[string]executor.BreakerSnapshot, len(w.kinds))
+	for _, k := range w.kinds {
+		out[k.kind.Name] = k.pipeline.Breaker().Snapshot()
+	}
+	return out
 }

@@ -1,0 +1,122 @@
+// Package metrics holds Levee's Prometheus metrics, all named levee_*, on a registry of their
+// own. docs/metrics.md lists them with example alerts. A nil *Metrics records nothing, so
+// callers need no checks.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the worker's metrics.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	JobsFinished    *prometheus.CounterVec   // kind, outcome
+	Attempts        *prometheus.CounterVec   // kind, result
+	AttemptDuration *prometheus.HistogramVec // kind
+	EndToEnd        *prometheus.HistogramVec // kind
+	Backlog         *prometheus.GaugeVec     // kind
+	InFlight        *prometheus.GaugeVec     // kind
+	BreakerState    *prometheus.GaugeVec     // kind
+	RateWait        *prometheus.CounterVec   // kind
+	BulkheadUse     *prometheus.GaugeVec     // kind
+	DLQDepth        *prometheus.GaugeVec     // reason
+	LedgerDuration  *prometheus.HistogramVec // op
+	Overruns        *prometheus.CounterVec   // kind
+	RunningOverdue  *prometheus.GaugeVec     // kind
+}
+
+// New returns Metrics registered on a fresh registry, with the Go and process collectors.
+func New() *Metrics {
+	latency := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		JobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_jobs_finished_total",
+			Help: "Jobs finished by this worker, by kind and outcome (succeeded, dead, fell_back, duplicate).",
+		}, []string{"kind", "outcome"}),
+		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_attempts_total",
+			Help: "Attempts by kind and result class (success, retry, timeout, permanent, abandoned).",
+		}, []string{"kind", "result"}),
+		AttemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "levee_attempt_duration_seconds", Help: "Duration of attempts (handler calls).", Buckets: latency,
+		}, []string{"kind"}),
+		EndToEnd: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "levee_job_latency_seconds", Help: "Time from publish to a final outcome.", Buckets: latency,
+		}, []string{"kind"}),
+		Backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_backlog", Help: "Jobs of the kind waiting in the stream, not yet delivered.",
+		}, []string{"kind"}),
+		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_in_flight", Help: "Attempts of the kind running in this worker.",
+		}, []string{"kind"}),
+		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_breaker_state", Help: "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+		}, []string{"kind"}),
+		RateWait: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_rate_limiter_wait_seconds_total", Help: "Time the kind's pull loop waited for rate tokens.",
+		}, []string{"kind"}),
+		BulkheadUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_bulkhead_saturation", Help: "Share of the kind's per-worker slots in use, 0 to 1.",
+		}, []string{"kind"}),
+		DLQDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_dlq_depth", Help: "Jobs in the dead-letter queue, by reason.",
+		}, []string{"reason"}),
+		LedgerDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "levee_ledger_duration_seconds", Help: "Round trips to the Postgres ledger, by operation.", Buckets: latency,
+		}, []string{"op"}),
+		Overruns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_handler_overruns_total", Help: "Attempts whose handler kept running past its timeout (ignoring its context).",
+		}, []string{"kind"}),
+		RunningOverdue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_handlers_overdue", Help: "Handlers of the kind running now past their timeout.",
+		}, []string{"kind"}),
+	}
+	m.Registry.MustRegister(m.JobsFinished, m.Attempts, m.AttemptDuration, m.EndToEnd, m.Backlog, m.InFlight,
+		m.BreakerState, m.RateWait, m.BulkheadUse, m.DLQDepth, m.LedgerDuration, m.Overruns, m.RunningOverdue,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Finished counts a job's final outcome and its end-to-end latency.
+func (m *Metrics) Finished(kind, outcome string, enqueuedAt time.Time) {
+	if m == nil {
+		return
+	}
+	m.JobsFinished.WithLabelValues(kind, outcome).Inc()
+	if !enqueuedAt.IsZero() {
+		m.EndToEnd.WithLabelValues(kind).Observe(time.Since(enqueuedAt).Seconds())
+	}
+}
+
+// Attempt counts one attempt and its duration.
+func (m *Metrics) Attempt(kind, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.Attempts.WithLabelValues(kind, result).Inc()
+	m.AttemptDuration.WithLabelValues(kind).Observe(d.Seconds())
+}
+
+// Ledger observes one ledger round trip.
+func (m *Metrics) Ledger(op string, start time.Time) {
+	if m == nil {
+		return
+	}
+	m.LedgerDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+// Overrun counts a handler that ran past its timeout, and tracks it until it returns.
+func (m *Metrics) Overrun(kind string) (done func()) {
+	if m == nil {
+		return func() {}
+	}
+	m.Overruns.WithLabelValues(kind).Inc()
+	g := m.RunningOverdue.WithLabelValues(kind)
+	g.Inc()
+	return g.Dec
+}

@@ -1,0 +1,73 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// sampleEvery is how often gauges are sampled; the DLQ depth, which reads the DLQ stream, is
+// sampled every dlqSampleEvery.
+const (
+	sampleEvery    = 5 * time.Second
+	dlqSampleEvery = 30 * time.Second
+)
+
+// sampleLoop keeps the gauge metrics current: in-flight attempts, bulkhead saturation, breaker
+// state, rate-limiter wait, backlog, and DLQ depth by reason.
+func (w *Worker) sampleLoop(ctx context.Context) {
+	m := w.cfg.Metrics
+	if m == nil {
+		return
+	}
+	waited := make([]time.Duration, len(w.kinds))
+	var lastDLQ time.Time
+	t := time.NewTicker(sampleEvery)
+	defer t.Stop()
+	for {
+		for i, k := range w.kinds {
+			name := k.kind.Name
+			inUse := k.pipeline.InFlight()
+			m.InFlight.WithLabelValues(name).Set(float64(inUse))
+			m.BulkheadUse.WithLabelValues(name).Set(float64(inUse) / float64(k.pipeline.Policy().Concurrency))
+			m.BreakerState.WithLabelValues(name).Set(breakerGauge(k.pipeline.Breaker().State()))
+			now := k.pipeline.Limiter().Waited()
+			m.RateWait.WithLabelValues(name).Add((now - waited[i]).Seconds())
+			waited[i] = now
+			if waiting, _, err := k.puller.Pending(ctx); err == nil {
+				m.Backlog.WithLabelValues(name).Set(float64(waiting))
+			}
+		}
+		if time.Since(lastDLQ) >= dlqSampleEvery {
+			lastDLQ = time.Now()
+			depth := map[string]int{}
+			err := w.cfg.Queue.EachDeadLetter(ctx, queue.DeadFilter{}, func(e queue.DeadLetterEntry) bool {
+				depth[e.Reason]++
+				return true
+			})
+			if err == nil {
+				m.DLQDepth.Reset()
+				for reason, n := range depth {
+					m.DLQDepth.WithLabelValues(reason).Set(float64(n))
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func breakerGauge(s executor.BreakerState) float64 {
+	switch s {
+	case executor.BreakerHalfOpen:
+		return 1
+	case executor.BreakerOpen:
+		return 2
+	}
+	return 0
+}
