@@ -184,4 +184,3 @@ func compactOrRaw(b []byte) []byte {
 	}
 	return buf.Bytes()
 }
-
