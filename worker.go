@@ -50,6 +50,9 @@ type WorkerConfig struct {
 	Retention time.Duration
 	// SkipMigrate leaves the schema alone at start (run `worker migrate` separately).
 	SkipMigrate bool
+	// StreamReplicas is the replication factor of the streams the worker creates when they
+	// do not exist yet (3 on a NATS cluster). Existing streams are never changed. Default 1.
+	StreamReplicas int
 
 	// skipAck is a test seam: drop the ack after commit, as a lost ack would.
 	skipAck func(id string) bool
@@ -194,7 +197,8 @@ func (w *Worker) Run(ctx context.Context) error {
 			cfg.Logger.Info("applied migrations", "schema", cfg.Namespace, "versions", applied)
 		}
 	}
-	q, err := queue.New(queue.Config{Conn: nc, Namespace: cfg.Namespace, MaxPayload: cfg.MaxPayload})
+	q, err := queue.New(queue.Config{Conn: nc, Namespace: cfg.Namespace, MaxPayload: cfg.MaxPayload,
+		Stream: queue.StreamConfig{Replicas: cfg.StreamReplicas}})
 	if err != nil {
 		return err
 	}

@@ -49,6 +49,7 @@ type options struct {
 	retention       string
 	checkConfig     bool
 	noMigrate       bool
+	streamReplicas  int
 	dev             bool
 	devNATSPort     int
 	devDir          string
@@ -85,6 +86,7 @@ rest for redelivery and exits 0; a second signal exits at once.`,
 	fs.StringVar(&o.retention, "retention", "168h", "how long finished idempotency keys are kept before the reaper deletes them")
 	fs.BoolVar(&o.checkConfig, "check-config", false, "validate --config, print the effective policy per kind, and exit")
 	fs.BoolVar(&o.noMigrate, "no-migrate", false, "do not apply migrations at start (run 'worker migrate' separately)")
+	fs.IntVar(&o.streamReplicas, "stream-replicas", 1, "replicas of the streams created at start if missing (3 on a NATS cluster); existing streams are never changed")
 	fs.BoolVar(&o.dev, "dev", false, "dev mode: if no NATS answers at --nats-url, embed one with JetStream on 127.0.0.1:--dev-nats-port (data in ./.levee/nats); Postgres is still required")
 	fs.IntVar(&o.devNATSPort, "dev-nats-port", 4222, "port of the embedded NATS server in --dev mode")
 	fs.StringVar(&o.devDir, "dev-dir", defaultDevDir, "directory of the embedded NATS server's data in --dev mode")
@@ -97,6 +99,7 @@ rest for redelivery and exits 0; a second signal exits at once.`,
 	cli.BindEnv(root, "max-payload", "LEVEE_MAX_PAYLOAD")
 	cli.BindEnv(root, "retention", "LEVEE_RETENTION")
 	cli.BindEnv(root, "log-level", "LEVEE_LOG_LEVEL")
+	cli.BindEnv(root, "stream-replicas", "LEVEE_STREAM_REPLICAS")
 	cli.BindEnv(root, "dev", "LEVEE_DEV")
 	cli.BindEnv(root, "dev-nats-port", "LEVEE_DEV_NATS_PORT")
 	root.AddCommand(newMigrateCmd(o), newHealthCmd())

@@ -31,6 +31,9 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 	if err != nil || retention <= 0 {
 		return cli.Usagef("invalid --retention %q: use a positive duration such as 168h", o.retention)
 	}
+	if o.streamReplicas < 1 || o.streamReplicas > 5 {
+		return cli.Usagef("invalid --stream-replicas %d: use 1 to 5 (3 on a NATS cluster)", o.streamReplicas)
+	}
 	if o.maxPayload <= 0 {
 		return cli.Usagef("invalid --max-payload %d: use a positive number of bytes", o.maxPayload)
 	}
@@ -63,6 +66,7 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 		MaxPayload:      o.maxPayload,
 		Retention:       retention,
 		SkipMigrate:     o.noMigrate,
+		StreamReplicas:  o.streamReplicas,
 	})
 	if err != nil {
 		return cli.Usagef("%v", err)
