@@ -30,6 +30,11 @@ run: build ## build and start a worker with examples/levee.yaml (applies migrati
 test: ## run every test with -race against the local Postgres and NATS
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+.PHONY: demo
+demo: ## a one-minute tour: worker, flaky downstream, statuses, DLQ, replay, metrics
+	LEVEE_NATS_URL=$${LEVEE_NATS_URL:-$(NATS_URL)} LEVEE_DATABASE_URL=$${LEVEE_DATABASE_URL:-$(DATABASE_URL)} \
+		bash scripts/demo.sh
+
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint (installed on first use)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
