@@ -2,6 +2,7 @@ package levee
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"time"
@@ -22,7 +23,10 @@ func connectNATS(url, name string, opts []nats.Option) (*nats.Conn, error) {
 		nats.ReconnectWait(time.Second),
 	}, opts...)
 	nc, err := nats.Connect(url, all...)
-	if err != nil {
+	switch {
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
+		return nil, fmt.Errorf("connect to NATS at %s: the server refused the credentials (%w); check the user/password, token, creds or nkey", RedactURL(url), err)
+	case err != nil:
 		return nil, fmt.Errorf("connect to NATS at %s: %w (is nats-server running there, with JetStream?)", RedactURL(url), err)
 	}
 	return nc, nil

@@ -56,8 +56,13 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 	if err != nil {
 		return err
 	}
+	natsOpts, err := o.conn.NATSOptions()
+	if err != nil {
+		return err
+	}
 	w, err := levee.NewWorker(levee.WorkerConfig{
 		NATSURL:         o.conn.NATSURL,
+		NATSOptions:     natsOpts,
 		DatabaseURL:     o.conn.DatabaseURL,
 		Namespace:       o.conn.Namespace,
 		Logger:          logger,

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -191,6 +192,68 @@ type Connection struct {
 	NATSURL     string
 	DatabaseURL string
 	Namespace   string
+
+	// NATS authentication and TLS; all optional. Postgres TLS and credentials go in the URL.
+	NATSCreds    string // .creds file (JWT + NKey seed)
+	NATSNKey     string // NKey seed file
+	NATSUser     string
+	NATSPassword string
+	NATSToken    string
+	NATSTLSCA    string // CA certificate file to verify the server
+	NATSTLSCert  string // client certificate file
+	NATSTLSKey   string // client key file
+}
+
+// NATSOptions turns the authentication and TLS flags into connection options.
+func (c *Connection) NATSOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	auth := 0
+	if c.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+		auth++
+	}
+	if c.NATSNKey != "" {
+		o, err := nats.NkeyOptionFromSeed(c.NATSNKey)
+		if err != nil {
+			return nil, Usagef("--nats-nkey %s: %v", c.NATSNKey, err)
+		}
+		opts = append(opts, o)
+		auth++
+	}
+	if c.NATSUser != "" || c.NATSPassword != "" {
+		if c.NATSUser == "" {
+			return nil, Usagef("--nats-password needs --nats-user")
+		}
+		opts = append(opts, nats.UserInfo(c.NATSUser, c.NATSPassword))
+		auth++
+	}
+	if c.NATSToken != "" {
+		opts = append(opts, nats.Token(c.NATSToken))
+		auth++
+	}
+	if auth > 1 {
+		return nil, Usagef("give one way to authenticate to NATS: --nats-creds, --nats-nkey, --nats-user/--nats-password or --nats-token")
+	}
+	if c.NATSTLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.NATSTLSCA))
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		return nil, Usagef("--nats-tls-cert and --nats-tls-key go together")
+	}
+	if c.NATSTLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.NATSTLSCert, c.NATSTLSKey))
+	}
+	for _, f := range []struct{ flag, path string }{
+		{"--nats-creds", c.NATSCreds}, {"--nats-tls-ca", c.NATSTLSCA}, {"--nats-tls-cert", c.NATSTLSCert}, {"--nats-tls-key", c.NATSTLSKey},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, Usagef("%s: %v", f.flag, err)
+		}
+	}
+	return opts, nil
 }
 
 // AddConnectionFlags adds --nats-url, --database-url and --namespace to cmd's persistent
@@ -200,7 +263,22 @@ func AddConnectionFlags(cmd *cobra.Command, c *Connection, natsDefault, dbDefaul
 	fs.StringVar(&c.NATSURL, "nats-url", natsDefault, "NATS server URL")
 	fs.StringVar(&c.DatabaseURL, "database-url", dbDefault, "Postgres URL; Levee's tables live in the schema named by --namespace")
 	fs.StringVar(&c.Namespace, "namespace", nsDefault, "prefix of stream, consumer and subject names, and the Postgres schema")
+	fs.StringVar(&c.NATSCreds, "nats-creds", "", "NATS credentials file (.creds)")
+	fs.StringVar(&c.NATSNKey, "nats-nkey", "", "NATS NKey seed file")
+	fs.StringVar(&c.NATSUser, "nats-user", "", "NATS user name")
+	fs.StringVar(&c.NATSPassword, "nats-password", "", "NATS password (prefer the environment variable)")
+	fs.StringVar(&c.NATSToken, "nats-token", "", "NATS token (prefer the environment variable)")
+	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", "", "CA certificate file to verify the NATS server")
+	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "client certificate file for NATS TLS")
+	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "client key file for NATS TLS")
 	BindEnv(cmd, "nats-url", "LEVEE_NATS_URL")
 	BindEnv(cmd, "database-url", "LEVEE_DATABASE_URL")
 	BindEnv(cmd, "namespace", "LEVEE_NAMESPACE")
+	for flag, env := range map[string]string{
+		"nats-creds": "LEVEE_NATS_CREDS", "nats-nkey": "LEVEE_NATS_NKEY", "nats-user": "LEVEE_NATS_USER",
+		"nats-password": "LEVEE_NATS_PASSWORD", "nats-token": "LEVEE_NATS_TOKEN", "nats-tls-ca": "LEVEE_NATS_TLS_CA",
+		"nats-tls-cert": "LEVEE_NATS_TLS_CERT", "nats-tls-key": "LEVEE_NATS_TLS_KEY",
+	} {
+		BindEnv(cmd, flag, env)
+	}
 }
