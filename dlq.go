@@ -147,6 +147,12 @@ func (c *Client) Replay(ctx context.Context, dj DeadJob, opts ReplayOptions) (Re
 		return ReplayResult{}, fmt.Errorf("replay %s: %w (fix it with a new payload)", dj.ID, err)
 	}
 	env.FallbackOf = dj.Headers[queue.HeaderFallbackOf]
+	// Another operator may have replayed or purged it meanwhile: touch nothing then.
+	if cur, err := c.DeadJob(ctx, dj.ID); err != nil {
+		return ReplayResult{}, err
+	} else if cur.Sequence != dj.Sequence {
+		return ReplayResult{}, fmt.Errorf("%w: %s was replayed or purged meanwhile", ErrJobNotFound, dj.ID)
+	}
 	before, err := c.ledger.Revive(ctx, env.Kind, env.Key, env.ID, newHash)
 	if err != nil {
 		return ReplayResult{}, err
@@ -166,7 +172,11 @@ func (c *Client) Replay(ctx context.Context, dj DeadJob, opts ReplayOptions) (Re
 // Purge removes a dead job from the DLQ for good. The ledger keeps its row until the reaper's
 // retention passes.
 func (c *Client) Purge(ctx context.Context, dj DeadJob) error {
-	return c.q.DeleteDeadLetter(ctx, dj.Sequence)
+	err := c.q.DeleteDeadLetter(ctx, dj.Sequence)
+	if errors.Is(err, queue.ErrNotFound) {
+		return fmt.Errorf("%w: %s is no longer in the dead-letter queue", ErrJobNotFound, dj.ID)
+	}
+	return err
 }
 
 func unquote(raw json.RawMessage) (string, bool) {

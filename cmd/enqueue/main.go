@@ -1,8 +1,12 @@
-// Command enqueue is Levee's operator CLI: it publishes jobs and reports their status.
+// Command enqueue is Levee's operator CLI: it publishes jobs, reports their status, and
+// manages the dead-letter queue.
 //
 //	enqueue publish KIND PAYLOAD     publish one job (PAYLOAD is JSON, or - for stdin)
 //	enqueue publish KIND --file F    publish the jobs of a JSON Lines file
 //	enqueue status ID                show what Levee knows of a job; --wait blocks until final
+//	enqueue stats                    per-kind backlog, in flight, retrying, dead; DLQ by reason
+//	enqueue dlq list|show|replay|purge|capture-orphans
+//	                                 inspect dead jobs, replay them safely, purge them
 //
 // Every command takes --nats-url, --database-url and --namespace (or LEVEE_NATS_URL,
 // LEVEE_DATABASE_URL, LEVEE_NAMESPACE). Exit codes: 0 ok, 1 error, 2 usage; status adds 3 to 5.
@@ -45,17 +49,21 @@ func newRootCmd() *cobra.Command {
 	var conn cli.Connection
 	root := &cobra.Command{
 		Use:   "enqueue",
-		Short: "Publish Levee jobs and query their status",
-		Long: `enqueue is Levee's operator CLI. It publishes jobs to NATS JetStream and reports what
-Levee knows of a job: waiting in the stream, running, retrying, succeeded or dead.
+		Short: "Publish Levee jobs, query their status, manage the dead-letter queue",
+		Long: `enqueue is Levee's operator CLI. It publishes jobs to NATS JetStream, reports what Levee
+knows of a job (waiting in the stream, running, retrying, succeeded or dead), shows per-kind
+statistics, and lists, shows, replays and purges dead jobs.
 
 Publishing needs only NATS: producers keep working while Postgres or the downstream is down.
-Status reads the Postgres ledger too.
+Status, stats and replay read the Postgres ledger too.
 
 Exit codes: 0 ok, 1 error, 2 usage error; see 'enqueue status --help' for status's own codes.`,
 		Example: `  enqueue publish email '{"to":"ada@example.com"}'
   enqueue publish email --file jobs.jsonl
   enqueue status 01JC9X3V8J4T6M2Q7R5W0YBZ1N --wait 30s
+  enqueue stats --watch
+  enqueue dlq list --reason max_attempts --since 1h
+  enqueue dlq replay --all --kind charge --rate 50/s
   LEVEE_NATS_URL=nats://nats.internal:4222 enqueue publish noop '{}'`,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if err := queue.ValidateNamespace(conn.Namespace); err != nil {
@@ -66,6 +74,8 @@ Exit codes: 0 ok, 1 error, 2 usage error; see 'enqueue status --help' for status
 	}
 	cli.AddConnectionFlags(root, &conn, levee.DefaultNATSURL, levee.DefaultDatabaseURL, levee.DefaultNamespace)
 	root.AddCommand(newPublishCmd(&conn), newStatusCmd(&conn))
+	root.AddCommand(newStatsCmd(&conn))
+	root.AddCommand(newDLQCmd(&conn))
 	return root
 }
 
@@ -81,4 +91,14 @@ func connectError(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w; check --nats-url or LEVEE_NATS_URL", err)
+}
+
+// clientConfig is the client configuration the connection flags give: NATS URL, credentials
+// and TLS, and the namespace. Commands that need Postgres add DatabaseURL.
+func clientConfig(conn *cli.Connection) (levee.ClientConfig, error) {
+	opts, err := conn.NATSOptions()
+	if err != nil {
+		return levee.ClientConfig{}, err
+	}
+	return levee.ClientConfig{NATSURL: conn.NATSURL, NATSOptions: opts, Namespace: conn.Namespace}, nil
 }

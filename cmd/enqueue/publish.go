@@ -116,7 +116,12 @@ func runPublish(cmd *cobra.Command, conn *cli.Connection, o publishOptions, args
 	}
 
 	ctx := cmd.Context()
-	c, err := levee.NewClient(ctx, levee.ClientConfig{NATSURL: conn.NATSURL, Namespace: conn.Namespace, MaxPayload: o.maxPayload})
+	cfg, err := clientConfig(conn)
+	if err != nil {
+		return err
+	}
+	cfg.MaxPayload = o.maxPayload
+	c, err := levee.NewClient(ctx, cfg)
 	if err != nil {
 		return connectError(err)
 	}
@@ -215,7 +220,12 @@ func publishFile(cmd *cobra.Command, conn *cli.Connection, o publishOptions, kin
 
 	ctx := cmd.Context()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	c, err := levee.NewClient(ctx, levee.ClientConfig{NATSURL: conn.NATSURL, Namespace: conn.Namespace, MaxPayload: o.maxPayload})
+	cfg, err := clientConfig(conn)
+	if err != nil {
+		return err
+	}
+	cfg.MaxPayload = o.maxPayload
+	c, err := levee.NewClient(ctx, cfg)
 	if err != nil {
 		return connectError(err)
 	}

@@ -85,7 +85,11 @@ func runStatus(cmd *cobra.Command, conn *cli.Connection, o statusOptions, id str
 		return cli.Usagef("invalid --wait %s: give a duration such as 30s, or 0 not to wait", o.wait)
 	}
 	ctx := cmd.Context()
-	cfg := levee.ClientConfig{NATSURL: conn.NATSURL, DatabaseURL: conn.DatabaseURL, Namespace: conn.Namespace}
+	cfg, err := clientConfig(conn)
+	if err != nil {
+		return err
+	}
+	cfg.DatabaseURL = conn.DatabaseURL
 	c, err := levee.NewClient(ctx, cfg)
 	if err != nil {
 		return connectError(err)

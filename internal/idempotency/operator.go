@@ -9,7 +9,8 @@ import (
 )
 
 // Revive makes the dead key of a job claimable again, for a replay: the key becomes retrying
-// with a fresh attempt budget, owned by jobID, and its fence moves on. newHash, when not nil,
+// with a fresh attempt budget and its fence moves on. Only a key that jobID owns is revived;
+// a job that died without owning its key (a payload mismatch, say) leaves the key alone. newHash, when not nil,
 // replaces the stored payload hash (an operator's explicit payload change). A record of jobID
 // as an unowned dead job is removed. It returns the key's state before: only a dead key is
 // changed; a succeeded key stays succeeded, so a replayed job whose effect happened is acked
@@ -20,8 +21,8 @@ func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []
 		if _, err := tx.Exec(ctx, l.q.deleteRecord, jobID); err != nil {
 			return err
 		}
-		var st string
-		err := tx.QueryRow(ctx, l.q.lockKey, kind, key).Scan(&st)
+		var st, owner string
+		err := tx.QueryRow(ctx, l.q.lockKeyOwner, kind, key).Scan(&st, &owner)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
@@ -29,7 +30,8 @@ func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []
 			return err
 		}
 		before = State(st)
-		if before != StateDead {
+		if before != StateDead || owner != jobID {
+			// Only the job that owns the dead key revives it: another job's history stays.
 			return nil
 		}
 		_, err = tx.Exec(ctx, l.q.revive, kind, key, jobID, newHash)

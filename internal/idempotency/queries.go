@@ -5,7 +5,7 @@ import "strings"
 // queries holds the ledger's SQL with the schema name filled in once, at New.
 type queries struct {
 	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, status, ping string
-	deleteRecord, lockKey, lockKeyOwner, revive, markDead                     string
+	deleteRecord, lockKeyOwner, revive, markDead                              string
 }
 
 func newQueries(schema string) queries {
@@ -105,7 +105,6 @@ ORDER BY src LIMIT 1`),
 		ping: s(`SELECT count(*) FROM (SELECT 1 FROM S.keys LIMIT 1) AS k`),
 
 		deleteRecord: s(`DELETE FROM S.job_records WHERE id = $1`),
-		lockKey:      s(`SELECT state FROM S.keys WHERE kind = $1 AND key = $2 FOR UPDATE`),
 		lockKeyOwner: s(`SELECT state, job_id FROM S.keys WHERE kind = $1 AND key = $2 FOR UPDATE`),
 		revive: s(`
 UPDATE S.keys SET state = 'retrying', attempts = 0, reason = NULL, next_attempt_at = NULL, lease_until = NULL,

@@ -52,7 +52,9 @@ func DLQMsgID(jobID string, seq uint64) string {
 // original headers, kept on the copy. Copying the same job twice stores it once.
 func (q *Queue) DeadLetter(ctx context.Context, env Envelope, raw []byte, hdr nats.Header, info DeadInfo) error {
 	kind, id := env.Kind, env.ID
-	if ValidateKind(kind) != nil || ValidateID(id) != nil {
+	// The id came from a subject token, so it can name the DLQ subject even where it fails
+	// ValidateID (too long, not ASCII): such a job must still be dead-lettered.
+	if ValidateKind(kind) != nil || !subjectToken(id) {
 		return fmt.Errorf("dead-letter: job has no valid kind and id (kind %q, id %q)", kind, id)
 	}
 	m := nats.NewMsg(q.names.DLQSubject(kind, id))
@@ -216,7 +218,8 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 	if f.Kind != "" {
 		filter = q.names.ns + ".dlq." + f.Kind + ".*"
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		InactiveThreshold: 10 * time.Second}
 	if !f.FailedAfter.IsZero() {
 		// Stored no earlier than it died: a safe lower bound for the server to start from.
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.FailedAfter
@@ -278,6 +281,11 @@ func (q *Queue) Replay(ctx context.Context, env Envelope, msgID string) error {
 		return fmt.Errorf("republish job %s: %w", env.ID, translate(err))
 	}
 	return nil
+}
+
+// subjectToken reports whether s can be one subject token.
+func subjectToken(s string) bool {
+	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
 }
 
 // headerSafe makes s fit in a header value: one line, at most n bytes.

@@ -21,6 +21,9 @@ var (
 	ErrJetStreamDisabled = errors.New("JetStream is not enabled on the NATS server (start nats-server with -js)")
 )
 
+// jsMsgDeleteFailed is JetStream's answer to deleting a message that is not there.
+const jsMsgDeleteFailed jetstream.ErrorCode = 10057
+
 // jsStoreFailed is JetStream's error code for a message the stream would not store, which is
 // what a stream with Discard=New answers when a limit is reached.
 const jsStoreFailed jetstream.ErrorCode = 10077
@@ -39,6 +42,8 @@ func translate(err error) error {
 		return fmt.Errorf("%w: %w", ErrNoStream, err)
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
 		return ErrJetStreamDisabled
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jsMsgDeleteFailed:
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == jsStoreFailed:
 		return fmt.Errorf("%w: %w", ErrStreamFull, err)
 	}
