@@ -180,6 +180,24 @@ type selection struct {
 
 // selectJobs finds the jobs named by ids, or with all those matching f, oldest first. Unknown
 // ids are collected, not errors. Repeated ids count once.
+// selectAndReport selects the jobs of a replay or purge and reports the unknown ids on
+// stderr. It returns a nil selection (and no error) when --all matched nothing.
+func selectAndReport(cmd *cobra.Command, c *levee.Client, ids []string, all bool, f levee.DLQFilter) (*selection, error) {
+	sel, err := selectJobs(cmd.Context(), c, ids, all, f)
+	if err != nil {
+		return nil, err
+	}
+	stderr := cmd.ErrOrStderr()
+	for _, id := range sel.unknown {
+		fmt.Fprintf(stderr, "enqueue: %v\n", notInDLQ(id))
+	}
+	if all && len(sel.jobs) == 0 {
+		fmt.Fprintln(stderr, "no dead jobs match")
+		return nil, nil
+	}
+	return sel, nil
+}
+
 func selectJobs(ctx context.Context, c *levee.Client, ids []string, all bool, f levee.DLQFilter) (*selection, error) {
 	sel := &selection{}
 	if all {

@@ -118,18 +118,11 @@ func runDLQReplay(cmd *cobra.Command, conn *cli.Connection, o replayOptions, ids
 		return err
 	}
 	defer c.Close()
-	sel, err := selectJobs(ctx, c, ids, o.sel.all, f)
-	if err != nil {
+	sel, err := selectAndReport(cmd, c, ids, o.sel.all, f)
+	if err != nil || sel == nil {
 		return err
 	}
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	for _, id := range sel.unknown {
-		fmt.Fprintf(stderr, "enqueue: %v\n", notInDLQ(id))
-	}
-	if o.sel.all && len(sel.jobs) == 0 {
-		fmt.Fprintln(stderr, "no dead jobs match")
-		return nil
-	}
 
 	if o.dryRun {
 		for _, dj := range sel.jobs {

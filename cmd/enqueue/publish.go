@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,14 +117,9 @@ func runPublish(cmd *cobra.Command, conn *cli.Connection, o publishOptions, args
 	}
 
 	ctx := cmd.Context()
-	cfg, err := clientConfig(conn)
+	c, err := openPublishClient(ctx, conn, o.maxPayload)
 	if err != nil {
 		return err
-	}
-	cfg.MaxPayload = o.maxPayload
-	c, err := levee.NewClient(ctx, cfg)
-	if err != nil {
-		return connectError(err)
 	}
 	defer c.Close()
 	if err := warnUnserved(cmd, c, kind); err != nil {
@@ -220,14 +216,9 @@ func publishFile(cmd *cobra.Command, conn *cli.Connection, o publishOptions, kin
 
 	ctx := cmd.Context()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	cfg, err := clientConfig(conn)
+	c, err := openPublishClient(ctx, conn, o.maxPayload)
 	if err != nil {
 		return err
-	}
-	cfg.MaxPayload = o.maxPayload
-	c, err := levee.NewClient(ctx, cfg)
-	if err != nil {
-		return connectError(err)
 	}
 	defer c.Close()
 	if len(jobs) > 0 {
@@ -364,4 +355,18 @@ func parseJobLine(line []byte, kind string, maxAttempts, maxPayload int) (levee.
 		}
 	}
 	return levee.JobSpec{Kind: kind, Payload: j.Payload, ID: j.ID, Key: j.Key, MaxAttempts: maxAttempts}, nil
+}
+
+// openPublishClient connects to NATS only: publishing needs no Postgres.
+func openPublishClient(ctx context.Context, conn *cli.Connection, maxPayload int) (*levee.Client, error) {
+	cfg, err := clientConfig(conn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxPayload = maxPayload
+	c, err := levee.NewClient(ctx, cfg)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return c, nil
 }
