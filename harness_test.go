@@ -170,7 +170,16 @@ func (b *bundle) dlqEntry(t *testing.T, id string) *queue.DeadLetterEntry {
 	t.Helper()
 	q, err := queue.New(queue.Config{Conn: leveetest.Conn(t, b.nats), Namespace: b.ns})
 	require.NoError(t, err)
-	e, err := q.GetDeadLetter(context.Background(), id)
+	// The ledger says dead a moment before the copy is stored (commit, then copy, then term).
+	var e *queue.DeadLetterEntry
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e, err = q.GetDeadLetter(context.Background(), id)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	require.NoError(t, err, "dead-letter copy of %s", id)
 	return e
 }

@@ -494,13 +494,12 @@ func resultClass(v executor.Verdict) string {
 // lost (no ack, no nak) or the ledger failed (the message is redelivered after AckWait, and the
 // key's lease expires by then).
 func (k *kindRunner) commit(ctx context.Context, out idempotency.Outcome, log *slog.Logger) bool {
-	defer k.w.cfg.Metrics.Ledger("finish", time.Now())
-	applied, err := k.w.cfg.Ledger.Finish(ctx, []idempotency.Outcome{out})
+	applied, err := k.w.committer.finish(ctx, out)
 	if err != nil {
 		log.Error("commit outcome failed; not acking (the job will be redelivered)", "err", err, "state", out.State)
 		return false
 	}
-	if !applied[0] {
+	if !applied {
 		log.Warn("lease lost before commit; writing nothing, not acking (the new owner finishes the job)")
 		return false
 	}

@@ -92,9 +92,10 @@ type Config struct {
 
 // Worker runs the configured kinds until its context ends. Build one with New and call Run once.
 type Worker struct {
-	cfg   Config
-	log   *slog.Logger
-	kinds []*kindRunner
+	cfg       Config
+	log       *slog.Logger
+	kinds     []*kindRunner
+	committer *committer
 }
 
 // New validates cfg and returns a Worker.
@@ -116,6 +117,7 @@ func New(cfg Config) (*Worker, error) {
 	cfg.Retention = cmp.Or(cfg.Retention, 7*24*time.Hour)
 	cfg.ReapInterval = cmp.Or(cfg.ReapInterval, time.Hour)
 	w := &Worker{cfg: cfg, log: cfg.Logger}
+	w.committer = newCommitter(cfg.Ledger, cfg.Metrics, cfg.MaxBatch)
 	seen := map[string]bool{}
 	for _, k := range cfg.Kinds {
 		if err := queue.ValidateKind(k.Name); err != nil {
@@ -195,6 +197,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	hardCtx, hardCancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer hardCancel(nil)
 
+	go w.committer.run()
 	var loops, attempts sync.WaitGroup
 	for _, k := range w.kinds {
 		k.attempts = &attempts
@@ -237,6 +240,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Error("handlers ignored cancellation; exiting anyway (redelivery covers them)", "in_flight", w.inFlight())
 		}
 	}
+	w.committer.close() // everything queued is committed; a late handler commits on its own
 	heartStop()
 	hearts.Wait()
 	w.log.Info("worker stopped")
