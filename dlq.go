@@ -45,6 +45,10 @@ type DLQFilter struct {
 // database.
 var ErrDatabaseRequired = errors.New("this needs the Postgres ledger: set ClientConfig.DatabaseURL (--database-url)")
 
+// ErrKeyDeadElsewhere is returned by Replay for a job whose key died under another job:
+// replaying this one would change nothing, so it stays in the DLQ.
+var ErrKeyDeadElsewhere = errors.New("the job's key is dead under another job")
+
 // ErrPayloadChange is returned by Replay when a new payload differs from the job's and
 // ReplayOptions.AllowPayloadChange is not set: the key's effect is bound to its payload.
 var ErrPayloadChange = errors.New("the new payload differs from the job's: its idempotency key is bound to the old one (allow the change explicitly to reset it)")
@@ -153,9 +157,13 @@ func (c *Client) Replay(ctx context.Context, dj DeadJob, opts ReplayOptions) (Re
 	} else if cur.Sequence != dj.Sequence {
 		return ReplayResult{}, fmt.Errorf("%w: %s was replayed or purged meanwhile", ErrJobNotFound, dj.ID)
 	}
-	before, err := c.ledger.Revive(ctx, env.Kind, env.Key, env.ID, newHash)
+	before, owner, err := c.ledger.Revive(ctx, env.Kind, env.Key, env.ID, newHash)
 	if err != nil {
 		return ReplayResult{}, err
+	}
+	if before == "dead" && owner != env.ID {
+		return ReplayResult{}, fmt.Errorf("%w: key %s is dead under job %s; replay that job instead (this one would only be recorded as its duplicate)",
+			ErrKeyDeadElsewhere, env.Key, owner)
 	}
 	if err := c.ensureStreams(ctx); err != nil {
 		return ReplayResult{}, err

@@ -77,13 +77,15 @@ func TestDLQReasons(t *testing.T) {
 		})
 		outside := newDownstream(t, nil)
 		b.startWorker(t, "charge", httpKind(t, ds.URL+"/"), levee.Policy{MaxAttempts: 5, Backoff: fastRetry}, withID)
-		started, release := make(chan struct{}, 1), make(chan struct{})
-		b.startWorker(t, "hold", levee.HandlerFunc(func(ctx context.Context, job *levee.Job) (any, error) {
-			started <- struct{}{}
-			<-release
-			return "done", nil
-		}), levee.Policy{MaxAttempts: 1, MaxDeliveries: 2, AckWait: time.Second, Timeout: time.Minute}, withID)
-		defer close(release)
+		// A worker of "crash" creates its consumer, then leaves: its jobs will be stranded.
+		stopCrash := b.startWorker(t, "crash", levee.HandlerFunc(func(context.Context, *levee.Job) (any, error) {
+			return nil, nil
+		}), levee.Policy{MaxAttempts: 1, MaxDeliveries: 2}, withID)
+		require.Eventually(t, func() bool {
+			served, err := b.client.KindServed(ctx, "crash")
+			return err == nil && served
+		}, 20*time.Second, 20*time.Millisecond)
+		stopCrash()
 
 		type want struct {
 			kind, id, key, payload, errHas string
@@ -128,18 +130,12 @@ func TestDLQReasons(t *testing.T) {
 		require.NoError(t, err)
 		wants["url_not_allowed"] = want{kind: "charge", id: res.ID, key: res.Key, payload: mustJSON(t, p), errHas: outside.URL, attempts: 1}
 
-		// max_deliveries: the key stays busy (job A holds it) until B's deliveries run out.
-		_, err = b.client.Publish(ctx, "hold", map[string]int{"n": 1}, levee.WithKey("held-"+b.ns))
-		require.NoError(t, err)
-		select {
-		case <-started:
-		case <-time.After(20 * time.Second):
-			t.Fatal("the job holding the key did not start")
-		}
+		// max_deliveries: every delivery is spent without a claim, as by a worker crashing on it.
 		p2 := map[string]int{"n": 1}
-		res, err = b.client.Publish(ctx, "hold", p2, levee.WithKey("held-"+b.ns))
+		res, err = b.client.Publish(ctx, "crash", p2)
 		require.NoError(t, err)
-		wants["max_deliveries"] = want{kind: "hold", id: res.ID, key: "held-" + b.ns, payload: mustJSON(t, p2), errHas: "delivered 2 times"}
+		b.strandJob(t, "crash", 2)
+		wants["max_deliveries"] = want{kind: "crash", id: res.ID, key: res.ID, payload: mustJSON(t, p2), errHas: "delivered 2 times"}
 
 		for reason, w := range wants {
 			dj := b.waitDeadJob(t, w.id)

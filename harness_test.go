@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
@@ -182,4 +183,26 @@ func (b *bundle) dlqEntry(t *testing.T, id string) *queue.DeadLetterEntry {
 	}
 	require.NoError(t, err, "dead-letter copy of %s", id)
 	return e
+}
+
+// strandJob spends every delivery of the waiting jobs of kind without claiming them, as a
+// worker that crashes on them would, so that the server emits max-deliveries advisories. No
+// worker of kind may be running; its consumer must exist (a worker of kind ran before).
+func (b *bundle) strandJob(t *testing.T, kind string, maxDeliveries int) {
+	t.Helper()
+	ctx := context.Background()
+	js, err := jetstream.New(leveetest.Conn(t, b.nats))
+	require.NoError(t, err)
+	names, err := queue.NewNames(b.ns)
+	require.NoError(t, err)
+	cons, err := js.Consumer(ctx, names.JobsStream(), names.Consumer(kind))
+	require.NoError(t, err)
+	// One fetch more than the deliveries: the server finds the limit reached on it.
+	for range maxDeliveries + 1 {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+		require.NoError(t, err)
+		for m := range batch.Messages() {
+			require.NoError(t, m.Nak())
+		}
+	}
 }

@@ -163,13 +163,13 @@ func (c *Client) captureOne(ctx context.Context, r *queue.OrphanReader, kind str
 	if d.DecodeErr != nil {
 		reason, msg = executor.ReasonMalformed, d.DecodeErr.Error()
 	}
-	before, err := c.ledger.MarkDead(ctx, idempotency.Record{
+	action, err := c.ledger.MarkDead(ctx, idempotency.Record{
 		JobID: env.ID, Kind: env.Kind, Key: env.Key, Reason: reason, Error: msg, EnqueuedAt: env.EnqueuedAt,
-	})
+	}, true)
 	if err != nil {
 		return false, err
 	}
-	if before == idempotency.StateSucceeded {
+	if action == idempotency.StrandedDone {
 		return false, r.Ack(ctx, d) // the key's effect is done: a duplicate, nothing to keep
 	}
 	err = c.q.DeadLetter(ctx, env, d.Data(), nats.Header(d.Headers()), queue.DeadInfo{

@@ -126,6 +126,21 @@ func (p *Pipeline) Limiter() *Limiter { return p.limiter }
 // a bulkhead slot, and a rate token's availability each. Pull exactly that many messages,
 // then call Pulled.
 func (p *Pipeline) Admit(ctx context.Context, max int) (int, error) {
+	for {
+		n, err := p.admit(ctx, max)
+		if err != nil || n == 0 {
+			return n, err
+		}
+		// The breaker may have opened while we waited for slots or tokens: pull nothing on
+		// permits it gave before.
+		if p.breaker.State() != BreakerOpen {
+			return n, nil
+		}
+		p.Release(n)
+	}
+}
+
+func (p *Pipeline) admit(ctx context.Context, max int) (int, error) {
 	n, err := p.breaker.Admit(ctx, max)
 	if err != nil {
 		return 0, err

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -140,7 +142,17 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 		leases   = make([]float64, 0, len(reqs))
 		fallOf   = make([]*string, 0, len(reqs))
 	)
-	for i, r := range reqs {
+	// Rows are locked in (kind, key) order, the same order heartbeats use, so that a claim and
+	// a heartbeat touching the same keys cannot deadlock.
+	order := make([]int, len(reqs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		return cmp.Or(strings.Compare(reqs[a].Kind, reqs[b].Kind), strings.Compare(reqs[a].Key, reqs[b].Key))
+	})
+	for _, i := range order {
+		r := reqs[i]
 		k := kk{r.Kind, r.Key}
 		if _, dup := first[k]; dup {
 			results[i] = ClaimResult{Status: Busy, Wait: busyRaceWait}
@@ -249,13 +261,26 @@ func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration)
 	if len(leases) == 0 {
 		return alive, nil
 	}
-	kinds, keys, fences := splitLeases(leases)
+	// Sorted like claims (see Claim), so that the two cannot deadlock.
+	sorted := slices.Clone(leases)
+	slices.SortFunc(sorted, func(a, b Lease) int {
+		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Key, b.Key))
+	})
+	kinds, keys, fences := splitLeases(sorted)
 	rows, err := l.pool.Query(ctx, l.q.heartbeat, kinds, keys, fences, d.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
 	}
-	if err := collectOrdinals(rows, alive); err != nil {
+	sortedAlive := make([]bool, len(sorted))
+	if err := collectOrdinals(rows, sortedAlive); err != nil {
 		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
+	}
+	pos := make(map[Lease]int, len(leases))
+	for i, le := range leases {
+		pos[le] = i
+	}
+	for i, le := range sorted {
+		alive[pos[le]] = sortedAlive[i]
 	}
 	return alive, nil
 }

@@ -15,13 +15,9 @@ import (
 // as an unowned dead job is removed. It returns the key's state before: only a dead key is
 // changed; a succeeded key stays succeeded, so a replayed job whose effect happened is acked
 // as a duplicate and never run twice. "" means the ledger has no row for the key.
-func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []byte) (State, error) {
-	var before State
-	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, l.q.deleteRecord, jobID); err != nil {
-			return err
-		}
-		var st, owner string
+func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []byte) (before State, owner string, err error) {
+	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		var st string
 		err := tx.QueryRow(ctx, l.q.lockKeyOwner, kind, key).Scan(&st, &owner)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
@@ -30,29 +26,57 @@ func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []
 			return err
 		}
 		before = State(st)
-		if before != StateDead || owner != jobID {
-			// Only the job that owns the dead key revives it: another job's history stays.
+		if before == StateDead && owner != jobID {
+			// Dead under another job: its history stays, and replaying this job changes
+			// nothing (the caller says so).
+			return nil
+		}
+		if _, err := tx.Exec(ctx, l.q.deleteRecord, jobID); err != nil {
+			return err
+		}
+		if before != StateDead {
 			return nil
 		}
 		_, err = tx.Exec(ctx, l.q.revive, kind, key, jobID, newHash)
 		return err
 	})
 	if err != nil && !isUndefinedTable(err) {
-		return "", fmt.Errorf("revive key %s/%s: %w", kind, key, err)
+		return "", "", fmt.Errorf("revive key %s/%s: %w", kind, key, err)
 	}
-	return before, nil
+	return before, owner, nil
 }
 
-// MarkDead records job jobID as dead with reason without a claim (the max-deliveries safety
-// net: no worker could finish it). If the job owns its key and the key is running or
-// retrying, the key becomes dead (its fence moves on, so a worker still holding it writes
-// nothing more); otherwise the job is recorded as an unowned dead job. It returns the key's
-// state before; StateSucceeded means the job's effect is done and nothing was written.
-func (l *Ledger) MarkDead(ctx context.Context, rec Record) (State, error) {
-	var before State
+// Verdict of MarkDead.
+type StrandedAction int
+
+const (
+	// StrandedDead: the job was marked dead (its own stuck key, or a record).
+	StrandedDead StrandedAction = iota + 1
+	// StrandedDone: its key already succeeded; a duplicate record was written if another job
+	// did the work. Nothing is dead-lettered.
+	StrandedDone
+	// StrandedRequeue: its key is healthy (retrying, or running under a live lease): the job
+	// is not stuck, only out of deliveries. Nothing was written; publish it again.
+	StrandedRequeue
+)
+
+// MarkDead settles a job whose deliveries ran out without an outcome (the max-deliveries
+// safety net). A job whose key is healthy (retrying, or running under a live lease, whoever
+// owns it) is not dead: StrandedRequeue, nothing written, so a long outage or a busy key never
+// dead-letters a healthy job. A key that already succeeded makes the job a duplicate
+// (StrandedDone). Otherwise (no key row, its own key running with an expired lease: a crash
+// loop, or a dead key) the job is dead with rec.Reason: its own running key becomes dead with
+// its fence moved on, or it is recorded as an unowned dead job. With force (an operator's
+// capture of jobs nobody serves) a healthy key does not save the job.
+func (l *Ledger) MarkDead(ctx context.Context, rec Record, force bool) (StrandedAction, error) {
+	var action StrandedAction
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		var st, owner string
-		err := tx.QueryRow(ctx, l.q.lockKeyOwner, rec.Kind, rec.Key).Scan(&st, &owner)
+		var (
+			st, owner string
+			leaseLive bool
+			before    State
+		)
+		err := tx.QueryRow(ctx, l.q.lockKeyLease, rec.Kind, rec.Key).Scan(&st, &owner, &leaseLive)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:
@@ -60,18 +84,28 @@ func (l *Ledger) MarkDead(ctx context.Context, rec Record) (State, error) {
 		default:
 			before = State(st)
 		}
-		if before == StateSucceeded {
+		switch {
+		case before == StateSucceeded:
+			action = StrandedDone
+			if owner == rec.JobID {
+				return nil
+			}
+			return addRecords(ctx, tx, l, []Record{{JobID: rec.JobID, Kind: rec.Kind, Key: rec.Key,
+				State: StateSucceeded, DuplicateOf: owner, EnqueuedAt: rec.EnqueuedAt}})
+		case !force && (before == StateRetrying || before == StateRunning && leaseLive):
+			action = StrandedRequeue
 			return nil
-		}
-		if owner == rec.JobID && (before == StateRunning || before == StateRetrying) {
+		case (before == StateRunning || before == StateRetrying) && owner == rec.JobID:
+			action = StrandedDead
 			_, err := tx.Exec(ctx, l.q.markDead, rec.Kind, rec.Key, rec.Reason, Truncate(rec.Error, l.maxErrorBytes))
 			return err
 		}
+		action = StrandedDead
 		rec.State = StateDead
 		return addRecords(ctx, tx, l, []Record{rec})
 	})
 	if err != nil {
-		return "", fmt.Errorf("mark job %s dead: %w", rec.JobID, err)
+		return 0, fmt.Errorf("mark job %s dead: %w", rec.JobID, err)
 	}
-	return before, nil
+	return action, nil
 }

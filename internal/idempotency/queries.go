@@ -5,7 +5,7 @@ import "strings"
 // queries holds the ledger's SQL with the schema name filled in once, at New.
 type queries struct {
 	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, status, ping string
-	deleteRecord, lockKeyOwner, revive, markDead                              string
+	deleteRecord, lockKeyOwner, lockKeyLease, revive, markDead                string
 }
 
 func newQueries(schema string) queries {
@@ -60,13 +60,13 @@ UPDATE S.keys k SET
     result = CASE WHEN o.state = 'succeeded' THEN o.result::jsonb ELSE k.result END,
     reason = o.reason,
     last_error = COALESCE(o.error, k.last_error),
-    next_attempt_at = CASE WHEN o.state = 'retrying' THEN now() + make_interval(secs => o.retry_in) END,
+    next_attempt_at = CASE WHEN o.state = 'retrying' THEN statement_timestamp() + make_interval(secs => o.retry_in) END,
     lease_until = NULL,
     attempts = CASE WHEN o.release THEN greatest(k.attempts - 1, 0) ELSE k.attempts END,
-    first_failed_at = CASE WHEN o.error IS NOT NULL THEN COALESCE(k.first_failed_at, now()) ELSE k.first_failed_at END,
-    finished_at = CASE WHEN o.state IN ('succeeded', 'dead') THEN now() END,
+    first_failed_at = CASE WHEN o.error IS NOT NULL THEN COALESCE(k.first_failed_at, statement_timestamp()) ELSE k.first_failed_at END,
+    finished_at = CASE WHEN o.state IN ('succeeded', 'dead') THEN statement_timestamp() END,
     fallback_to = COALESCE(o.fallback_to, k.fallback_to),
-    updated_at = now()
+    updated_at = statement_timestamp()
 FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::bool[], $10::text[])
     WITH ORDINALITY AS o(kind, key, fence, state, result, reason, error, retry_in, release, fallback_to, ord)
 WHERE k.kind = o.kind AND k.key = o.key AND k.fence = o.fence AND k.state = 'running'
@@ -106,6 +106,7 @@ ORDER BY src LIMIT 1`),
 
 		deleteRecord: s(`DELETE FROM S.job_records WHERE id = $1`),
 		lockKeyOwner: s(`SELECT state, job_id FROM S.keys WHERE kind = $1 AND key = $2 FOR UPDATE`),
+		lockKeyLease: s(`SELECT state, job_id, COALESCE(lease_until > now(), false) FROM S.keys WHERE kind = $1 AND key = $2 FOR UPDATE`),
 		revive: s(`
 UPDATE S.keys SET state = 'retrying', attempts = 0, reason = NULL, next_attempt_at = NULL, lease_until = NULL,
     finished_at = NULL, first_failed_at = NULL, fallback_to = NULL, job_id = $3,

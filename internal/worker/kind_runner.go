@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,6 +36,10 @@ type attempt struct {
 	d      *queue.Delivery
 	lease  idempotency.Lease
 	cancel context.CancelCauseFunc
+	// unbeaten stops heartbeats: the handler ran past its timeout ignoring its context, or
+	// the lease was lost. The lease and AckWait then lapse and another worker takes the job
+	// over (fence + 1), so a hung handler cannot hold a job forever.
+	unbeaten atomic.Bool
 }
 
 // errorPause is how long the pull loop waits after a failing pull or claim.
@@ -387,7 +392,8 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 			return
 		}
 		overdue = k.w.cfg.Metrics.Overrun(k.kind.Name)
-		log.Warn("handler still running past its timeout; its slot stays taken until it returns",
+		a.unbeaten.Store(true)
+		log.Warn("handler still running past its timeout; its slot stays taken until it returns, and its lease is left to lapse so another worker can take the job over",
 			"timeout", policy.Timeout, "running_for", time.Since(start).Round(time.Millisecond))
 	}, func(ctx context.Context) ([]byte, error) {
 		if k.kind.TxHandler == nil {
@@ -425,7 +431,9 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		}
 		// Shutdown deadline: give the key back without counting the attempt, redeliver now.
 		out.State, out.Release = idempotency.StateRetrying, true
-		if k.commit(context.WithoutCancel(ctx), out, log) {
+		wctx, cancel := detached(ctx)
+		defer cancel()
+		if k.commit(wctx, out, log) {
 			_ = d.Nak(0)
 		}
 		return
@@ -449,11 +457,13 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 	}
 
 	committed := false
+	wctx, cancel := detached(ctx)
+	defer cancel()
 	if tx != nil {
-		committed = k.commitTx(context.WithoutCancel(ctx), tx, out, log)
+		committed = k.commitTx(wctx, tx, out, log)
 		tx = nil
 	} else {
-		committed = k.commit(context.WithoutCancel(ctx), out, log)
+		committed = k.commit(wctx, out, log)
 	}
 	if !committed {
 		return
@@ -542,7 +552,8 @@ func (k *kindRunner) giveUp(ctx context.Context, a *attempt, attempts int, msg s
 // terms the message. If the publish fails the message is nakked; its redelivery finds the key
 // fell_back and publishes again.
 func (k *kindRunner) fallBack(ctx context.Context, a *attempt, msg string, log *slog.Logger) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := detached(ctx)
+	defer cancel()
 	out := idempotency.Outcome{Lease: a.lease, State: idempotency.StateDead, Reason: executor.ReasonFellBack,
 		Error: msg, FallbackTo: FallbackID(a.d.Env.ID)}
 	if !k.commit(ctx, out, log) {
@@ -581,7 +592,8 @@ func FallbackID(id string) string {
 // terms the message. If the copy fails the message is nakked; its redelivery finds the key dead
 // and copies again (deduplicated by Nats-Msg-Id).
 func (k *kindRunner) finishDead(ctx context.Context, a *attempt, attempts int, reason, msg string, log *slog.Logger) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := detached(ctx)
+	defer cancel()
 	out := idempotency.Outcome{Lease: a.lease, State: idempotency.StateDead, Reason: reason, Error: msg}
 	if !k.commit(ctx, out, log) {
 		return
@@ -617,7 +629,9 @@ func (k *kindRunner) heartbeatLoop(ctx context.Context) {
 		k.mu.Lock()
 		as := make([]*attempt, 0, len(k.inflight))
 		for a := range k.inflight {
-			as = append(as, a)
+			if !a.unbeaten.Load() {
+				as = append(as, a)
+			}
 		}
 		k.mu.Unlock()
 		if len(as) == 0 {
@@ -641,10 +655,18 @@ func (k *kindRunner) heartbeatLoop(ctx context.Context) {
 		}
 		for i, a := range as {
 			if !alive[i] {
+				a.unbeaten.Store(true)
 				a.cancel(idempotency.ErrLeaseLost)
 			}
 		}
 	}
+}
+
+// detached is a context for the writes that finish an attempt: not cancelled with the
+// attempt (the outcome must be written), but bounded, so a black-holed database cannot hold
+// the attempt forever.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

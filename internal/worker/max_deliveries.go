@@ -46,7 +46,7 @@ func (w *Worker) strandedJob(ctx context.Context, adv *queue.Advisory) error {
 		return err
 	}
 	reason, msg := executor.ReasonMaxDeliveries,
-		fmt.Sprintf("delivered %d times without an outcome (it crashed workers, or its key stayed busy)", adv.Deliveries)
+		fmt.Sprintf("delivered %d times without an outcome (it crashed or hung the workers that took it)", adv.Deliveries)
 	if job.DecodeErr != nil {
 		reason, msg = executor.ReasonMalformed, job.DecodeErr.Error()
 	}
@@ -55,13 +55,21 @@ func (w *Worker) strandedJob(ctx context.Context, adv *queue.Advisory) error {
 		log.Warn("job message with no valid id ran out of deliveries; deleting it", "seq", adv.Seq, "error", msg)
 		return q.DeleteJob(ctx, adv.Seq)
 	}
-	before, err := w.cfg.Ledger.MarkDead(ctx, idempotency.Record{
+	action, err := w.cfg.Ledger.MarkDead(ctx, idempotency.Record{
 		JobID: job.Env.ID, Kind: job.Env.Kind, Key: job.Env.Key, Reason: reason, Error: msg, EnqueuedAt: job.Env.EnqueuedAt,
-	})
+	}, false)
 	if err != nil {
 		return err
 	}
-	if before != idempotency.StateSucceeded {
+	switch action {
+	case idempotency.StrandedRequeue:
+		// Healthy, only out of deliveries (a long outage, a key busy under another job):
+		// publish it again as a new message with a fresh delivery count.
+		if err := q.Replay(ctx, job.Env, fmt.Sprintf("requeue:%s:%d", job.Env.ID, adv.Seq)); err != nil {
+			return err
+		}
+		log.Info("job ran out of deliveries while its key is healthy; published again", "deliveries", adv.Deliveries)
+	case idempotency.StrandedDead:
 		err := q.DeadLetter(ctx, job.Env, job.Data, job.Header, queue.DeadInfo{
 			Reason: reason, LastError: msg, Worker: w.cfg.ID, SourceSeq: adv.Seq, FailedAt: time.Now(),
 		})

@@ -163,7 +163,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			MaxAckPending: k.kind.MaxAckPending,
 		})
 		if err != nil {
-			return err
+			return startErr(ctx, err)
 		}
 		k.puller = p
 	}
@@ -177,11 +177,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	md, err := w.cfg.Queue.WatchMaxDeliveries(ctx)
 	if err != nil {
-		return err
+		return startErr(ctx, err)
 	}
 	fleet, err := w.cfg.Queue.JoinFleet(ctx, queue.FleetConfig{WorkerID: w.cfg.ID, Kinds: kindNames})
 	if err != nil {
-		return err
+		return startErr(ctx, err)
 	}
 	fleet.OnChange(func(kind string, members int) {
 		if k, ok := byName[kind]; ok {
@@ -245,6 +245,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	hearts.Wait()
 	w.log.Info("worker stopped")
 	return nil
+}
+
+// startErr is Run's answer to a failure while starting: none when the context ended meanwhile
+// (a stop during start is a stop, not an error).
+func startErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil //nolint:nilerr // the failure is the stop itself
+	}
+	return err
 }
 
 // maxHandlerIgnore bounds how long shutdown waits for handlers that ignore cancellation.
