@@ -30,6 +30,12 @@ run: build ## build and start a worker with examples/levee.yaml (applies migrati
 test: ## run every test with -race against the local Postgres and NATS
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+.PHONY: bench
+bench: ## micro-benchmarks, then `enqueue bench` on the local services (BENCH_JOBS=5000 jobs a phase)
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	$(GO) run ./cmd/enqueue bench --jobs $(or $(BENCH_JOBS),5000) \
+		--nats-url $${LEVEE_NATS_URL:-$(NATS_URL)} --database-url $${LEVEE_DATABASE_URL:-$(DATABASE_URL)}
+
 .PHONY: demo
 demo: ## a one-minute tour: worker, flaky downstream, statuses, DLQ, replay, metrics
 	LEVEE_NATS_URL=$${LEVEE_NATS_URL:-$(NATS_URL)} LEVEE_DATABASE_URL=$${LEVEE_DATABASE_URL:-$(DATABASE_URL)} \

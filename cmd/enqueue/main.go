@@ -7,6 +7,7 @@
 //	enqueue stats                    per-kind backlog, in flight, retrying, dead; DLQ by reason
 //	enqueue dlq list|show|replay|purge|capture-orphans
 //	                                 inspect dead jobs, replay them safely, purge them
+//	enqueue bench                    publish and work N noop jobs through real workers; report rates
 //
 // Every command takes --nats-url, --database-url and --namespace (or LEVEE_NATS_URL,
 // LEVEE_DATABASE_URL, LEVEE_NAMESPACE). Exit codes: 0 ok, 1 error, 2 usage; status adds 3 to 5.
@@ -76,6 +77,7 @@ Exit codes: 0 ok, 1 error, 2 usage error; see 'enqueue status --help' for status
 	root.AddCommand(newPublishCmd(&conn), newStatusCmd(&conn))
 	root.AddCommand(newStatsCmd(&conn))
 	root.AddCommand(newDLQCmd(&conn))
+	root.AddCommand(newBenchCmd(&conn))
 	return root
 }
 
