@@ -45,7 +45,12 @@ SELECT req.ord, ins.fence, ins.attempts, cur.state, cur.job_id, cur.payload_hash
        cur.reason
 FROM req
 LEFT JOIN ins ON ins.kind = req.kind AND ins.key = req.key
-LEFT JOIN S.keys cur ON ins.kind IS NULL AND cur.kind = req.kind AND cur.key = req.key`),
+-- A lateral primary-key lookup per request, so that the plan never scans the whole ledger
+-- (a plain join was planned as a sequential scan on a young, unanalyzed table).
+LEFT JOIN LATERAL (
+    SELECT k.state, k.job_id, k.payload_hash, k.lease_until, k.next_attempt_at, k.reason
+    FROM S.keys k WHERE k.kind = req.kind AND k.key = req.key
+) cur ON ins.kind IS NULL`),
 
 		heartbeat: s(`
 UPDATE S.keys k SET lease_until = now() + make_interval(secs => $4), updated_at = now()
