@@ -184,6 +184,8 @@ type DeadFilter struct {
 	// FailedAfter and FailedBefore bound the time of death (FailedAt).
 	FailedAfter  time.Time
 	FailedBefore time.Time
+	// HeadersOnly reads the entries without their payloads (for counting).
+	HeadersOnly bool
 }
 
 // Match reports whether e passes the filter.
@@ -198,9 +200,14 @@ func (f DeadFilter) Match(e *DeadLetterEntry) bool {
 	return true
 }
 
+// deadScanInactive is how long the server keeps a scan's ordered consumer once it stops
+// reading: short, so that repeated scans (`enqueue stats --watch`, the metrics sampler) do not
+// pile up consumers on the DLQ stream.
+const deadScanInactive = 10 * time.Second
+
 // EachDeadLetter calls fn for every dead-letter entry matching f, oldest first, until fn
 // returns false or the entries stored when the call began are exhausted. It reads through an
-// ordered consumer (filtered by kind on the server) and leaves nothing behind.
+// ordered consumer (filtered by kind on the server) that the server removes soon after.
 func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLetterEntry) bool) error {
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
 	if err != nil {
@@ -219,7 +226,7 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 		filter = q.names.ns + ".dlq." + f.Kind + ".*"
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy,
-		InactiveThreshold: 10 * time.Second}
+		HeadersOnly: f.HeadersOnly, InactiveThreshold: deadScanInactive}
 	if !f.FailedAfter.IsZero() {
 		// Stored no earlier than it died: a safe lower bound for the server to start from.
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.FailedAfter
@@ -228,14 +235,18 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 	if err != nil {
 		return fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
 	}
+	seen := 0
 	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		// Ask for no more than are left, so that the last fetch ends with its last message
+		// rather than at its expiry.
+		batch, err := cons.Fetch(min(256, max(int(info.State.Msgs)-seen, 1)), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
 		}
 		n := 0
 		for msg := range batch.Messages() {
 			n++
+			seen++
 			md, err := msg.Metadata()
 			if err != nil {
 				continue

@@ -246,72 +246,21 @@ type DeadCounts struct {
 	ByReason map[string]int
 }
 
-// deadScanInactive is how long the server keeps DeadStats' consumer once it stops reading:
-// short, so that `enqueue stats --watch` does not pile up consumers on the DLQ stream.
-const deadScanInactive = 10 * time.Second
-
 // DeadStats counts the dead-letter stream's entries by kind and by reason (an entry without a
-// reason counts as "unknown"). It reads the headers of every entry (headers only, through an
-// ordered consumer that the server removes 10s after the read), so it costs one pass over the
-// stream's headers.
-// It returns ErrNoStream when the stream does not exist.
+// reason counts as "unknown"), in one pass over the entries' headers (EachDeadLetter with
+// HeadersOnly). It returns an error wrapping ErrNoStream when the stream does not exist.
 func (q *Queue) DeadStats(ctx context.Context) (*DeadCounts, error) {
 	dc := &DeadCounts{ByKind: map[string]int{}, ByReason: map[string]int{}}
-	stream, err := q.js.Stream(ctx, q.names.DLQStream())
-	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", q.names.DLQStream(), translate(err))
-	}
-	if info.State.Msgs == 0 {
-		return dc, nil
-	}
-	last := info.State.LastSeq
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{q.names.DLQSubjects()}, DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: true,
-		InactiveThreshold: deadScanInactive,
+	err := q.EachDeadLetter(ctx, DeadFilter{HeadersOnly: true}, func(e DeadLetterEntry) bool {
+		dc.Total++
+		dc.ByKind[e.Kind]++
+		dc.ByReason[cmpOr(e.Reason, "unknown")]++
+		return true
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
+		return nil, err
 	}
-	for {
-		// Ask for no more than are left, so that the last fetch ends with its last message
-		// rather than at its expiry.
-		want := min(1024, max(int(info.State.Msgs)-dc.Total, 1))
-		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			if md.Sequence.Stream > last {
-				return dc, nil
-			}
-			e := entryFrom(msg.Subject(), msg.Headers(), nil, md.Sequence.Stream, md.Timestamp)
-			dc.Total++
-			dc.ByKind[e.Kind]++
-			dc.ByReason[cmpOr(e.Reason, "unknown")]++
-			if md.NumPending == 0 || md.Sequence.Stream == last {
-				return dc, nil
-			}
-		}
-		if err := batch.Error(); err != nil && n == 0 {
-			return nil, fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
-		}
-		if n == 0 {
-			return dc, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-	}
+	return dc, nil
 }
 
 // ErrKindTaken means another consumer reads the kind's jobs from the work stream: a worker

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee/internal/executor"
-	"github.com/levee-dev/levee/internal/queue"
 )
 
 // sampleEvery is how often gauges are sampled; the DLQ depth, which reads the DLQ stream, is
@@ -42,14 +41,9 @@ func (w *Worker) sampleLoop(ctx context.Context) {
 		}
 		if time.Since(lastDLQ) >= dlqSampleEvery {
 			lastDLQ = time.Now()
-			depth := map[string]int{}
-			err := w.cfg.Queue.EachDeadLetter(ctx, queue.DeadFilter{}, func(e queue.DeadLetterEntry) bool {
-				depth[e.Reason]++
-				return true
-			})
-			if err == nil {
+			if dc, err := w.cfg.Queue.DeadStats(ctx); err == nil {
 				m.DLQDepth.Reset()
-				for reason, n := range depth {
+				for reason, n := range dc.ByReason {
 					m.DLQDepth.WithLabelValues(reason).Set(float64(n))
 				}
 			}
