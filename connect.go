@@ -11,6 +11,16 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// ConnectError is a failure to reach NATS or Postgres (unreachable, refused credentials, a bad
+// URL). Service is "nats" or "postgres", so that callers can say which setting to check.
+type ConnectError struct {
+	Service string
+	Err     error
+}
+
+func (e *ConnectError) Error() string { return e.Err.Error() }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
 // connectTimeout bounds the first connection to each service.
 const connectTimeout = 5 * time.Second
 
@@ -25,9 +35,9 @@ func connectNATS(url, name string, opts []nats.Option) (*nats.Conn, error) {
 	nc, err := nats.Connect(url, all...)
 	switch {
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
-		return nil, fmt.Errorf("connect to NATS at %s: the server refused the credentials (%w); check the user/password, token, creds or nkey", RedactURL(url), err)
+		return nil, &ConnectError{Service: "nats", Err: fmt.Errorf("connect to NATS at %s: the server refused the credentials (%w); check the user/password, token, creds or nkey", RedactURL(url), err)}
 	case err != nil:
-		return nil, fmt.Errorf("connect to NATS at %s: %w (is nats-server running there, with JetStream?)", RedactURL(url), err)
+		return nil, &ConnectError{Service: "nats", Err: fmt.Errorf("connect to NATS at %s: %w (is nats-server running there, with JetStream?)", RedactURL(url), err)}
 	}
 	return nc, nil
 }
@@ -36,7 +46,7 @@ func connectNATS(url, name string, opts []nats.Option) (*nats.Conn, error) {
 func openPool(ctx context.Context, dbURL string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
-		return nil, fmt.Errorf("invalid database URL %s: %w", RedactURL(dbURL), err)
+		return nil, &ConnectError{Service: "postgres", Err: fmt.Errorf("invalid database URL %s: %w", RedactURL(dbURL), err)}
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
@@ -44,13 +54,13 @@ func openPool(ctx context.Context, dbURL string, maxConns int32) (*pgxpool.Pool,
 	cfg.ConnConfig.ConnectTimeout = connectTimeout
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open Postgres at %s: %w", RedactURL(dbURL), err)
+		return nil, &ConnectError{Service: "postgres", Err: fmt.Errorf("open Postgres at %s: %w", RedactURL(dbURL), err)}
 	}
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to Postgres at %s: %w (is PostgreSQL running there?)", RedactURL(dbURL), err)
+		return nil, &ConnectError{Service: "postgres", Err: fmt.Errorf("connect to Postgres at %s: %w (is PostgreSQL running there?)", RedactURL(dbURL), err)}
 	}
 	return pool, nil
 }

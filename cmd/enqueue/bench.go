@@ -287,7 +287,7 @@ func openBench(ctx context.Context, conn *cli.Connection, natsOpts []nats.Option
 	}
 	b.nc, err = nats.Connect(conn.NATSURL, append([]nats.Option{nats.Name("levee-bench"), nats.Timeout(5 * time.Second)}, natsOpts...)...)
 	if err != nil {
-		return nil, connectError(fmt.Errorf("connect to NATS at %s: %w", levee.RedactURL(conn.NATSURL), err))
+		return nil, cli.ConnectHint(&levee.ConnectError{Service: "nats", Err: fmt.Errorf("connect to NATS at %s: %w", levee.RedactURL(conn.NATSURL), err)})
 	}
 	if err := b.open(ctx); err != nil {
 		if cerr := b.close(); cerr != nil {
@@ -308,18 +308,18 @@ func (b *bench) open(ctx context.Context) error {
 	}
 	pcfg, err := pgxpool.ParseConfig(b.conn.DatabaseURL)
 	if err != nil {
-		return connectError(fmt.Errorf("invalid database URL %s: %w", levee.RedactURL(b.conn.DatabaseURL), err))
+		return cli.ConnectHint(&levee.ConnectError{Service: "postgres", Err: fmt.Errorf("invalid database URL %s: %w", levee.RedactURL(b.conn.DatabaseURL), err)})
 	}
 	pcfg.MaxConns = 2
 	if b.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
-		return connectError(fmt.Errorf("open Postgres at %s: %w", levee.RedactURL(b.conn.DatabaseURL), err))
+		return cli.ConnectHint(&levee.ConnectError{Service: "postgres", Err: fmt.Errorf("open Postgres at %s: %w", levee.RedactURL(b.conn.DatabaseURL), err)})
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := b.pool.Ping(pctx); err != nil {
 		b.pool.Close()
 		b.pool = nil // nothing was created there
-		return connectError(fmt.Errorf("connect to Postgres at %s: %w", levee.RedactURL(b.conn.DatabaseURL), err))
+		return cli.ConnectHint(&levee.ConnectError{Service: "postgres", Err: fmt.Errorf("connect to Postgres at %s: %w", levee.RedactURL(b.conn.DatabaseURL), err)})
 	}
 	if _, err := idempotency.Migrate(ctx, b.pool, b.ns, nil); err != nil {
 		return err

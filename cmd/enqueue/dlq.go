@@ -261,7 +261,7 @@ func openDLQClient(ctx context.Context, conn *cli.Connection, withDB bool) (*lev
 	}
 	c, err := levee.NewClient(ctx, cfg)
 	if err != nil {
-		return nil, connectError(err)
+		return nil, cli.ConnectHint(err)
 	}
 	return c, nil
 }

@@ -95,7 +95,7 @@ func runCaptureOrphans(cmd *cobra.Command, conn *cli.Connection, o captureOption
 		NATSURL: conn.NATSURL, NATSOptions: natsOpts, DatabaseURL: conn.DatabaseURL, Namespace: conn.Namespace,
 	})
 	if err != nil {
-		return connectError(err)
+		return cli.ConnectHint(err)
 	}
 	defer c.Close()
 

@@ -15,14 +15,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
@@ -79,20 +76,6 @@ Exit codes: 0 ok, 1 error, 2 usage error; see 'enqueue status --help' for status
 	root.AddCommand(newDLQCmd(&conn))
 	root.AddCommand(newBenchCmd(&conn))
 	return root
-}
-
-// connectError adds to an error from levee.NewClient which setting to check. The client's
-// errors already name the service and show its URL with any password redacted.
-func connectError(err error) error {
-	var connErr *pgconn.ConnectError
-	var parseErr *pgconn.ParseConfigError
-	if errors.As(err, &connErr) || errors.As(err, &parseErr) {
-		return fmt.Errorf("%w; check --database-url or LEVEE_DATABASE_URL", err)
-	}
-	if errors.Is(err, context.Canceled) {
-		return err
-	}
-	return fmt.Errorf("%w; check --nats-url or LEVEE_NATS_URL", err)
 }
 
 // clientConfig is the client configuration the connection flags give: NATS URL, credentials

@@ -366,7 +366,7 @@ func openPublishClient(ctx context.Context, conn *cli.Connection, maxPayload int
 	cfg.MaxPayload = maxPayload
 	c, err := levee.NewClient(ctx, cfg)
 	if err != nil {
-		return nil, connectError(err)
+		return nil, cli.ConnectHint(err)
 	}
 	return c, nil
 }

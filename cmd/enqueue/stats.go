@@ -152,7 +152,7 @@ func statsClient(cmd *cobra.Command, conn *cli.Connection) (*levee.Client, error
 		c, err = levee.NewClient(ctx, cfg)
 	}
 	if err != nil {
-		return nil, connectError(err)
+		return nil, cli.ConnectHint(err)
 	}
 	return c, nil
 }

@@ -92,7 +92,7 @@ func runStatus(cmd *cobra.Command, conn *cli.Connection, o statusOptions, id str
 	cfg.DatabaseURL = conn.DatabaseURL
 	c, err := levee.NewClient(ctx, cfg)
 	if err != nil {
-		return connectError(err)
+		return cli.ConnectHint(err)
 	}
 	defer c.Close()
 	lk := &lookup{client: c, cfg: cfg}

@@ -25,7 +25,7 @@ from several places at once. The worker does the same at start unless --no-migra
 			}
 			applied, err := levee.Migrate(cmd.Context(), o.conn.DatabaseURL, o.conn.Namespace, logger)
 			if err != nil {
-				return fmt.Errorf("%w (set --database-url or LEVEE_DATABASE_URL)", err)
+				return cli.ConnectHint(err)
 			}
 			if len(applied) == 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "schema %s is up to date\n", o.conn.Namespace)

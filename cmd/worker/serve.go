@@ -94,7 +94,7 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 		logger.Info("serving /healthz, /readyz and /metrics", "addr", o.httpAddr)
 	}
 	if err := w.Run(ctx); err != nil {
-		return withHint(err)
+		return cli.ConnectHint(err)
 	}
 	return nil
 }
@@ -127,18 +127,6 @@ func policyFor(k config.Kind) levee.Policy {
 		Fallback:      k.Fallback,
 		FallbackAfter: k.FallbackAfter,
 	}
-}
-
-// withHint adds the flag to change to connection errors.
-func withHint(err error) error {
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "connect to NATS"):
-		return fmt.Errorf("%w; set --nats-url or LEVEE_NATS_URL", err)
-	case strings.Contains(msg, "Postgres"):
-		return fmt.Errorf("%w; set --database-url or LEVEE_DATABASE_URL", err)
-	}
-	return err
 }
 
 func printPolicies(w io.Writer, path string, f *config.File) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/levee-dev/levee"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -185,6 +187,19 @@ func NewLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
+
+// ConnectHint adds to err the setting to check when it is a levee.ConnectError: the NATS or
+// the Postgres URL.
+func ConnectHint(err error) error {
+	var ce *levee.ConnectError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	if ce.Service == "postgres" {
+		return fmt.Errorf("%w; check --database-url or LEVEE_DATABASE_URL", err)
+	}
+	return fmt.Errorf("%w; check --nats-url or LEVEE_NATS_URL", err)
 }
 
 // Connection holds the flags both binaries use to reach NATS and Postgres.
