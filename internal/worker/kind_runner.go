@@ -172,6 +172,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 	reqs := make([]idempotency.ClaimRequest, 0, len(ds))
 	good := make([]*queue.Delivery, 0, len(ds))
 	for _, d := range ds {
+		testCrash.at(crashBeforeClaim, d.Env.Key, 0) // test-only (EnvTestCrash); nothing in production
 		if d.DecodeErr != nil {
 			k.deadLetterUnowned(ctx, d, executor.ReasonMalformed, d.DecodeErr.Error())
 			release(1)
@@ -405,6 +406,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		}
 		return k.kind.TxHandler(ctx, tx, att)
 	})
+	testCrash.at(crashAfterCall, d.Env.Key, number) // test-only (EnvTestCrash); nothing in production
 	overMu.Lock()
 	returned = true
 	if overdue != nil {

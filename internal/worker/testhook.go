@@ -1,0 +1,56 @@
+package worker
+
+import (
+	"os"
+	"strings"
+)
+
+// EnvTestCrash is a TEST-ONLY setting read by the worker at start, for the fault-injection
+// suite (internal/chaos). Never set it in production: it kills the worker process.
+//
+//	LEVEE_TEST_CRASH=after-call:<key-substring>
+//	    kill -9 the process right after the handler returns (the downstream call is made) and
+//	    before the outcome is committed, on the first attempt of a job whose idempotency key
+//	    contains the substring. The redelivery (attempt 2) then runs normally.
+//	LEVEE_TEST_CRASH=before-claim:<key-substring>
+//	    kill -9 the process whenever a delivery of such a job is pulled, before its key is
+//	    claimed: a poison message that crashes every worker that takes it, until JetStream's
+//	    MaxDeliver stops it and the max-deliveries advisory dead-letters it.
+const EnvTestCrash = "LEVEE_TEST_CRASH"
+
+// Crash points of EnvTestCrash.
+const (
+	crashAfterCall   = "after-call"
+	crashBeforeClaim = "before-claim"
+)
+
+// testCrash is the parsed EnvTestCrash; the zero value crashes nothing.
+var testCrash = parseTestCrash(os.Getenv(EnvTestCrash))
+
+type crashHook struct {
+	point string
+	match string
+}
+
+func parseTestCrash(v string) crashHook {
+	point, match, ok := strings.Cut(v, ":")
+	if !ok || match == "" || (point != crashAfterCall && point != crashBeforeClaim) {
+		return crashHook{}
+	}
+	return crashHook{point: point, match: match}
+}
+
+// at kills the process (SIGKILL, like kill -9: no deferred code, no drain) when the hook is set
+// for point and key matches. attempt is the attempt number, or 0 before the claim.
+func (h crashHook) at(point, key string, attempt int) {
+	if h.point != point || !strings.Contains(key, h.match) {
+		return
+	}
+	if point == crashAfterCall && attempt != 1 {
+		return
+	}
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		_ = p.Kill()
+		select {} // the signal is on its way; do nothing more meanwhile
+	}
+}
