@@ -36,6 +36,14 @@ bench: ## micro-benchmarks, then `enqueue bench` on the local services (BENCH_JO
 	$(GO) run ./cmd/enqueue bench --jobs $(or $(BENCH_JOBS),5000) \
 		--nats-url $${LEVEE_NATS_URL:-$(NATS_URL)} --database-url $${LEVEE_DATABASE_URL:-$(DATABASE_URL)}
 
+.PHONY: bench-compare
+bench-compare: build ## Levee vs River (bench/river, its own module), alternating rounds (ROUNDS=3, BENCH_JOBS=20000): ratio per round and median
+	cd bench/river && $(GO) build -o bin/riverbench .
+	LEVEE_NATS_URL=$${LEVEE_NATS_URL:-$(NATS_URL)} LEVEE_DATABASE_URL=$${LEVEE_DATABASE_URL:-$(DATABASE_URL)} \
+		$(GO) run ./tools/benchcompare --rounds $(or $(ROUNDS),3) \
+		--levee "bin/enqueue bench --json --jobs $(or $(BENCH_JOBS),20000) $(LEVEE_BENCH_FLAGS)" \
+		--river "bench/river/bin/riverbench --json --jobs $(or $(BENCH_JOBS),20000) $(RIVER_BENCH_FLAGS)"
+
 .PHONY: demo
 demo: ## a one-minute tour: worker, flaky downstream, statuses, DLQ, replay, metrics
 	LEVEE_NATS_URL=$${LEVEE_NATS_URL:-$(NATS_URL)} LEVEE_DATABASE_URL=$${LEVEE_DATABASE_URL:-$(DATABASE_URL)} \

@@ -1,0 +1,144 @@
+// Command benchcompare runs `enqueue bench --json` and River's `riverbench --json`
+// (bench/river) back to back for several rounds, alternating which goes first, and prints each
+// round's figures, the ratio Levee/River, and the medians. `make bench-compare` builds both
+// binaries and runs it.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// figures are the keys both benches print with --json.
+type figures struct {
+	PublishJobsPerSec float64 `json:"publish_jobs_per_sec"`
+	WorkJobsPerSec    float64 `json:"work_jobs_per_sec"`
+	E2EJobsPerSec     float64 `json:"e2e_jobs_per_sec"`
+	LatencyMS         struct {
+		P50 float64 `json:"p50"`
+		P99 float64 `json:"p99"`
+	} `json:"latency_ms"`
+	PGTxPerJob       float64 `json:"pg_tx_per_job"`
+	WorkerCPUSeconds float64 `json:"worker_cpu_seconds"`
+	WorkerPeakRSSMB  float64 `json:"worker_peak_rss_mb"`
+}
+
+type round struct {
+	levee, river figures
+}
+
+func main() {
+	var (
+		rounds = flag.Int("rounds", 3, "rounds; each runs both, alternating which goes first")
+		levee  = flag.String("levee", "bin/enqueue bench --json --jobs 20000", "the Levee command (its output: one JSON object)")
+		river  = flag.String("river", "bench/river/bin/riverbench --json --jobs 20000", "the River command (its output: one JSON object)")
+		pause  = flag.Duration("pause", 3*time.Second, "pause between runs, to let Postgres and NATS settle")
+	)
+	flag.Parse()
+	if *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "benchcompare: --rounds must be at least 1")
+		os.Exit(2)
+	}
+	if err := run(context.Background(), os.Stdout, *rounds, strings.Fields(*levee), strings.Fields(*river), *pause); err != nil {
+		fmt.Fprintln(os.Stderr, "benchcompare:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, w io.Writer, rounds int, leveeCmd, riverCmd []string, pause time.Duration) error {
+	var all []round
+	for i := range rounds {
+		var r round
+		order := []string{"levee", "river"}
+		if i%2 == 1 {
+			order = []string{"river", "levee"}
+		}
+		for j, name := range order {
+			if i > 0 || j > 0 {
+				time.Sleep(pause)
+			}
+			cmd, dst := leveeCmd, &r.levee
+			if name == "river" {
+				cmd, dst = riverCmd, &r.river
+			}
+			fmt.Fprintf(os.Stderr, "round %d/%d: %s\n", i+1, rounds, strings.Join(cmd, " "))
+			f, err := measure(ctx, cmd)
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", i+1, name, err)
+			}
+			*dst = f
+		}
+		all = append(all, r)
+	}
+	report(w, all)
+	return nil
+}
+
+func measure(ctx context.Context, argv []string) (figures, error) {
+	if len(argv) == 0 {
+		return figures{}, errors.New("empty command")
+	}
+	var out, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return figures{}, fmt.Errorf("%w: %s", err, lastLine(stderr.String()))
+	}
+	var f figures
+	if err := json.Unmarshal(out.Bytes(), &f); err != nil {
+		return figures{}, fmt.Errorf("its output is not one JSON object (%v): %s", err, lastLine(out.String()))
+	}
+	return f, nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func report(w io.Writer, rounds []round) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "round\tLevee e2e/s\tRiver e2e/s\te2e ratio\tLevee work/s\tRiver work/s\twork ratio\tLevee p99 ms\tRiver p99 ms\tLevee tx/job\tRiver tx/job\tLevee RSS MB\tRiver RSS MB\t")
+	var e2e, work, le, re, lw, rw []float64
+	for i, r := range rounds {
+		er, wr := ratio(r.levee.E2EJobsPerSec, r.river.E2EJobsPerSec), ratio(r.levee.WorkJobsPerSec, r.river.WorkJobsPerSec)
+		e2e, work = append(e2e, er), append(work, wr)
+		le, re = append(le, r.levee.E2EJobsPerSec), append(re, r.river.E2EJobsPerSec)
+		lw, rw = append(lw, r.levee.WorkJobsPerSec), append(rw, r.river.WorkJobsPerSec)
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.3f\t%.3f\t%.0f\t%.0f\t\n", i+1,
+			r.levee.E2EJobsPerSec, r.river.E2EJobsPerSec, er, r.levee.WorkJobsPerSec, r.river.WorkJobsPerSec, wr,
+			r.levee.LatencyMS.P99, r.river.LatencyMS.P99, r.levee.PGTxPerJob, r.river.PGTxPerJob,
+			r.levee.WorkerPeakRSSMB, r.river.WorkerPeakRSSMB)
+	}
+	fmt.Fprintf(tw, "median\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.2f\t\t\t\t\t\t\t\n", median(le), median(re), median(e2e), median(lw), median(rw), median(work))
+	_ = tw.Flush()
+	fmt.Fprintf(w, "\nLevee/River, end to end: %.2f (median of %d rounds); working a backlog: %.2f\n", median(e2e), len(rounds), median(work))
+}

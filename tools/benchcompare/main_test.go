@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+// TestRunAlternatesAndReportsRatios runs two stand-in commands printing fixed figures and
+// checks the ratios, the medians, and that the order alternates between rounds.
+func TestRunAlternatesAndReportsRatios(t *testing.T) {
+	log := t.TempDir() + "/order"
+	levee := []string{"sh", "-c", `echo levee >>` + log + `; echo '{"e2e_jobs_per_sec": 3000, "work_jobs_per_sec": 4000, "latency_ms": {"p99": 9}}'`}
+	river := []string{"sh", "-c", `echo river >>` + log + `; echo '{"e2e_jobs_per_sec": 2000, "work_jobs_per_sec": 8000, "latency_ms": {"p99": 7}}'`}
+	var out strings.Builder
+	if err := run(context.Background(), &out, 3, levee, river, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "end to end: 1.50 (median of 3 rounds); working a backlog: 0.50") {
+		t.Errorf("report lacks the ratios:\n%s", out.String())
+	}
+	raw, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Fields(string(raw)), []string{"levee", "river", "river", "levee", "levee", "river"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("order = %v, want %v", got, want)
+	}
+}
+
+func TestRunFailsOnBadOutput(t *testing.T) {
+	bad := []string{"sh", "-c", "echo not json"}
+	ok := []string{"sh", "-c", `echo '{}'`}
+	err := run(context.Background(), &strings.Builder{}, 1, bad, ok, 0)
+	if err == nil || !strings.Contains(err.Error(), "not one JSON object") {
+		t.Fatalf("err = %v, want one naming the bad output", err)
+	}
+}
