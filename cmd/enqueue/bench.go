@@ -12,7 +12,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -55,6 +57,8 @@ type benchOptions struct {
 	duration     time.Duration
 	dbConns      int
 	json         bool
+	cpuProfile   string
+	blockProfile string
 }
 
 func newBenchCmd(conn *cli.Connection) *cobra.Command {
@@ -106,6 +110,8 @@ Exit codes: 0 ok, 1 error (a service unreachable, a job that did not succeed, no
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long --rate publishes")
 	fs.IntVar(&o.dbConns, "db-conns", 0, fmt.Sprintf("Postgres connections per worker; 0 shares %d among the workers, at most 20 each", benchDBConns))
 	fs.BoolVar(&o.json, "json", false, "print the results as one JSON object")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a pprof CPU profile of the work phase (with --rate, of the steady run) to this file")
+	fs.StringVar(&o.blockProfile, "block-profile", "", "write a pprof block profile (goroutines waiting on channels, locks, select) of the same span to this file")
 	return cmd
 }
 
@@ -404,12 +410,19 @@ func (b *bench) workPhase(ctx context.Context, rep *benchReport) error {
 		return err
 	}
 	u0 := readUsage()
-	fleet, err := b.startFleet(ctx)
+	stopProfiles, err := b.startProfiles()
 	if err != nil {
 		return err
 	}
+	fleet, err := b.startFleet(ctx)
+	if err != nil {
+		stopProfiles()
+		return err
+	}
 	defer func() { _ = fleet.stop() }()
-	if err := b.waitSucceeded(ctx, fleet, rep.Jobs); err != nil {
+	err = b.waitSucceeded(ctx, fleet, rep.Jobs)
+	stopProfiles()
+	if err != nil {
 		return err
 	}
 	if err := fleet.stop(); err != nil {
@@ -428,6 +441,51 @@ func (b *bench) workPhase(ctx context.Context, rep *benchReport) error {
 	rep.workSeconds = last.Sub(first).Seconds()
 	rep.WorkJobsPerSec = perSecond(rep.Jobs, last.Sub(first))
 	return nil
+}
+
+// startProfiles starts the CPU and block profiles asked for by --cpu-profile and
+// --block-profile; the returned func stops them and writes the files (a failure to write is
+// reported on stderr, the run goes on).
+func (b *bench) startProfiles() (stop func(), err error) {
+	var cpu *os.File
+	if b.o.cpuProfile != "" {
+		if cpu, err = os.Create(b.o.cpuProfile); err != nil {
+			return nil, fmt.Errorf("--cpu-profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			_ = cpu.Close()
+			return nil, fmt.Errorf("--cpu-profile: %w", err)
+		}
+	}
+	if b.o.blockProfile != "" {
+		runtime.SetBlockProfileRate(int(time.Millisecond / 10)) // a sample per 100 µs blocked
+	}
+	return func() {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			if err := cpu.Close(); err != nil {
+				b.note("cpu profile: %v", err)
+			}
+		}
+		if b.o.blockProfile != "" {
+			runtime.SetBlockProfileRate(0)
+			if err := writeProfile("block", b.o.blockProfile); err != nil {
+				b.note("block profile: %v", err)
+			}
+		}
+	}, nil
+}
+
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // e2ePhase publishes the jobs again with the workers running, and waits until they succeed.
@@ -486,15 +544,20 @@ func (b *bench) runSteady(ctx context.Context, r executor.Rate) (*benchReport, e
 	}
 	b.note("publishing at %s for %s with %s", r, b.o.duration, plural(b.o.workers, "worker", "workers"))
 	u0 := readUsage()
-	start := time.Now()
-	n, took, err := b.publishAt(ctx, r, b.o.duration)
+	stopProfiles, err := b.startProfiles()
 	if err != nil {
 		return nil, err
 	}
-	if n == 0 {
-		return nil, errors.New("no job was published")
+	start := time.Now()
+	n, took, err := b.publishAt(ctx, r, b.o.duration)
+	if err == nil && n == 0 {
+		err = errors.New("no job was published")
 	}
-	if err := b.waitSucceeded(ctx, fleet, n); err != nil {
+	if err == nil {
+		err = b.waitSucceeded(ctx, fleet, n)
+	}
+	stopProfiles()
+	if err != nil {
 		return nil, err
 	}
 	if err := fleet.stop(); err != nil {
