@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -40,6 +41,8 @@ type ClientConfig struct {
 	Namespace string
 	// MaxPayload bounds payloads. Default 1 MiB.
 	MaxPayload int
+	// Logger receives the log lines of operator actions (see Audit). Default slog.Default().
+	Logger *slog.Logger
 }
 
 // Client publishes jobs and reports their status. It is safe for concurrent use. Close it when
@@ -50,11 +53,13 @@ type Client struct {
 	closers   []func()
 	streamsMu sync.Mutex
 	streamsOK bool
+	logger    *slog.Logger
+	overview  overviewCache
 }
 
 // NewClient connects to NATS (and Postgres, if configured) and returns a Client.
 func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
-	c := &Client{}
+	c := &Client{logger: cmp.Or(cfg.Logger, slog.Default())}
 	nc := cfg.Conn
 	if nc == nil {
 		var err error

@@ -295,6 +295,21 @@ func (b *Breaker) Release(n int) {
 	b.unlock()
 }
 
+// Reset closes the breaker with an empty window, whatever its state: an operator's word that
+// the downstream is back. Admits waiting for it wake up at once; permits handed out before
+// settle as usual.
+func (b *Breaker) Reset() {
+	b.mu.Lock()
+	b.catchUp(b.clock.Now())
+	b.openUntil = time.Time{}
+	if b.state == BreakerClosed {
+		b.window.reset()
+	} else {
+		b.close()
+	}
+	b.unlock()
+}
+
 // stateAt returns the state at now without changing it.
 func (b *Breaker) stateAt(now time.Time) BreakerState {
 	if b.state == BreakerOpen && !now.Before(b.openUntil) {

@@ -314,7 +314,22 @@ type Outcome struct {
 	Release bool
 	// FallbackTo names the job that replaces this one (StateDead with reason fell_back).
 	FallbackTo string
+	// Attempt, when not empty, records the attempt this outcome ends in the attempts table,
+	// in the same statement: how it ended (AttemptSucceeded, AttemptFailed, ...). Empty for
+	// an outcome that ran no attempt (a job handed to its fallback kind unrun).
+	Attempt string
+	// Worker names the worker that ran the attempt, for the attempts table.
+	Worker string
 }
+
+// How an attempt ended, as the attempts table stores it.
+const (
+	AttemptSucceeded = "succeeded"
+	AttemptFailed    = "failed"
+	AttemptTimedOut  = "timed_out"
+	// AttemptReleased: given back unfinished at shutdown; not counted.
+	AttemptReleased = "released"
+)
 
 // Finish commits outcomes in one statement (one transaction) and reports which were applied.
 // applied[i] is false where the lease was lost: the caller must not ack that message, since the
@@ -362,6 +377,8 @@ func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (ap
 		retryIn  = make([]float64, n)
 		releases = make([]bool, n)
 		fallTo   = make([]*string, n)
+		attempt  = make([]*string, n)
+		workers  = make([]*string, n)
 	)
 	for i, o := range outcomes {
 		switch o.State {
@@ -386,8 +403,14 @@ func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (ap
 		if o.FallbackTo != "" {
 			fallTo[i] = &o.FallbackTo
 		}
+		if o.Attempt != "" {
+			attempt[i] = &o.Attempt
+		}
+		if o.Worker != "" {
+			workers[i] = &o.Worker
+		}
 	}
-	rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo)
+	rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo, attempt, workers)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
 	}
@@ -458,11 +481,11 @@ func addRecords(ctx context.Context, db execer, l *Ledger, recs []Record) error 
 	return nil
 }
 
-// Reap deletes finished keys and records older than retention, up to limit rows per table, and
+// Reap deletes finished keys, records and attempts older than retention, up to limit rows per table, and
 // returns how many it deleted. Running and retrying keys are never reaped.
 func (l *Ledger) Reap(ctx context.Context, retention time.Duration, limit int) (int64, error) {
 	var total int64
-	for _, q := range []string{l.q.reapKeys, l.q.reapRecords} {
+	for _, q := range []string{l.q.reapKeys, l.q.reapRecords, l.q.reapAttempts} {
 		tag, err := l.pool.Exec(ctx, q, retention.Seconds(), limit)
 		if err != nil {
 			return total, fmt.Errorf("reap: %w", err)

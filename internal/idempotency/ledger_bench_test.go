@@ -66,12 +66,13 @@ func (k *benchKeys) next() []idempotency.ClaimRequest {
 	return k.claims
 }
 
-// succeeded returns the outcomes that finish the claimed keys.
+// succeeded returns the outcomes that finish the claimed keys, each with its attempt's row,
+// as the worker writes them.
 func (k *benchKeys) succeeded(res []idempotency.ClaimResult) []idempotency.Outcome {
 	for i, r := range res {
 		k.outs[i] = idempotency.Outcome{
 			Lease: idempotency.Lease{Kind: k.claims[i].Kind, Key: k.claims[i].Key, Fence: r.Fence},
-			State: idempotency.StateSucceeded,
+			State: idempotency.StateSucceeded, Attempt: idempotency.AttemptSucceeded, Worker: "bench",
 		}
 	}
 	return k.outs

@@ -4,8 +4,8 @@ import "strings"
 
 // queries holds the ledger's SQL with the schema name filled in once, at New.
 type queries struct {
-	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, status, ping string
-	deleteRecord, lockKeyOwner, lockKeyLease, revive, markDead                string
+	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, reapAttempts, status, ping string
+	deleteRecord, lockKeyOwner, lockKeyLease, revive, markDead                              string
 }
 
 func newQueries(schema string) queries {
@@ -60,22 +60,34 @@ RETURNING l.ord`),
 
 		// Finish: every write is fenced (DESIGN rule 10); a zombie's outcome matches no row.
 		finish: s(`
-UPDATE S.keys k SET
-    state = o.state,
-    result = CASE WHEN o.state = 'succeeded' THEN o.result::jsonb ELSE k.result END,
-    reason = o.reason,
-    last_error = COALESCE(o.error, k.last_error),
-    next_attempt_at = CASE WHEN o.state = 'retrying' THEN statement_timestamp() + make_interval(secs => o.retry_in) END,
-    lease_until = NULL,
-    attempts = CASE WHEN o.release THEN greatest(k.attempts - 1, 0) ELSE k.attempts END,
-    first_failed_at = CASE WHEN o.error IS NOT NULL THEN COALESCE(k.first_failed_at, statement_timestamp()) ELSE k.first_failed_at END,
-    finished_at = CASE WHEN o.state IN ('succeeded', 'dead') THEN statement_timestamp() END,
-    fallback_to = COALESCE(o.fallback_to, k.fallback_to),
-    updated_at = statement_timestamp()
-FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::bool[], $10::text[])
-    WITH ORDINALITY AS o(kind, key, fence, state, result, reason, error, retry_in, release, fallback_to, ord)
-WHERE k.kind = o.kind AND k.key = o.key AND k.fence = o.fence AND k.state = 'running'
-RETURNING o.ord`),
+WITH o AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::bool[], $10::text[], $11::text[], $12::text[])
+        WITH ORDINALITY AS o(kind, key, fence, state, result, reason, error, retry_in, release, fallback_to, attempt, worker, ord)
+), upd AS (
+    UPDATE S.keys k SET
+        state = o.state,
+        result = CASE WHEN o.state = 'succeeded' THEN o.result::jsonb ELSE k.result END,
+        reason = o.reason,
+        last_error = COALESCE(o.error, k.last_error),
+        next_attempt_at = CASE WHEN o.state = 'retrying' THEN statement_timestamp() + make_interval(secs => o.retry_in) END,
+        lease_until = NULL,
+        attempts = CASE WHEN o.release THEN greatest(k.attempts - 1, 0) ELSE k.attempts END,
+        first_failed_at = CASE WHEN o.error IS NOT NULL THEN COALESCE(k.first_failed_at, statement_timestamp()) ELSE k.first_failed_at END,
+        finished_at = CASE WHEN o.state IN ('succeeded', 'dead') THEN statement_timestamp() END,
+        fallback_to = COALESCE(o.fallback_to, k.fallback_to),
+        updated_at = statement_timestamp()
+    FROM o
+    WHERE k.kind = o.kind AND k.key = o.key AND k.fence = o.fence AND k.state = 'running'
+    RETURNING o.ord, k.job_id, k.fence, k.kind, CASE WHEN o.release THEN k.attempts + 1 ELSE k.attempts END AS n,
+        k.started_at, o.attempt, o.error, o.worker
+), att AS (
+    -- The attempt's row, in the same statement: an attempt costs no transaction of its own.
+    INSERT INTO S.attempts (job_id, fence, kind, n, started_at, finished_at, outcome, error, worker)
+    SELECT job_id, fence, kind, n, COALESCE(started_at, statement_timestamp()), statement_timestamp(), attempt, error, worker
+    FROM upd WHERE attempt IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
+SELECT ord FROM upd`),
 
 		addRecords: s(`
 INSERT INTO S.job_records (id, kind, key, state, reason, last_error, duplicate_of, enqueued_at)
@@ -95,6 +107,10 @@ DELETE FROM S.job_records WHERE ctid IN (
 		// Status: the key the job owns comes first, then a record of a job that finished
 		// without owning its key (it ran no attempt of its own: attempts 0; a duplicate of a
 		// success reports the owner's result).
+		reapAttempts: s(`
+DELETE FROM S.attempts WHERE ctid IN (
+    SELECT ctid FROM S.attempts WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2)`),
+
 		status: s(`
 (SELECT 0 AS src, job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text AS duplicate_of,
         next_attempt_at, enqueued_at, started_at, finished_at, lease_until, fallback_of, fallback_to, first_failed_at

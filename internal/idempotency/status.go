@@ -34,6 +34,9 @@ type JobStatus struct {
 	LeaseUntil    *time.Time
 	// FirstFailedAt is when an attempt on the key first failed (zero if none did).
 	FirstFailedAt time.Time
+	// SortAt orders job listings (ListJobs, FindByKey): the enqueued time, else the first
+	// claim (keys) or the finish (records). Status leaves it zero.
+	SortAt time.Time
 }
 
 // isUndefinedTable reports Postgres error 42P01: the schema has not been migrated.

@@ -29,6 +29,32 @@ type FleetConfig struct {
 	// Refresh is how often Run re-announces this worker and recounts the fleet. Default TTL/3
 	// (of the bucket's max age); it must be below the TTL.
 	Refresh time.Duration
+	// StatusFunc, if set, is called at each announcement for each kind; its answer is
+	// published in the kind's entry, for operators (FleetEntries). Default nil: no status.
+	StatusFunc func(kind string) KindStatus
+}
+
+// KindStatus is what a worker publishes of one kind in its fleet entry.
+type KindStatus struct {
+	// Breaker is the circuit breaker's state: closed, open or half_open.
+	Breaker string `json:"breaker,omitempty"`
+	// BreakerUntil is when an open breaker goes half-open.
+	BreakerUntil *time.Time `json:"breaker_until,omitempty"`
+	// Rate is the kind's configured fleet-wide rate limit, "" for none.
+	Rate string `json:"rate,omitempty"`
+	// InFlight counts the attempts this worker runs.
+	InFlight int `json:"in_flight"`
+	// Paused is true once this worker has stopped pulling the kind for a pause.
+	Paused bool `json:"paused"`
+}
+
+// FleetEntry is one worker's entry for one kind in the fleet registry.
+type FleetEntry struct {
+	Worker      string    `json:"worker"`
+	Kind        string    `json:"kind"`
+	StartedAt   time.Time `json:"started_at"`
+	RefreshedAt time.Time `json:"refreshed_at"`
+	KindStatus
 }
 
 // defaultFleetTTL is FleetConfig.TTL's default.
@@ -78,19 +104,13 @@ type Fleet struct {
 	keys       []string // one per kind, same order
 	refresh    time.Duration
 	started    time.Time
+	status     func(kind string) KindStatus
+	poke       chan struct{}
 
 	mu       sync.Mutex
 	counts   map[string]int
 	onChange func(kind string, members int)
 	err      error
-}
-
-// fleetEntry is the value of a member's key.
-type fleetEntry struct {
-	Worker      string    `json:"worker"`
-	Kind        string    `json:"kind"`
-	StartedAt   time.Time `json:"started_at"`
-	RefreshedAt time.Time `json:"refreshed_at"`
 }
 
 // fleetBucket is the registry's KV bucket name, e.g. LEVEE_WORKERS.
@@ -135,6 +155,8 @@ func (q *Queue) JoinFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) 
 		refresh: refresh,
 		started: time.Now().UTC(),
 		counts:  map[string]int{},
+		status:  cfg.StatusFunc,
+		poke:    make(chan struct{}, 1),
 	}
 	if err := f.announce(ctx); err != nil {
 		return nil, err
@@ -217,7 +239,18 @@ func (f *Fleet) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			f.refreshOnce(ctx)
+		case <-f.poke:
+			f.refreshOnce(ctx)
 		}
+	}
+}
+
+// Poke makes Run announce this worker at once (its status changed), without waiting for the
+// next refresh. It never blocks.
+func (f *Fleet) Poke() {
+	select {
+	case f.poke <- struct{}{}:
+	default:
 	}
 }
 
@@ -284,7 +317,11 @@ func (f *Fleet) announce(ctx context.Context) error {
 	now := time.Now().UTC()
 	var errs []error
 	for i, kind := range f.kinds {
-		v, err := json.Marshal(fleetEntry{Worker: f.worker, Kind: kind, StartedAt: f.started, RefreshedAt: now})
+		e := FleetEntry{Worker: f.worker, Kind: kind, StartedAt: f.started, RefreshedAt: now}
+		if f.status != nil {
+			e.KindStatus = f.status(kind)
+		}
+		v, err := json.Marshal(e)
 		if err != nil {
 			return err
 		}
@@ -320,6 +357,45 @@ func (q *Queue) FleetMembers(ctx context.Context) (map[string][]string, error) {
 		return nil, fmt.Errorf("list bucket %s: %w", bucket, err)
 	}
 	return members, nil
+}
+
+// FleetEntries returns the entries of the live workers, by kind, sorted by worker id. It
+// reads every entry (one get per worker and kind), for operators; FleetMembers is cheaper.
+func (q *Queue) FleetEntries(ctx context.Context) (map[string][]FleetEntry, error) {
+	bucket := q.fleetBucket()
+	out := map[string][]FleetEntry{}
+	kv, err := q.js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up bucket %s: %w", bucket, translate(err))
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("read bucket %s: %w", bucket, translate(err))
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e := <-w.Updates():
+			if e == nil {
+				for _, es := range out {
+					slices.SortFunc(es, func(a, b FleetEntry) int { return strings.Compare(a.Worker, b.Worker) })
+				}
+				return out, nil
+			}
+			var fe FleetEntry
+			if json.Unmarshal(e.Value(), &fe) != nil {
+				continue
+			}
+			kind, _, _ := strings.Cut(e.Key(), ".")
+			fe.Kind = kind
+			out[kind] = append(out[kind], fe)
+		}
+	}
 }
 
 // listFleet reads the registry's keys: kind → sorted worker ids.

@@ -159,9 +159,11 @@ func (q *Queue) DeleteStreams(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := q.js.DeleteKeyValue(ctx, q.fleetBucket()); err != nil &&
-		!errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		errs = append(errs, err)
+	for _, bucket := range []string{q.fleetBucket(), q.controlBucket()} {
+		if err := q.js.DeleteKeyValue(ctx, bucket); err != nil &&
+			!errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -217,6 +219,9 @@ func (q *Queue) ConsumerExists(ctx context.Context, kind string) (bool, error) {
 type Queued struct {
 	Envelope
 	Sequence uint64
+	// Data and Header are the message as stored, for a dead-letter copy.
+	Data   []byte
+	Header nats.Header
 }
 
 // FindQueued returns job id if it is still in the work stream, or ErrNotFound. It needs no
@@ -237,7 +242,7 @@ func (q *Queue) FindQueued(ctx context.Context, id string) (*Queued, error) {
 	if err != nil && env.ID == "" {
 		return nil, err
 	}
-	return &Queued{Envelope: env, Sequence: raw.Sequence}, nil
+	return &Queued{Envelope: env, Sequence: raw.Sequence, Data: raw.Data, Header: raw.Header}, nil
 }
 
 // ServerAtLeast reports whether a server version string such as "2.10.4" or "2.11.0-beta" is

@@ -29,6 +29,8 @@ type kindRunner struct {
 
 	mu       sync.Mutex
 	inflight map[*attempt]struct{}
+
+	pause pauseGate // an operator's pause (control.go)
 }
 
 // attempt is one running attempt, registered for heartbeats.
@@ -40,6 +42,9 @@ type attempt struct {
 	// the lease was lost. The lease and AckWait then lapse and another worker takes the job
 	// over (fence + 1), so a hung handler cannot hold a job forever.
 	unbeaten atomic.Bool
+	// ran is how the attempt's handler call ended (idempotency.AttemptFailed, ...), for its
+	// row in the attempts table; "" while none ran.
+	ran string
 }
 
 // errorPause is how long the pull loop waits after a failing pull or claim.
@@ -56,9 +61,14 @@ func (k *kindRunner) logger() *slog.Logger { return k.w.log.With("kind", k.kind.
 func (k *kindRunner) pullLoop(ctx context.Context) {
 	log := k.logger()
 	for ctx.Err() == nil {
+		k.waitResumed(ctx)
 		n, err := k.pipeline.Admit(ctx, k.w.cfg.MaxBatch)
 		if err != nil {
 			return
+		}
+		if k.paused() { // paused while admission waited
+			k.pipeline.Release(n)
+			continue
 		}
 		var claimErr error
 		got, err := k.puller.Fetch(ctx, n, k.w.cfg.FetchWait, func(ds []*queue.Delivery) {
@@ -123,7 +133,7 @@ func (k *kindRunner) fallbackLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if k.pipeline.Breaker().State() == executor.BreakerClosed {
+		if k.pipeline.Breaker().State() == executor.BreakerClosed || k.paused() {
 			openSince = time.Time{}
 			continue
 		}
@@ -422,7 +432,8 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		tx = nil
 	}
 
-	out := idempotency.Outcome{Lease: a.lease}
+	a.ran = attemptOutcome(v)
+	out := idempotency.Outcome{Lease: a.lease, Attempt: a.ran, Worker: k.w.cfg.ID}
 	switch v.Class {
 	case executor.Succeeded:
 		out.State, out.Result = idempotency.StateSucceeded, result
@@ -485,6 +496,19 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 			"attempt_counted", !out.Release)
 		_ = d.Nak(out.RetryIn)
 	}
+}
+
+// attemptOutcome names how an attempt ended, for the attempts table.
+func attemptOutcome(v executor.Verdict) string {
+	switch {
+	case v.Class == executor.Succeeded:
+		return idempotency.AttemptSucceeded
+	case v.Class == executor.Abandoned:
+		return idempotency.AttemptReleased
+	case v.Timeout:
+		return idempotency.AttemptTimedOut
+	}
+	return idempotency.AttemptFailed
 }
 
 // resultClass names an attempt's verdict for the attempts metric.
@@ -557,7 +581,7 @@ func (k *kindRunner) fallBack(ctx context.Context, a *attempt, msg string, log *
 	ctx, cancel := detached(ctx)
 	defer cancel()
 	out := idempotency.Outcome{Lease: a.lease, State: idempotency.StateDead, Reason: executor.ReasonFellBack,
-		Error: msg, FallbackTo: FallbackID(a.d.Env.ID)}
+		Error: msg, FallbackTo: FallbackID(a.d.Env.ID), Attempt: a.ran, Worker: k.w.cfg.ID}
 	if !k.commit(ctx, out, log) {
 		return
 	}
@@ -596,7 +620,8 @@ func FallbackID(id string) string {
 func (k *kindRunner) finishDead(ctx context.Context, a *attempt, attempts int, reason, msg string, log *slog.Logger) {
 	ctx, cancel := detached(ctx)
 	defer cancel()
-	out := idempotency.Outcome{Lease: a.lease, State: idempotency.StateDead, Reason: reason, Error: msg}
+	out := idempotency.Outcome{Lease: a.lease, State: idempotency.StateDead, Reason: reason, Error: msg,
+		Attempt: a.ran, Worker: k.w.cfg.ID}
 	if !k.commit(ctx, out, log) {
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -96,6 +97,7 @@ type Worker struct {
 	log       *slog.Logger
 	kinds     []*kindRunner
 	committer *committer
+	fleet     atomic.Pointer[queue.Fleet] // set while Run serves
 }
 
 // New validates cfg and returns a Worker.
@@ -179,10 +181,22 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return startErr(ctx, err)
 	}
-	fleet, err := w.cfg.Queue.JoinFleet(ctx, queue.FleetConfig{WorkerID: w.cfg.ID, Kinds: kindNames})
+	// Operator commands: pauses in force are applied before anything is pulled.
+	control, err := w.cfg.Queue.WatchControl(ctx)
 	if err != nil {
 		return startErr(ctx, err)
 	}
+	if err := w.applyInitialControl(ctx, control); err != nil {
+		control.Stop()
+		return startErr(ctx, err)
+	}
+	fleet, err := w.cfg.Queue.JoinFleet(ctx, queue.FleetConfig{WorkerID: w.cfg.ID, Kinds: kindNames,
+		StatusFunc: func(kind string) queue.KindStatus { return byName[kind].status() }})
+	if err != nil {
+		control.Stop()
+		return startErr(ctx, err)
+	}
+	w.fleet.Store(fleet)
 	fleet.OnChange(func(kind string, members int) {
 		if k, ok := byName[kind]; ok {
 			k.pipeline.Limiter().SetShare(members)
@@ -207,6 +221,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	loops.Go(func() { w.maxDeliveriesLoop(ctx, md) })
 	loops.Go(func() { w.sampleLoop(ctx) })
+	loops.Go(func() { w.controlLoop(ctx, control) })
 	heartCtx, heartStop := context.WithCancel(context.WithoutCancel(ctx))
 	var hearts sync.WaitGroup
 	for _, k := range w.kinds {

@@ -1,0 +1,396 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// This file holds the operator's reads and writes of the ledger: job listing and search,
+// attempt timelines, cancellation, the audit log and the dashboard's aggregate.
+
+// JobQuery selects jobs for ListJobs. Zero fields select all.
+type JobQuery struct {
+	// State is one of the ledger's states, "" for any.
+	State State
+	Kind  string
+	// Since and Until bound the job's enqueued time (its first claim time when unknown):
+	// Since <= t < Until.
+	Since, Until time.Time
+	// AfterAt and AfterID continue a listing after the row (AfterAt, AfterID) of the previous
+	// page: keyset paging, newest first.
+	AfterAt time.Time
+	AfterID string
+	// Limit bounds the rows returned. Required.
+	Limit int
+}
+
+// jobColumns are the columns every job listing selects, in scanJob's order.
+const (
+	keyJobColumns = `job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text,
+        next_attempt_at, enqueued_at, started_at, finished_at, lease_until, fallback_of, fallback_to, first_failed_at,
+        COALESCE(enqueued_at, created_at)`
+	recordJobColumns = `id, kind, key, state, 0, reason, last_error, NULL::text, duplicate_of,
+        NULL::timestamptz, enqueued_at, NULL::timestamptz, finished_at, NULL::timestamptz, NULL::text, NULL::text, finished_at,
+        COALESCE(enqueued_at, finished_at)`
+	keySortAt    = `COALESCE(enqueued_at, created_at)`
+	recordSortAt = `COALESCE(enqueued_at, finished_at)`
+)
+
+// ListJobs returns up to q.Limit jobs, newest first by (SortAt, JobID): the keys the jobs own
+// and the records of jobs that finished without owning theirs. Each table is read by one
+// index scan in listing order (never OFFSET, never a count), and the two are merged.
+func (l *Ledger) ListJobs(ctx context.Context, q JobQuery) ([]JobStatus, error) {
+	if q.Limit <= 0 {
+		return nil, errors.New("list jobs: limit must be positive")
+	}
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	arm := func(table, cols, sortAt, idCol string) string {
+		var where []string
+		if q.State != "" {
+			where = append(where, "state = "+arg(string(q.State)))
+		}
+		if q.Kind != "" {
+			where = append(where, "kind = "+arg(q.Kind))
+		}
+		if !q.Since.IsZero() {
+			where = append(where, sortAt+" >= "+arg(q.Since))
+		}
+		if !q.Until.IsZero() {
+			where = append(where, sortAt+" < "+arg(q.Until))
+		}
+		if !q.AfterAt.IsZero() {
+			where = append(where, "("+sortAt+", "+idCol+") < ("+arg(q.AfterAt)+", "+arg(q.AfterID)+")")
+		}
+		sql := "SELECT " + cols + " FROM " + l.sanitized() + "." + table
+		if len(where) > 0 {
+			sql += " WHERE " + strings.Join(where, " AND ")
+		}
+		return "(" + sql + " ORDER BY " + sortAt + " DESC, " + idCol + " DESC LIMIT " + arg(q.Limit) + ")"
+	}
+	arms := []string{arm("keys", keyJobColumns, keySortAt, "job_id")}
+	if q.State == "" || q.State == StateSucceeded || q.State == StateDead {
+		arms = append(arms, arm("job_records", recordJobColumns, recordSortAt, "id"))
+	}
+	sql := "SELECT * FROM (" + strings.Join(arms, " UNION ALL ") + ") AS j ORDER BY 18 DESC, 1 DESC LIMIT " + arg(q.Limit)
+	return l.queryJobs(ctx, "list jobs", sql, args...)
+}
+
+// FindByKey returns the jobs that used idempotency key, in every kind, newest first: the
+// key's owner in each kind and the jobs recorded against it (duplicates, payload mismatches).
+// The keys table is searched kind by kind through its primary key (a loose index scan over
+// the kinds), so no index on the key alone is needed on the hot path.
+func (l *Ledger) FindByKey(ctx context.Context, key string) ([]JobStatus, error) {
+	s := l.sanitized()
+	sql := `
+WITH RECURSIVE kinds AS (
+    (SELECT kind FROM ` + s + `.keys ORDER BY kind LIMIT 1)
+    UNION ALL
+    SELECT (SELECT k.kind FROM ` + s + `.keys k WHERE k.kind > kinds.kind ORDER BY k.kind LIMIT 1)
+    FROM kinds WHERE kinds.kind IS NOT NULL
+)
+SELECT * FROM (
+    SELECT ` + keyJobColumns + ` FROM ` + s + `.keys WHERE kind IN (SELECT kind FROM kinds WHERE kind IS NOT NULL) AND key = $1
+    UNION ALL
+    SELECT ` + recordJobColumns + ` FROM ` + s + `.job_records WHERE key = $1
+) AS j ORDER BY 18 DESC, 1 DESC LIMIT 100`
+	return l.queryJobs(ctx, "find key "+strconv.Quote(key), sql, key)
+}
+
+func (l *Ledger) queryJobs(ctx context.Context, what, sql string, args ...any) ([]JobStatus, error) {
+	rows, err := l.pool.Query(ctx, sql, args...)
+	if err != nil {
+		if isUndefinedTable(err) {
+			return []JobStatus{}, nil
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	jobs := []JobStatus{}
+	for rows.Next() {
+		var (
+			st                          JobStatus
+			state                       string
+			reason, lastErr, res, dupOf *string
+			fallOf, fallTo              *string
+			firstFailed                 *time.Time
+		)
+		if err := rows.Scan(&st.JobID, &st.Kind, &st.Key, &state, &st.Attempts, &reason, &lastErr, &res, &dupOf,
+			&st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo,
+			&firstFailed, &st.SortAt); err != nil {
+			return nil, fmt.Errorf("%s: scan: %w", what, err)
+		}
+		st.State = State(state)
+		st.Reason, st.LastError, st.DuplicateOf = deref(reason), deref(lastErr), deref(dupOf)
+		st.FallbackOf, st.FallbackTo = deref(fallOf), deref(fallTo)
+		if firstFailed != nil {
+			st.FirstFailedAt = *firstFailed
+		}
+		if res != nil {
+			st.Result = []byte(*res)
+		}
+		jobs = append(jobs, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return jobs, nil
+}
+
+// AttemptRow is one attempt of a job, as the attempts table holds it.
+type AttemptRow struct {
+	N          int
+	StartedAt  time.Time
+	FinishedAt *time.Time
+	Outcome    string
+	Error      string
+	Worker     string
+}
+
+// Attempts returns the attempts of job id, oldest first. A job whose key is running right now
+// gets a last row for the attempt in progress (outcome "running", no FinishedAt).
+func (l *Ledger) Attempts(ctx context.Context, id string) ([]AttemptRow, error) {
+	s := l.sanitized()
+	rows, err := l.pool.Query(ctx, `
+SELECT n, started_at, finished_at, outcome, COALESCE(error, ''), COALESCE(worker, '') FROM (
+    SELECT n, started_at, finished_at, outcome, error, worker, fence FROM `+s+`.attempts WHERE job_id = $1
+    UNION ALL
+    SELECT attempts, COALESCE(started_at, updated_at), NULL, 'running', NULL, NULL, fence
+    FROM `+s+`.keys WHERE job_id = $1 AND state = 'running'
+) AS a ORDER BY fence, started_at`, id)
+	if err != nil {
+		if isUndefinedTable(err) {
+			return []AttemptRow{}, nil
+		}
+		return nil, fmt.Errorf("attempts of job %q: %w", id, err)
+	}
+	out := []AttemptRow{}
+	var a AttemptRow
+	_, err = pgx.ForEachRow(rows, []any{&a.N, &a.StartedAt, &a.FinishedAt, &a.Outcome, &a.Error, &a.Worker}, func() error {
+		out = append(out, a)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attempts of job %q: %w", id, err)
+	}
+	return out, nil
+}
+
+// ReasonCancelled is the dead reason of a job an operator cancelled.
+const ReasonCancelled = "cancelled"
+
+// Cancelled is what a cancel left behind, for the job's dead-letter copy.
+type Cancelled struct {
+	Attempts      int
+	LastError     string
+	FirstFailedAt time.Time
+	FinishedAt    time.Time
+}
+
+// ErrNotApplicable is returned (wrapped) by operator writes whose condition no longer holds:
+// the key is not in the state the operator saw, or belongs to another job.
+var ErrNotApplicable = errors.New("the key is not in the expected state")
+
+// CancelRetrying makes the retrying key that jobID owns dead with reason cancelled, moving
+// its fence on. It returns ErrNotApplicable (wrapped) when the key is not retrying under
+// jobID (a worker claimed it meanwhile, say).
+func (l *Ledger) CancelRetrying(ctx context.Context, kind, key, jobID, message string) (*Cancelled, error) {
+	var c Cancelled
+	err := l.pool.QueryRow(ctx, `
+UPDATE `+l.sanitized()+`.keys SET state = 'dead', reason = $4, last_error = COALESCE($5, last_error),
+    lease_until = NULL, next_attempt_at = NULL, finished_at = now(), fence = fence + 1, updated_at = now()
+WHERE kind = $1 AND key = $2 AND job_id = $3 AND state = 'retrying'
+RETURNING attempts, COALESCE(last_error, ''), COALESCE(first_failed_at, now()), finished_at`,
+		kind, key, jobID, ReasonCancelled, nilIfEmpty(message)).Scan(&c.Attempts, &c.LastError, &c.FirstFailedAt, &c.FinishedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("cancel job %s: %w", jobID, ErrNotApplicable)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cancel job %s: %w", jobID, err)
+	}
+	return &c, nil
+}
+
+// CancelQueued writes the key of a job that no worker has claimed yet as dead with reason
+// cancelled, owned by the job, so that its delivery finds the key dead and terminates the
+// message without running it. It returns ErrNotApplicable (wrapped) when the key has a row
+// already (claimed meanwhile, or used by another job).
+func (l *Ledger) CancelQueued(ctx context.Context, req ClaimRequest, message string) (*Cancelled, error) {
+	var c Cancelled
+	err := l.pool.QueryRow(ctx, `
+INSERT INTO `+l.sanitized()+`.keys (kind, key, job_id, payload_hash, state, fence, attempts, reason, last_error,
+    enqueued_at, first_failed_at, finished_at, fallback_of)
+VALUES ($1, $2, $3, $4, 'dead', 1, 0, $5, $6, $7, now(), now(), $8)
+ON CONFLICT (kind, key) DO NOTHING
+RETURNING first_failed_at, finished_at`,
+		req.Kind, req.Key, req.JobID, req.PayloadHash, ReasonCancelled, nilIfEmpty(message), req.EnqueuedAt,
+		nilIfEmpty(req.FallbackOf)).Scan(&c.FirstFailedAt, &c.FinishedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("cancel job %s: %w", req.JobID, ErrNotApplicable)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cancel job %s: %w", req.JobID, err)
+	}
+	c.LastError = message
+	return &c, nil
+}
+
+// MakeDue makes the retrying key that jobID owns due at once. It returns ErrNotApplicable
+// (wrapped) when the key is not retrying under jobID.
+func (l *Ledger) MakeDue(ctx context.Context, kind, key, jobID string) error {
+	tag, err := l.pool.Exec(ctx, `
+UPDATE `+l.sanitized()+`.keys SET next_attempt_at = now(), updated_at = now()
+WHERE kind = $1 AND key = $2 AND job_id = $3 AND state = 'retrying'`, kind, key, jobID)
+	if err != nil {
+		return fmt.Errorf("make job %s due: %w", jobID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("make job %s due: %w", jobID, ErrNotApplicable)
+	}
+	return nil
+}
+
+// sanitized is the ledger's schema, quoted for SQL.
+func (l *Ledger) sanitized() string { return pgx.Identifier{l.schema}.Sanitize() }
+
+func nilIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// AuditEntry is one operator action.
+type AuditEntry struct {
+	At                            time.Time
+	Actor, Action, Target, Detail string
+}
+
+// Audit appends an entry to the audit log.
+func (l *Ledger) Audit(ctx context.Context, actor, action, target, detail string) error {
+	_, err := l.pool.Exec(ctx, `INSERT INTO `+l.sanitized()+`.audit_log (actor, action, target, detail) VALUES ($1, $2, $3, $4)`,
+		actor, action, target, detail)
+	if err != nil {
+		return fmt.Errorf("audit %s %s: %w", action, target, err)
+	}
+	return nil
+}
+
+// AuditLog returns the newest limit entries of the audit log, newest first.
+func (l *Ledger) AuditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
+	rows, err := l.pool.Query(ctx, `SELECT at, actor, action, target, detail FROM `+l.sanitized()+`.audit_log ORDER BY id DESC LIMIT $1`, limit)
+	if err != nil {
+		if isUndefinedTable(err) {
+			return []AuditEntry{}, nil
+		}
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	out := []AuditEntry{}
+	var e AuditEntry
+	_, err = pgx.ForEachRow(rows, []any{&e.At, &e.Actor, &e.Action, &e.Target, &e.Detail}, func() error {
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	return out, nil
+}
+
+// KindActivity is one kind's attempts over the last hour.
+type KindActivity struct {
+	Succeeded, Failed      int
+	AttemptP50, AttemptP95 time.Duration
+	// LastMinute counts the attempts that finished in the last minute.
+	LastMinute int
+}
+
+// MinuteActivity counts the attempts that finished in one minute.
+type MinuteActivity struct {
+	Start             time.Time
+	Succeeded, Failed int
+}
+
+// Aggregate is the dashboard's view of the ledger, computed by one statement.
+type Aggregate struct {
+	// Counts holds the jobs by state: keys by their state, plus the jobs recorded without
+	// owning a key (duplicates as succeeded, the others as dead).
+	Counts  map[State]int64
+	Kinds   map[string]KindActivity
+	Minutes []MinuteActivity
+	At      time.Time
+}
+
+// Aggregate computes the dashboard's counts in one statement: jobs by state (a scan of the
+// keys and job_records tables, so callers cache it: see levee.Client.Overview), and per kind
+// and per minute the attempts of the last hour (an index range scan on attempts).
+func (l *Ledger) Aggregate(ctx context.Context) (*Aggregate, error) {
+	s := l.sanitized()
+	rows, err := l.pool.Query(ctx, `
+WITH a AS (
+    SELECT kind, outcome, finished_at, extract(epoch FROM finished_at - started_at)::float8 AS secs
+    FROM `+s+`.attempts WHERE finished_at > now() - interval '1 hour'
+)
+SELECT 'state', state, NULL::timestamptz, count(*), 0::bigint, 0::float8, 0::float8, 0::bigint FROM `+s+`.keys GROUP BY state
+UNION ALL
+SELECT 'state', state, NULL, count(*), 0, 0, 0, 0 FROM `+s+`.job_records GROUP BY state
+UNION ALL
+SELECT 'kind', kind, NULL,
+    count(*) FILTER (WHERE outcome = 'succeeded'),
+    count(*) FILTER (WHERE outcome NOT IN ('succeeded', 'released')),
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY secs),
+    percentile_cont(0.95) WITHIN GROUP (ORDER BY secs),
+    count(*) FILTER (WHERE finished_at > now() - interval '1 minute')
+FROM a GROUP BY kind
+UNION ALL
+SELECT 'minute', NULL, date_trunc('minute', finished_at),
+    count(*) FILTER (WHERE outcome = 'succeeded'),
+    count(*) FILTER (WHERE outcome NOT IN ('succeeded', 'released')), 0, 0, 0
+FROM a GROUP BY 3
+UNION ALL
+SELECT 'now', NULL, now(), 0, 0, 0, 0, 0`)
+	if isUndefinedTable(err) {
+		return &Aggregate{Counts: map[State]int64{}, Kinds: map[string]KindActivity{}, At: time.Now()}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("aggregate the ledger: %w", err)
+	}
+	agg := &Aggregate{Counts: map[State]int64{}, Kinds: map[string]KindActivity{}}
+	var (
+		what   string
+		name   *string
+		at     *time.Time
+		n1, n2 int64
+		f1, f2 float64
+		n3     int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&what, &name, &at, &n1, &n2, &f1, &f2, &n3}, func() error {
+		switch what {
+		case "state":
+			agg.Counts[State(deref(name))] += n1
+		case "kind":
+			agg.Kinds[deref(name)] = KindActivity{Succeeded: int(n1), Failed: int(n2),
+				AttemptP50: seconds(f1), AttemptP95: seconds(f2), LastMinute: int(n3)}
+		case "minute":
+			agg.Minutes = append(agg.Minutes, MinuteActivity{Start: *at, Succeeded: int(n1), Failed: int(n2)})
+		case "now":
+			agg.At = *at
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("aggregate the ledger: %w", err)
+	}
+	return agg, nil
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
