@@ -2,6 +2,7 @@ package levee_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -246,4 +247,278 @@ func TestAuditLog(t *testing.T) {
 	require.Equal(t, levee.AuditEntry{At: log[0].At, Actor: "grace", Action: "resume", Target: "mail"}, log[0])
 	require.Equal(t, "pause", log[1].Action)
 	require.WithinDuration(t, time.Now(), log[0].At, time.Minute)
+}
+
+// kindInfo returns kind's line of a fresh Overview.
+func (b *bundle) kindInfo(t *testing.T, kind string) levee.KindInfo {
+	t.Helper()
+	ov, err := b.client.Overview(context.Background(), 0)
+	require.NoError(t, err)
+	for _, k := range ov.Kinds {
+		if k.Kind == kind {
+			return k
+		}
+	}
+	return levee.KindInfo{Kind: kind}
+}
+
+// waitKind polls kind's Overview line until ok holds.
+func (b *bundle) waitKind(t *testing.T, kind string, within time.Duration, ok func(levee.KindInfo) bool) levee.KindInfo {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		k := b.kindInfo(t, kind)
+		if ok(k) {
+			return k
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kind %s: condition not met within %s; last %+v", kind, within, k)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// counting is a handler that counts its calls and succeeds.
+type counting struct{ n atomic.Int32 }
+
+func (c *counting) Work(ctx context.Context, job *levee.Job) (any, error) {
+	c.n.Add(1)
+	return nil, nil
+}
+
+func TestPauseResume(t *testing.T) {
+	eachServer(t, func(t *testing.T, b *bundle) {
+		ctx := context.Background()
+		var paused, flowing counting
+		w, err := levee.NewWorker(b.workerConfig(t))
+		require.NoError(t, err)
+		require.NoError(t, w.Handle("paused", &paused, levee.Policy{}))
+		require.NoError(t, w.Handle("flowing", &flowing, levee.Policy{}))
+		run(t, w)
+		b.waitKind(t, "paused", 10*time.Second, func(k levee.KindInfo) bool { return k.Workers == 1 })
+
+		require.NoError(t, b.client.PauseKind(ctx, "paused", "ops"))
+		k := b.waitKind(t, "paused", 10*time.Second, func(k levee.KindInfo) bool { return k.PausedWorkers == 1 })
+		require.True(t, k.Paused)
+		require.Equal(t, levee.Actor("ops"), k.PausedBy)
+		require.NotNil(t, k.PausedAt)
+
+		var held, other []string
+		for range 5 {
+			r, err := b.client.Publish(ctx, "paused", nil)
+			require.NoError(t, err)
+			held = append(held, r.ID)
+			r, err = b.client.Publish(ctx, "flowing", nil)
+			require.NoError(t, err)
+			other = append(other, r.ID)
+		}
+		for _, id := range other {
+			require.Equal(t, levee.StateSucceeded, b.waitFinal(t, id, 20*time.Second).State)
+		}
+
+		// A worker started while the kind is paused starts paused.
+		var late counting
+		b.startWorker(t, "paused", &late, levee.Policy{}, func(c *levee.WorkerConfig) { c.ID = "late" })
+		b.waitKind(t, "paused", 10*time.Second, func(k levee.KindInfo) bool { return k.Workers == 2 && k.PausedWorkers == 2 })
+		for _, id := range held {
+			st, err := b.client.Status(ctx, id)
+			require.NoError(t, err)
+			require.Equal(t, levee.StateQueued, st.State, "job %s of a paused kind", id)
+		}
+		require.Zero(t, paused.n.Load()+late.n.Load())
+
+		require.NoError(t, b.client.ResumeKind(ctx, "paused", "ops"))
+		for _, id := range held {
+			require.Equal(t, levee.StateSucceeded, b.waitFinal(t, id, 20*time.Second).State)
+		}
+		require.EqualValues(t, 5, paused.n.Load()+late.n.Load())
+		require.Zero(t, b.kindInfo(t, "paused").PausedWorkers)
+	})
+}
+
+func TestResetBreakerFleetWide(t *testing.T) {
+	t.Parallel()
+	b := setup(t, leveetest.Servers(t)[1])
+	ctx := context.Background()
+	var failing atomic.Bool
+	failing.Store(true)
+	h := levee.HandlerFunc(func(ctx context.Context, job *levee.Job) (any, error) {
+		if failing.Load() {
+			return nil, errors.New("downstream down")
+		}
+		return "ok", nil
+	})
+	policy := levee.Policy{Breaker: levee.BreakerPolicy{MinCalls: 1, FailureRate: 1, OpenFor: time.Hour}, Concurrency: 1}
+	b.startWorker(t, "brk", h, policy, func(c *levee.WorkerConfig) { c.ID = "w1" })
+	b.startWorker(t, "brk", h, policy, func(c *levee.WorkerConfig) { c.ID = "w2" })
+	q := leveetest.Queue(t, b.nats, b.ns)
+
+	// Publish until both workers have seen a failure and opened their breakers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := b.client.Publish(ctx, "brk", nil)
+		require.NoError(t, err)
+		entries, err := q.FleetEntries(ctx)
+		require.NoError(t, err)
+		open := 0
+		for _, e := range entries["brk"] {
+			if e.Breaker == "open" {
+				open++
+			}
+		}
+		if open == 2 {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "breakers not both open: %+v", entries["brk"])
+		time.Sleep(200 * time.Millisecond)
+	}
+	k := b.kindInfo(t, "brk")
+	require.Equal(t, "open", k.Breaker)
+	require.NotNil(t, k.BreakerUntil)
+
+	failing.Store(false)
+	require.NoError(t, b.client.ResetBreaker(ctx, "brk", "ops"))
+	b.waitKind(t, "brk", 10*time.Second, func(k levee.KindInfo) bool { return k.Breaker == "closed" && k.Workers == 2 })
+	r, err := b.client.Publish(ctx, "brk", nil)
+	require.NoError(t, err)
+	require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
+	log, err := b.client.AuditLog(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, "breaker_reset", log[0].Action)
+	require.Equal(t, levee.Actor("ops"), log[0].Actor)
+}
+
+func TestCancelRetryingThenRetry(t *testing.T) {
+	eachServer(t, func(t *testing.T, b *bundle) {
+		ctx := context.Background()
+		var calls atomic.Int32
+		var fixed atomic.Bool
+		h := levee.HandlerFunc(func(ctx context.Context, job *levee.Job) (any, error) {
+			calls.Add(1)
+			if fixed.Load() {
+				return "ok", nil
+			}
+			return nil, levee.RetryAfter(time.Hour, errors.New("provider busy"))
+		})
+		b.startWorker(t, "slow", h, levee.Policy{})
+		r, err := b.client.Publish(ctx, "slow", map[string]string{"to": "ada"})
+		require.NoError(t, err)
+		waitState(t, b, r.ID, levee.StateRetrying)
+
+		require.NoError(t, b.client.CancelJob(ctx, r.ID, "ops"))
+		st, err := b.client.Status(ctx, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, levee.StateDead, st.State)
+		require.Equal(t, levee.ReasonCancelled, st.Reason)
+		e := b.dlqEntry(t, r.ID)
+		require.Equal(t, levee.ReasonCancelled, e.Reason)
+		require.Equal(t, 1, e.Attempts)
+		require.ErrorIs(t, b.client.CancelJob(ctx, r.ID, "ops"), levee.ErrConflict, "already dead")
+
+		fixed.Store(true)
+		require.NoError(t, b.client.RetryJob(ctx, r.ID, "ops"))
+		require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
+		require.EqualValues(t, 2, calls.Load())
+		require.ErrorIs(t, b.client.RetryJob(ctx, r.ID, "ops"), levee.ErrConflict, "succeeded")
+
+		log, err := b.client.AuditLog(ctx, 10)
+		require.NoError(t, err)
+		require.Len(t, log, 2)
+		require.Equal(t, "retry", log[0].Action)
+		require.Equal(t, "cancel", log[1].Action)
+		require.Equal(t, r.ID, log[1].Target)
+	})
+}
+
+func TestCancelQueued(t *testing.T) {
+	eachServer(t, func(t *testing.T, b *bundle) {
+		ctx := context.Background()
+		r, err := b.client.Publish(ctx, "later", nil)
+		require.NoError(t, err)
+		require.NoError(t, b.client.CancelJob(ctx, r.ID, "ops"))
+		st, err := b.client.Status(ctx, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, levee.StateDead, st.State)
+		require.Equal(t, levee.ReasonCancelled, st.Reason)
+		require.Equal(t, levee.ReasonCancelled, b.dlqEntry(t, r.ID).Reason)
+
+		// The worker receives the message, finds the key dead, and drops it unrun.
+		var h counting
+		b.startWorker(t, "later", &h, levee.Policy{})
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			k := b.kindInfo(t, "later")
+			if k.Workers == 1 && k.Backlog == 0 && k.InFlight == 0 {
+				break
+			}
+			require.False(t, time.Now().After(deadline), "message not settled: %+v", k)
+			time.Sleep(50 * time.Millisecond)
+		}
+		require.Zero(t, h.n.Load(), "a cancelled job never runs")
+
+		require.NoError(t, b.client.RetryJob(ctx, r.ID, "ops"))
+		require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
+		require.EqualValues(t, 1, h.n.Load())
+	})
+}
+
+func TestCancelRunningConflicts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, leveetest.Servers(t)[0])
+	ctx := context.Background()
+	release := make(chan struct{})
+	b.startWorker(t, "busy", levee.HandlerFunc(func(ctx context.Context, job *levee.Job) (any, error) {
+		<-release
+		return nil, nil
+	}), levee.Policy{})
+	r, err := b.client.Publish(ctx, "busy", nil)
+	require.NoError(t, err)
+	waitState(t, b, r.ID, levee.StateRunning)
+	err = b.client.CancelJob(ctx, r.ID, "ops")
+	require.ErrorIs(t, err, levee.ErrConflict)
+	require.ErrorIs(t, b.client.RetryJob(ctx, r.ID, "ops"), levee.ErrConflict)
+	atts, err := b.client.Attempts(ctx, r.ID)
+	require.NoError(t, err)
+	require.Len(t, atts, 1)
+	require.Equal(t, "running", atts[0].Outcome)
+	close(release)
+	require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
+	require.ErrorIs(t, b.client.CancelJob(ctx, r.ID, "ops"), levee.ErrConflict)
+	require.ErrorIs(t, b.client.CancelJob(ctx, "nope", "ops"), levee.ErrNotFound)
+}
+
+func waitState(t *testing.T, b *bundle, id string, want levee.State) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := b.client.Status(context.Background(), id)
+		if err == nil && st.State == want {
+			return
+		}
+		require.False(t, time.Now().After(deadline), "job %s not %s: %+v %v", id, want, st, err)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRetryRetryingRunsNow(t *testing.T) {
+	t.Parallel()
+	b := setup(t, leveetest.Servers(t)[1])
+	ctx := context.Background()
+	var calls atomic.Int32
+	b.startWorker(t, "later", levee.HandlerFunc(func(ctx context.Context, job *levee.Job) (any, error) {
+		if calls.Add(1) == 1 {
+			return nil, levee.RetryAfter(time.Hour, errors.New("come back in an hour"))
+		}
+		return "ok", nil
+	}), levee.Policy{})
+	r, err := b.client.Publish(ctx, "later", nil)
+	require.NoError(t, err)
+	waitState(t, b, r.ID, levee.StateRetrying)
+	require.NoError(t, b.client.RetryJob(ctx, r.ID, "ops"))
+	require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
+	require.EqualValues(t, 2, calls.Load())
+	atts, err := b.client.Attempts(ctx, r.ID)
+	require.NoError(t, err)
+	require.Len(t, atts, 2)
+	require.Contains(t, atts[0].Error, "come back in an hour")
 }

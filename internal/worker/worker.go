@@ -132,6 +132,14 @@ func New(cfg Config) (*Worker, error) {
 		if (k.Handler == nil) == (k.TxHandler == nil) {
 			return nil, fmt.Errorf("worker: kind %q needs exactly one of Handler and TxHandler", k.Name)
 		}
+		// Breaker changes are announced in the fleet registry at once, for operators.
+		onChange := k.Policy.Breaker.OnStateChangeFunc
+		k.Policy.Breaker.OnStateChangeFunc = func(from, to executor.BreakerState) {
+			if onChange != nil {
+				onChange(from, to)
+			}
+			w.pokeFleet()
+		}
 		pl, err := executor.NewPipeline(k.Policy)
 		if err != nil {
 			return nil, fmt.Errorf("kind %q: %w", k.Name, err)
