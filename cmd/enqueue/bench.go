@@ -59,6 +59,7 @@ type benchOptions struct {
 	json         bool
 	cpuProfile   string
 	blockProfile string
+	backlog      int
 }
 
 func newBenchCmd(conn *cli.Connection) *cobra.Command {
@@ -79,6 +80,11 @@ By default bench runs three phases of --jobs jobs each:
            last success. A backlog forms when publishing outruns the workers, so its latency
            measures queueing too; use --rate for the latency at a given load.
 
+With --backlog N it instead publishes N jobs (in chunks, so the publisher's memory stays small),
+then runs the workers for --duration against that backlog and reports their work rate and
+peak RSS; on Linux the peak is reset before the workers start, so the publisher's memory is
+not counted. No latency is measured in this mode.
+
 With --rate (and --duration) it instead publishes at that rate for that long with the workers
 running, waits for the jobs to succeed, and reports the latency at that load.
 
@@ -94,7 +100,8 @@ Exit codes: 0 ok, 1 error (a service unreachable, a job that did not succeed, no
 		Example: `  enqueue bench
   enqueue bench --jobs 5000 --workers 2 --json
   enqueue bench --payload-bytes 4096
-  enqueue bench --rate 1000/s --duration 30s`,
+  enqueue bench --rate 1000/s --duration 30s
+  enqueue bench --backlog 1000000 --duration 30s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBench(cmd, conn, o)
@@ -110,6 +117,7 @@ Exit codes: 0 ok, 1 error (a service unreachable, a job that did not succeed, no
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long --rate publishes")
 	fs.IntVar(&o.dbConns, "db-conns", 0, fmt.Sprintf("Postgres connections per worker; 0 shares %d among the workers, at most 20 each", benchDBConns))
 	fs.BoolVar(&o.json, "json", false, "print the results as one JSON object")
+	fs.IntVar(&o.backlog, "backlog", 0, "instead of the phases: publish this many jobs first, then work for --duration and report the work rate and the peak RSS of the workers alone")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a pprof CPU profile of the work phase (with --rate, of the steady run) to this file")
 	fs.StringVar(&o.blockProfile, "block-profile", "", "write a pprof block profile (goroutines waiting on channels, locks, select) of the same span to this file")
 	return cmd
@@ -132,9 +140,20 @@ func (o *benchOptions) check(fs *pflag.FlagSet) (executor.Rate, error) {
 	if err := queue.ValidateKind(o.kind); err != nil {
 		return executor.Rate{}, &cli.UsageError{Err: err}
 	}
+	if o.backlog != 0 {
+		switch {
+		case o.backlog < 0:
+			return executor.Rate{}, cli.Usagef("invalid --backlog %d: give a number of jobs such as 1000000", o.backlog)
+		case fs.Changed("rate") || fs.Changed("jobs"):
+			return executor.Rate{}, cli.Usagef("give --backlog alone, without --jobs or --rate: it publishes --backlog jobs, then works for --duration")
+		case o.duration <= 0:
+			return executor.Rate{}, cli.Usagef("invalid --duration %s: give a positive duration such as 30s", o.duration)
+		}
+		return executor.Rate{}, nil
+	}
 	if !fs.Changed("rate") {
 		if fs.Changed("duration") {
-			return executor.Rate{}, cli.Usagef("--duration goes with --rate")
+			return executor.Rate{}, cli.Usagef("--duration goes with --rate or --backlog")
 		}
 		return executor.Rate{}, nil
 	}
@@ -163,10 +182,12 @@ func (o *benchOptions) workerConns() int {
 
 // benchReport is what bench prints; its JSON form is --json's.
 type benchReport struct {
-	Mode         string  `json:"mode"` // "burst", or "steady" with --rate
-	Namespace    string  `json:"namespace"`
-	Kind         string  `json:"kind"`
-	Jobs         int     `json:"jobs"` // per phase; with --rate, the jobs published
+	Mode      string `json:"mode"` // "burst", "steady" with --rate, "backlog" with --backlog
+	Namespace string `json:"namespace"`
+	Kind      string `json:"kind"`
+	Jobs      int    `json:"jobs"` // per phase; with --rate, the jobs published; with --backlog, the backlog
+	// Worked is how many of the backlog's jobs the workers finished in --duration (--backlog).
+	Worked       int     `json:"worked,omitempty"`
 	Workers      int     `json:"workers"`
 	Concurrency  int     `json:"concurrency"`
 	PayloadBytes int     `json:"payload_bytes"`
@@ -188,6 +209,9 @@ type benchReport struct {
 	WorkerCPUSeconds float64 `json:"worker_cpu_seconds"`
 	E2ECPUSeconds    float64 `json:"e2e_cpu_seconds,omitempty"`
 	WorkerPeakRSSMB  float64 `json:"worker_peak_rss_mb"`
+	// RSSReset says the peak RSS was reset before the workers started (--backlog on Linux), so
+	// it is the workers' alone, not the publisher's.
+	RSSReset bool `json:"rss_reset,omitempty"`
 
 	Cores           int    `json:"cores"`
 	GoVersion       string `json:"go_version"`
@@ -242,9 +266,12 @@ func runBench(cmd *cobra.Command, conn *cli.Connection, o benchOptions) error {
 	}()
 
 	var rep *benchReport
-	if steady.IsZero() {
+	switch {
+	case o.backlog > 0:
+		rep, err = b.runBacklog(ctx)
+	case steady.IsZero():
 		rep, err = b.runBurst(ctx)
-	} else {
+	default:
 		rep, err = b.runSteady(ctx, steady)
 	}
 	if err != nil {
@@ -524,6 +551,88 @@ func (b *bench) e2ePhase(ctx context.Context, rep *benchReport) error {
 	return fleet.stop()
 }
 
+// backlogChunk is how many jobs --backlog publishes with one PublishBatch.
+const backlogChunk = 10000
+
+// runBacklog publishes --backlog jobs, then works on them for --duration: the work rate and
+// the workers' memory with a deep backlog waiting in the stream.
+func (b *bench) runBacklog(ctx context.Context) (*benchReport, error) {
+	rep := b.report("backlog", b.o.backlog)
+	rep.DurationS = b.o.duration.Seconds()
+	b.note("publishing a backlog of %d jobs", b.o.backlog)
+	u0 := readUsage()
+	start := time.Now()
+	for done := 0; done < b.o.backlog; {
+		n := min(backlogChunk, b.o.backlog-done)
+		if _, err := b.publish(ctx, n); err != nil {
+			return nil, err
+		}
+		done += n
+		if done%(20*backlogChunk) == 0 {
+			b.note("published %d", done)
+		}
+	}
+	rep.publishSeconds = time.Since(start).Seconds()
+	rep.PublishJobsPerSec = perSecond(b.o.backlog, time.Since(start))
+	rep.PublishCPUSeconds = readUsage().cpu.Sub(u0.cpu)
+	rep.RSSReset = resetPeakRSS()
+
+	b.note("working on it for %s with %s", b.o.duration, plural(b.o.workers, "worker", "workers"))
+	tx0, err := b.commits(ctx)
+	if err != nil {
+		return nil, err
+	}
+	u0 = readUsage()
+	stopProfiles, err := b.startProfiles()
+	if err != nil {
+		return nil, err
+	}
+	fleet, err := b.startFleet(ctx)
+	if err != nil {
+		stopProfiles()
+		return nil, err
+	}
+	defer func() { _ = fleet.stop() }()
+	select {
+	case <-ctx.Done():
+	case <-fleet.failed():
+	case <-time.After(b.o.duration):
+	}
+	stopProfiles()
+	if err := fleet.stop(); err != nil {
+		return nil, fmt.Errorf("a worker stopped: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	u1 := readUsage()
+	rep.WorkerCPUSeconds = u1.cpu.Sub(u0.cpu)
+	rep.WorkerPeakRSSMB = float64(peakRSSSinceReset()) / (1 << 20)
+	tx1, err := b.settledCommits(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := b.progress(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.dead > 0 {
+		return nil, fmt.Errorf("%d jobs ended dead (reasons: %s); no-op jobs should all succeed", p.dead, p.reasons)
+	}
+	if p.succeeded == 0 {
+		return nil, fmt.Errorf("no job succeeded in %s", b.o.duration)
+	}
+	first, last, err := b.window(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep.Worked = p.succeeded
+	rep.workSeconds = last.Sub(first).Seconds()
+	rep.WorkJobsPerSec = perSecond(p.succeeded, last.Sub(first))
+	rep.PGTxPerJob = float64(tx1-tx0) / float64(p.succeeded)
+	return rep, nil
+}
+
 // runSteady publishes at rate r for the run's duration with the workers running.
 func (b *bench) runSteady(ctx context.Context, r executor.Rate) (*benchReport, error) {
 	fleet, err := b.startFleet(ctx)
@@ -606,7 +715,9 @@ func (b *bench) describe(ctx context.Context, rep *benchReport) error {
 		return fmt.Errorf("read the Postgres version: %w", err)
 	}
 	rep.PostgresVersion, _, _ = strings.Cut(rep.PostgresVersion, " ") // "15.20 (Debian 15.20-0+deb12u1)"
-	rep.WorkerPeakRSSMB = float64(readUsage().maxRSS) / (1 << 20)
+	if rep.Mode != "backlog" {                                        // measured after the reset, with the workers alone
+		rep.WorkerPeakRSSMB = float64(readUsage().maxRSS) / (1 << 20)
+	}
 	return nil
 }
 
@@ -936,16 +1047,23 @@ func perSecond(n int, d time.Duration) float64 {
 func printBench(w io.Writer, rep *benchReport) error {
 	var buf bytes.Buffer
 	workers := plural(rep.Workers, "worker", "workers")
-	if rep.Mode == "steady" {
+	switch rep.Mode {
+	case "backlog":
+		fmt.Fprintf(&buf, "Levee bench: a backlog of %d %s jobs (%d B payload), worked for %s by %s, concurrency %d\n",
+			rep.Jobs, rep.Kind, rep.PayloadBytes, time.Duration(rep.DurationS*float64(time.Second)), workers, rep.Concurrency)
+	case "steady":
 		fmt.Fprintf(&buf, "Levee bench: %s for %s of %s jobs (%d B payload), %s, concurrency %d\n",
 			rep.Rate, time.Duration(rep.DurationS*float64(time.Second)), rep.Kind, rep.PayloadBytes, workers, rep.Concurrency)
-	} else {
+	default:
 		fmt.Fprintf(&buf, "Levee bench: %d %s jobs per phase (%d B payload), %s, concurrency %d\n",
 			rep.Jobs, rep.Kind, rep.PayloadBytes, workers, rep.Concurrency)
 	}
 	fmt.Fprintf(&buf, "machine: %d cores, %s %s, NATS %s, PostgreSQL %s\n\n",
 		rep.Cores, rep.GoVersion, rep.Platform, rep.NATSServer, rep.PostgresVersion)
 
+	if rep.Mode == "backlog" {
+		return printBacklog(w, &buf, rep)
+	}
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PHASE\tJOBS\tSECONDS\tJOBS/S\tCPU S")
 	if rep.Mode == "steady" {
@@ -978,4 +1096,25 @@ func plural(n int, one, many string) string {
 		return fmt.Sprintf("%d %s", n, one)
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// printBacklog finishes the text report of a --backlog run.
+func printBacklog(w io.Writer, buf *bytes.Buffer, rep *benchReport) error {
+	tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PHASE\tJOBS\tSECONDS\tJOBS/S\tCPU S")
+	fmt.Fprintf(tw, "publish\t%d\t%.2f\t%.0f\t%.2f\tthe backlog, in chunks of %d, no worker running\n",
+		rep.Jobs, rep.publishSeconds, rep.PublishJobsPerSec, rep.PublishCPUSeconds, backlogChunk)
+	fmt.Fprintf(tw, "work\t%d\t%.2f\t%.0f\t%.2f\tfirst claim to last success within --duration\n",
+		rep.Worked, rep.workSeconds, rep.WorkJobsPerSec, rep.WorkerCPUSeconds)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(buf, "\nPostgres: %.3f transactions committed per job while working\n", rep.PGTxPerJob)
+	if rep.RSSReset {
+		fmt.Fprintf(buf, "peak RSS of the workers, %d jobs still waiting in the stream: %.1f MB (reset after publishing)\n", rep.Jobs-rep.Worked, rep.WorkerPeakRSSMB)
+	} else {
+		fmt.Fprintf(buf, "peak RSS of this process, publisher included (it could not be reset here): %.1f MB\n", rep.WorkerPeakRSSMB)
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
 }
