@@ -15,13 +15,15 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 )
 
-// figures are the keys both benches print with --json.
+// figures are the keys both benches print with --json, and the CPU time each run cost.
 type figures struct {
+	Jobs              int     `json:"jobs"`
 	PublishJobsPerSec float64 `json:"publish_jobs_per_sec"`
 	WorkJobsPerSec    float64 `json:"work_jobs_per_sec"`
 	E2EJobsPerSec     float64 `json:"e2e_jobs_per_sec"`
@@ -32,6 +34,18 @@ type figures struct {
 	PGTxPerJob       float64 `json:"pg_tx_per_job"`
 	WorkerCPUSeconds float64 `json:"worker_cpu_seconds"`
 	WorkerPeakRSSMB  float64 `json:"worker_peak_rss_mb"`
+
+	// CPU seconds of the run: the bench process (workers and publisher), and the Postgres and
+	// NATS server processes of this machine (read from /proc; other clients count too).
+	cpuBench, cpuPostgres, cpuNATS float64
+}
+
+// cpuPerJob is the machine CPU the run spent per job worked, in microseconds. Both benches
+// publish and work 2 × jobs jobs (the work phase's backlog and the e2e jobs).
+func (f figures) cpuPerJob() (bench, postgres, nats, total float64) {
+	n := float64(2 * max(f.Jobs, 1))
+	bench, postgres, nats = f.cpuBench/n*1e6, f.cpuPostgres/n*1e6, f.cpuNATS/n*1e6
+	return bench, postgres, nats, bench + postgres + nats
 }
 
 type round struct {
@@ -92,6 +106,7 @@ func measure(ctx context.Context, argv []string) (figures, error) {
 	var out, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = &out, &stderr
+	pg0, nats0 := serverCPU("postgres"), serverCPU("nats-server")
 	if err := cmd.Run(); err != nil {
 		return figures{}, fmt.Errorf("%w: %s", err, lastLine(stderr.String()))
 	}
@@ -99,7 +114,43 @@ func measure(ctx context.Context, argv []string) (figures, error) {
 	if err := json.Unmarshal(out.Bytes(), &f); err != nil {
 		return figures{}, fmt.Errorf("its output is not one JSON object (%v): %s", err, lastLine(out.String()))
 	}
+	f.cpuBench = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	f.cpuPostgres, f.cpuNATS = serverCPU("postgres")-pg0, serverCPU("nats-server")-nats0
 	return f, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux platform Go
+// runs on.
+const clockTicks = 100
+
+// serverCPU sums the CPU seconds of every process named comm, with the time of its exited
+// children (a Postgres session ends within a run; the postmaster reaps it). 0 without /proc.
+func serverCPU(comm string) float64 {
+	dirs, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, d := range dirs {
+		if d.Name()[0] < '0' || d.Name()[0] > '9' {
+			continue
+		}
+		raw, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... field 14 utime, 15 stime, 16 cutime, 17 cstime
+		open, end := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+		if open < 0 || end < open || string(raw[open+1:end]) != comm {
+			continue
+		}
+		fields := strings.Fields(string(raw[end+1:]))
+		if len(fields) < 15 {
+			continue
+		}
+		for _, f := range fields[11:15] { // after ")": state is field 3, so utime (14) is index 11
+			n, _ := strconv.ParseInt(f, 10, 64)
+			ticks += n
+		}
+	}
+	return float64(ticks) / clockTicks
 }
 
 func lastLine(s string) string {
@@ -126,19 +177,27 @@ func median(xs []float64) float64 {
 
 func report(w io.Writer, rounds []round) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\tLevee e2e/s\tRiver e2e/s\te2e ratio\tLevee work/s\tRiver work/s\twork ratio\tLevee p99 ms\tRiver p99 ms\tLevee tx/job\tRiver tx/job\tLevee RSS MB\tRiver RSS MB\t")
-	var e2e, work, le, re, lw, rw []float64
+	fmt.Fprintln(tw, "round\tLevee e2e/s\tRiver e2e/s\te2e ratio\tLevee work/s\tRiver work/s\twork ratio\tLevee p99 ms\tRiver p99 ms\tLevee tx/job\tRiver tx/job\tLevee RSS MB\tRiver RSS MB\tLevee CPU µs/job\tRiver CPU µs/job\t")
+	var e2e, work, le, re, lw, rw, lc, rc []float64
 	for i, r := range rounds {
 		er, wr := ratio(r.levee.E2EJobsPerSec, r.river.E2EJobsPerSec), ratio(r.levee.WorkJobsPerSec, r.river.WorkJobsPerSec)
 		e2e, work = append(e2e, er), append(work, wr)
 		le, re = append(le, r.levee.E2EJobsPerSec), append(re, r.river.E2EJobsPerSec)
 		lw, rw = append(lw, r.levee.WorkJobsPerSec), append(rw, r.river.WorkJobsPerSec)
-		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.3f\t%.3f\t%.0f\t%.0f\t\n", i+1,
+		_, _, _, lcpu := r.levee.cpuPerJob()
+		_, _, _, rcpu := r.river.cpuPerJob()
+		lc, rc = append(lc, lcpu), append(rc, rcpu)
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.3f\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f\t\n", i+1,
 			r.levee.E2EJobsPerSec, r.river.E2EJobsPerSec, er, r.levee.WorkJobsPerSec, r.river.WorkJobsPerSec, wr,
 			r.levee.LatencyMS.P99, r.river.LatencyMS.P99, r.levee.PGTxPerJob, r.river.PGTxPerJob,
-			r.levee.WorkerPeakRSSMB, r.river.WorkerPeakRSSMB)
+			r.levee.WorkerPeakRSSMB, r.river.WorkerPeakRSSMB, lcpu, rcpu)
 	}
-	fmt.Fprintf(tw, "median\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.2f\t\t\t\t\t\t\t\n", median(le), median(re), median(e2e), median(lw), median(rw), median(work))
+	fmt.Fprintf(tw, "median\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.2f\t\t\t\t\t\t\t%.0f\t%.0f\t\n", median(le), median(re), median(e2e), median(lw), median(rw), median(work), median(lc), median(rc))
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\nLevee/River, end to end: %.2f (median of %d rounds); working a backlog: %.2f\n", median(e2e), len(rounds), median(work))
+	lb, lp, ln, _ := rounds[len(rounds)-1].levee.cpuPerJob()
+	rb, rp, rn, _ := rounds[len(rounds)-1].river.cpuPerJob()
+	fmt.Fprintf(w, "CPU per job (last round, µs; Postgres and NATS include any other client of theirs):\n"+
+		"  Levee: bench process %.0f, Postgres %.0f, NATS %.0f\n  River: bench process %.0f, Postgres %.0f, NATS %.0f\n",
+		lb, lp, ln, rb, rp, rn)
 }

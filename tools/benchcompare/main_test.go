@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMedian(t *testing.T) {
@@ -46,5 +47,24 @@ func TestRunFailsOnBadOutput(t *testing.T) {
 	err := run(context.Background(), &strings.Builder{}, 1, bad, ok, 0)
 	if err == nil || !strings.Contains(err.Error(), "not one JSON object") {
 		t.Fatalf("err = %v, want one naming the bad output", err)
+	}
+}
+
+// TestServerCPU finds this test binary by its name and sees the CPU it burns.
+func TestServerCPU(t *testing.T) {
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Skip("no /proc here:", err)
+	}
+	name := strings.TrimSpace(string(comm))
+	before := serverCPU(name)
+	for x, start := 0, time.Now(); time.Since(start) < 300*time.Millisecond; x++ {
+		_ = x * x
+	}
+	if after := serverCPU(name); after-before < 0.1 {
+		t.Errorf("CPU of %q grew by %.2fs over 300 ms of spinning, want ≥ 0.1s", name, after-before)
+	}
+	if got := serverCPU("no-such-process-name"); got != 0 {
+		t.Errorf("CPU of a missing process = %v, want 0", got)
 	}
 }
