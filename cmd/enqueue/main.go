@@ -8,6 +8,10 @@
 //	enqueue dlq list|show|replay|purge|capture-orphans
 //	                                 inspect dead jobs, replay them safely, purge them
 //	enqueue bench                    publish and work N noop jobs through real workers; report rates
+//	enqueue jobs|find                list the ledger's jobs; find a job by id or idempotency key
+//	enqueue retry|cancel ID          run a dead or retrying job again; cancel a queued or retrying one
+//	enqueue pause|resume KIND        stop and restart the fleet's pulls of a kind
+//	enqueue breaker reset KIND       close a kind's circuit breaker on every worker
 //
 // Every command takes --nats-url, --database-url and --namespace (or LEVEE_NATS_URL,
 // LEVEE_DATABASE_URL, LEVEE_NAMESPACE). Exit codes: 0 ok, 1 error, 2 usage; status adds 3 to 5.
@@ -75,6 +79,7 @@ Exit codes: 0 ok, 1 error, 2 usage error; see 'enqueue status --help' for status
 	root.AddCommand(newStatsCmd(&conn))
 	root.AddCommand(newDLQCmd(&conn))
 	root.AddCommand(newBenchCmd(&conn))
+	root.AddCommand(newOperatorCmds(&conn)...)
 	return root
 }
 
