@@ -12,6 +12,7 @@
 //	enqueue retry|cancel ID          run a dead or retrying job again; cancel a queued or retrying one
 //	enqueue pause|resume KIND        stop and restart the fleet's pulls of a kind
 //	enqueue breaker reset KIND       close a kind's circuit breaker on every worker
+//	enqueue ui                       serve the web dashboard (package dashboard) on --addr
 //
 // Every command takes --nats-url, --database-url and --namespace (or LEVEE_NATS_URL,
 // LEVEE_DATABASE_URL, LEVEE_NAMESPACE). Exit codes: 0 ok, 1 error, 2 usage; status adds 3 to 5.
@@ -80,6 +81,7 @@ Exit codes: 0 ok, 1 error, 2 usage error; see 'enqueue status --help' for status
 	root.AddCommand(newDLQCmd(&conn))
 	root.AddCommand(newBenchCmd(&conn))
 	root.AddCommand(newOperatorCmds(&conn)...)
+	root.AddCommand(newUICmd(&conn))
 	return root
 }
 

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/levee-dev/levee/dashboard"
+)
+
+func TestUIUsageErrors(t *testing.T) {
+	t.Parallel()
+	users := filepath.Join(t.TempDir(), "users")
+	require.NoError(t, os.WriteFile(users, []byte("ada:admin:-\n"), 0o600))
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--addr", "0.0.0.0:8080"}, "not loopback: serving it needs authentication"},
+		{[]string{"--addr", "no-port"}, "invalid --addr"},
+		{[]string{"--min-poll", "100ms"}, "invalid --min-poll"},
+		{[]string{"--trusted-proxy-header", "X-User"}, "go together"},
+		{[]string{"--trusted-proxy-header", "X-User", "--trusted-proxies", "10.0.0.0/33"}, "invalid --trusted-proxies"},
+		{[]string{"--users-file", users}, `role "admin"`},
+		{[]string{"--users-file", filepath.Join(t.TempDir(), "missing")}, "--users-file"},
+	}
+	for _, c := range cases {
+		r := runCLI(t, "", append([]string{"ui", "--nats-url", unreachableNATS}, c.args...)...)
+		assert.Equal(t, 2, r.code, c.args)
+		assert.Contains(t, r.stderr, c.want, c.args)
+		assert.Equal(t, 2, strings.Count(r.stderr, "\n"), "one line and the pointer to --help: %q", r.stderr)
+	}
+}
+
+func TestUIServesAndStops(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx, stop := context.WithCancel(context.Background())
+	out, w := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		args := []string{"ui", "--addr", "127.0.0.1:0", "--read-only", "--nats-url", b.natsURL, "--database-url", b.dbURL, "--namespace", b.ns}
+		done <- run(ctx, args, strings.NewReader(""), w, io.Discard)
+		_ = w.Close()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	require.Contains(t, line, "dashboard on http://")
+	url := strings.Fields(strings.TrimPrefix(line, "dashboard on "))[0]
+
+	resp, err := http.Get(url + "/kinds")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, dashboard.ContentSecurityPolicy, resp.Header.Get("Content-Security-Policy"))
+	resp, err = http.Post(url+"/kinds/charge/pause", "application/x-www-form-urlencoded", nil)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode, "--read-only refuses changes")
+
+	stop()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("enqueue ui did not stop")
+	}
+}

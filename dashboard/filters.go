@@ -1,0 +1,175 @@
+package dashboard
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/levee-dev/levee"
+)
+
+// dlqForm is the DLQ filter as the forms and URLs carry it: the same choices as
+// `enqueue dlq list` (--kind, --reason, --since, --older-than).
+type dlqForm struct {
+	Kind      string
+	Reason    string
+	Since     string // died within the last DURATION
+	OlderThan string // died longer ago than DURATION
+}
+
+func dlqFormFrom(v url.Values) dlqForm {
+	return dlqForm{
+		Kind: strings.TrimSpace(v.Get("kind")), Reason: strings.TrimSpace(v.Get("reason")),
+		Since: strings.TrimSpace(v.Get("since")), OlderThan: strings.TrimSpace(v.Get("older_than")),
+	}
+}
+
+// filter is the levee.DLQFilter the form means at now, or an error naming the bad field.
+func (f dlqForm) filter(now time.Time) (levee.DLQFilter, error) {
+	out := levee.DLQFilter{Kind: f.Kind, Reason: f.Reason}
+	since, older, err := ages(f.Since, f.OlderThan)
+	if err != nil {
+		return out, err
+	}
+	if since > 0 {
+		out.Since = now.Add(-since)
+	}
+	if older > 0 {
+		out.Before = now.Add(-older)
+	}
+	return out, nil
+}
+
+// Query is the form as URL query parameters (empty ones left out).
+func (f dlqForm) Query() string {
+	v := url.Values{}
+	set(v, "kind", f.Kind)
+	set(v, "reason", f.Reason)
+	set(v, "since", f.Since)
+	set(v, "older_than", f.OlderThan)
+	return v.Encode()
+}
+
+// String describes the filter for people and the audit log.
+func (f dlqForm) String() string {
+	var parts []string
+	for _, p := range [][2]string{{"kind", f.Kind}, {"reason", f.Reason}, {"since", f.Since}, {"older-than", f.OlderThan}} {
+		if p[1] != "" {
+			parts = append(parts, p[0]+"="+p[1])
+		}
+	}
+	if len(parts) == 0 {
+		return "every dead job"
+	}
+	return strings.Join(parts, " ")
+}
+
+// jobsForm is the jobs page's filter.
+type jobsForm struct {
+	State     string
+	Kind      string
+	Since     string // enqueued within the last DURATION
+	OlderThan string // enqueued longer ago than DURATION
+	Cursor    string
+}
+
+func jobsFormFrom(v url.Values) jobsForm {
+	return jobsForm{
+		State: strings.TrimSpace(v.Get("state")), Kind: strings.TrimSpace(v.Get("kind")),
+		Since: strings.TrimSpace(v.Get("since")), OlderThan: strings.TrimSpace(v.Get("older_than")),
+		Cursor: v.Get("cursor"),
+	}
+}
+
+// jobStates are the states the jobs page filters on.
+var jobStates = []levee.State{levee.StateQueued, levee.StateRunning, levee.StateRetrying, levee.StateSucceeded, levee.StateDead}
+
+func (f jobsForm) filter(now time.Time) (levee.JobFilter, error) {
+	out := levee.JobFilter{State: levee.State(f.State), Kind: f.Kind, Cursor: f.Cursor}
+	if f.State != "" {
+		ok := false
+		for _, s := range jobStates {
+			ok = ok || string(s) == f.State
+		}
+		if !ok {
+			return out, fmt.Errorf("unknown state %q: choose queued, running, retrying, succeeded or dead", f.State)
+		}
+	}
+	since, older, err := ages(f.Since, f.OlderThan)
+	if err != nil {
+		return out, err
+	}
+	if since > 0 {
+		out.Since = now.Add(-since)
+	}
+	if older > 0 {
+		out.Until = now.Add(-older)
+	}
+	return out, nil
+}
+
+// Query is the filter as URL query parameters, without the cursor.
+func (f jobsForm) Query() string {
+	v := url.Values{}
+	set(v, "state", f.State)
+	set(v, "kind", f.Kind)
+	set(v, "since", f.Since)
+	set(v, "older_than", f.OlderThan)
+	return v.Encode()
+}
+
+func set(v url.Values, k, s string) {
+	if s != "" {
+		v.Set(k, s)
+	}
+}
+
+// ages reads the since and older-than fields.
+func ages(sinceText, olderText string) (since, older time.Duration, err error) {
+	if sinceText != "" {
+		if since, err = parseAge(sinceText); err != nil {
+			return 0, 0, fmt.Errorf("since %q: %w", sinceText, err)
+		}
+	}
+	if olderText != "" {
+		if older, err = parseAge(olderText); err != nil {
+			return 0, 0, fmt.Errorf("older than %q: %w", olderText, err)
+		}
+	}
+	if since > 0 && older > 0 && since <= older {
+		return 0, 0, fmt.Errorf("since %s and older than %s select nothing: since must be the longer one", sinceText, olderText)
+	}
+	return since, older, nil
+}
+
+var errAgeSyntax = errors.New("give a duration such as 90s, 15m, 1h30m or 30d")
+
+// parseAge reads an age as `enqueue dlq list` does: a Go duration, or a whole number of
+// days alone or before one (30d, 1d12h). It must be positive.
+func parseAge(s string) (time.Duration, error) {
+	days, rest, hasDays := strings.Cut(s, "d")
+	var d time.Duration
+	if hasDays {
+		n, err := strconv.ParseUint(days, 10, 32)
+		if err != nil || n > 36500 {
+			return 0, errAgeSyntax
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		rest = s
+	}
+	if rest != "" {
+		x, err := time.ParseDuration(rest)
+		if err != nil || x < 0 {
+			return 0, errAgeSyntax
+		}
+		d += x
+	}
+	if d <= 0 {
+		return 0, errAgeSyntax
+	}
+	return d, nil
+}
