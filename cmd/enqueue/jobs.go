@@ -1,0 +1,125 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// jobsOptions are jobs's flags.
+type jobsOptions struct {
+	state  string
+	kind   string
+	since  string
+	limit  int
+	cursor string
+	json   bool
+}
+
+func newJobsCmd(conn *cli.Connection) *cobra.Command {
+	var o jobsOptions
+	cmd := &cobra.Command{
+		Use:   "jobs",
+		Short: "List jobs from the ledger, newest first",
+		Long: `List the jobs of the Postgres ledger, newest first by enqueued time: one line each with its id,
+kind, state, attempts, age and reason or last error. Queued jobs wait in NATS, not in the
+ledger: 'enqueue stats' counts them, 'enqueue status ID' finds one.
+
+The listing pages by cursor (never by offset, never with a count over the ledger): when more
+jobs match than --limit, a note on stderr gives the --cursor of the next page.
+
+With --json, it prints one JSON object per line, each as 'status --json' prints it.
+
+` + operatorExitCodes,
+		Example: `  enqueue jobs
+  enqueue jobs --state dead --kind charge --since 1h
+  enqueue jobs --state retrying --json | jq -r .id
+  enqueue jobs --limit 500 --cursor MTc2NDI2...`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runJobs(cmd, conn, o)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.state, "state", "", "only jobs in this state: running, retrying, succeeded or dead")
+	fs.StringVar(&o.kind, "kind", "", "only jobs of this kind")
+	fs.StringVar(&o.since, "since", "", "only jobs enqueued within the last DURATION, e.g. 1h or 7d")
+	fs.IntVar(&o.limit, "limit", levee.DefaultJobsLimit, fmt.Sprintf("at most this many jobs (1 to %d)", levee.MaxJobsLimit))
+	fs.StringVar(&o.cursor, "cursor", "", "continue a listing where the previous one stopped")
+	fs.BoolVar(&o.json, "json", false, "print JSON Lines")
+	return cmd
+}
+
+func runJobs(cmd *cobra.Command, conn *cli.Connection, o jobsOptions) error {
+	f := levee.JobFilter{State: levee.State(o.state), Kind: o.kind, Limit: o.limit, Cursor: o.cursor}
+	if o.kind != "" {
+		if err := queue.ValidateKind(o.kind); err != nil {
+			return cli.Usagef("invalid --kind: %w", err)
+		}
+	}
+	if o.limit < 1 || o.limit > levee.MaxJobsLimit {
+		return cli.Usagef("invalid --limit %d: give 1 to %d", o.limit, levee.MaxJobsLimit)
+	}
+	now := time.Now()
+	if o.since != "" {
+		d, err := parseAge(o.since)
+		if err != nil {
+			return cli.Usagef("invalid --since %q: %w", o.since, err)
+		}
+		f.Since = now.Add(-d)
+	}
+	ctx := cmd.Context()
+	c, err := openOperatorClient(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	page, err := c.Jobs(ctx, f)
+	if err != nil {
+		return operatorError(err)
+	}
+	out := cmd.OutOrStdout()
+	if o.json {
+		enc := json.NewEncoder(out)
+		for _, j := range page.Jobs {
+			if err := enc.Encode(j); err != nil {
+				return err
+			}
+		}
+	} else {
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tKIND\tSTATE\tATTEMPTS\tAGE\tREASON / LAST ERROR")
+		for _, j := range page.Jobs {
+			age := ""
+			if j.EnqueuedAt != nil {
+				age = now.Sub(*j.EnqueuedAt).Round(time.Second).String()
+			}
+			note := j.Reason
+			if j.LastError != "" {
+				note = joinNote(note, j.LastError)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", j.ID, j.Kind, j.State, j.Attempts, age, oneLineTruncated(note, lastErrorWidth))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if page.Next != "" {
+		fmt.Fprintf(cmd.ErrOrStderr(), "more jobs match: add --cursor %s for the next page\n", page.Next)
+	}
+	return nil
+}
+
+func joinNote(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + ": " + b
+}
