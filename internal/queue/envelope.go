@@ -156,6 +156,11 @@ func (n Names) Decode(subject string, hdr nats.Header, data []byte, streamTime t
 		if err != nil {
 			return env, fmt.Errorf("%w: header %s is %q, want RFC 3339", ErrMalformed, HeaderEnqueuedAt, v)
 		}
+		// Msg writes the time in UTC, and an offset can carry 0000-01-01 or 9999-12-31 out of
+		// the four-digit years RFC 3339 allows: such a job could not be re-published.
+		if y := t.UTC().Year(); y < 0 || y > 9999 {
+			return env, fmt.Errorf("%w: header %s is %q, want a time between years 0000 and 9999 in UTC", ErrMalformed, HeaderEnqueuedAt, v)
+		}
 		env.EnqueuedAt = t
 	}
 	if v := hdr.Get(HeaderFallbackOf); v != "" {

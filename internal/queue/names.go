@@ -67,7 +67,8 @@ func ValidateID(id string) error {
 }
 
 // ValidateKey reports whether key can be an idempotency key: non-empty, at most MaxKeyLen
-// bytes, no control characters (it travels in a header).
+// bytes, no control characters and no space at either end (it travels in a header, and NATS
+// trims header values, so " a" would arrive as "a").
 func ValidateKey(key string) error {
 	if key == "" {
 		return errors.New("invalid idempotency key: empty")
@@ -77,6 +78,9 @@ func ValidateKey(key string) error {
 	}
 	if strings.ContainsFunc(key, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		return errors.New("invalid idempotency key: contains control characters")
+	}
+	if key[0] == ' ' || key[len(key)-1] == ' ' {
+		return fmt.Errorf("invalid idempotency key %q: starts or ends with a space, which NATS headers drop; trim it", key)
 	}
 	return nil
 }

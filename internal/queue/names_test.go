@@ -100,6 +100,8 @@ func TestValidateID(t *testing.T) {
 		{"tab", "a\tb", false},
 		{"newline", "a\nb", false},
 		{"del", "a\x7fb", false},
+		{"leading space", " order-42", false},
+		{"trailing space", "order-42 ", false},
 		{"non ascii", "caf\u00e9", false},
 	}
 	for _, tt := range tests {
@@ -132,6 +134,8 @@ func TestValidateKey(t *testing.T) {
 		{"carriage return", "a\rb", false},
 		{"nul", "a\x00b", false},
 		{"del", "a\x7fb", false},
+		{"leading space", " order-42", false},
+		{"trailing space", "order-42 ", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
