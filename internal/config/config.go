@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -147,7 +148,7 @@ func Parse(data []byte) (*File, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("empty config: define at least one kind under \"kinds:\"")
 		}
-		return nil, friendlyYAMLError(err)
+		return nil, friendlyYAMLError(err, data)
 	}
 	// A second pass finds each kind's line, for messages about the kind as a whole.
 	var lines struct {
@@ -190,9 +191,15 @@ func Parse(data []byte) (*File, error) {
 	return f, nil
 }
 
-func friendlyYAMLError(err error) error {
+func friendlyYAMLError(err error, data []byte) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	if !strings.Contains(msg, "line ") {
+		// The YAML reader gives no position for bytes it cannot read; find them.
+		if line := unreadableLine(data); line > 0 {
+			msg = fmt.Sprintf("line %d: %s", line, msg)
+		}
+	}
 	if m := unknownFieldRE.FindStringSubmatch(msg); m != nil {
 		where := map[string]string{
 			"fileYAML": "at top level (want kinds)", "kindYAML": "in a kind",
@@ -202,6 +209,25 @@ func friendlyYAMLError(err error) error {
 		return fmt.Errorf("line %s: unknown key %q %s", m[1], m[2], where)
 	}
 	return errors.New(strings.ReplaceAll(msg, "\n  ", "; "))
+}
+
+// unreadableLine returns the line of the first byte YAML cannot read (invalid UTF-8, or a
+// control character other than tab, CR and LF), or 0 if there is none.
+func unreadableLine(data []byte) int {
+	line := 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		printable := r == '\t' || r == '\n' || r == '\r' || (r >= 0x20 && r <= 0x7e) || r == 0x85 ||
+			(r >= 0xa0 && r <= 0xd7ff) || (r >= 0xe000 && r <= 0xfffd) || (r >= 0x10000 && r <= utf8.MaxRune)
+		if (r == utf8.RuneError && size == 1) || !printable {
+			return line
+		}
+		if r == '\n' {
+			line++
+		}
+		i += size
+	}
+	return 0
 }
 
 func (y kindYAML) resolve(name string) (Kind, error) {

@@ -1,0 +1,166 @@
+package config_test
+
+import (
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// FuzzParse feeds Parse arbitrary documents. It must never panic, give the same answer twice,
+// refuse with one line that names a key or a line, and accept only kinds that keep every
+// documented bound.
+func FuzzParse(f *testing.F) {
+	for _, doc := range []string{
+		"",
+		"\x00",
+		"kinds: {}\n",
+		"kinds:\n  charge:\n    handler: noop\n",
+		`
+kinds:
+  charge:
+    handler: http
+    max_attempts: 8
+    timeout: 10s
+    backoff: {base: 2s, max: 1m}
+    concurrency: 4
+    ack_wait: 1m
+    max_deliveries: 50
+    fleet_concurrency: 100
+    rate: 50/s
+    burst: 10
+    http:
+      allow: ["https://api.example.com/v1/"]
+    breaker: {window: 1m, min_calls: 10, failure_rate: 0.25, open_for: 15s, half_open_calls: 2}
+    fallback: charge_backup
+    fallback_after: 2m
+  charge_backup:
+    handler: noop
+    rate: 3000/m
+`,
+		// Duplicate keys, at every level.
+		"kinds:\n  a:\n    handler: noop\n  a:\n    handler: http\n",
+		"kinds:\n  a:\n    handler: noop\n    handler: http\n",
+		"kinds: {a: {handler: noop}}\nkinds: {b: {handler: noop}}\n",
+		// Wrong shapes and types.
+		"kinds: [a, b]\n",
+		"kinds:\n  a: noop\n",
+		"kinds:\n  a:\n    handler: [noop]\n",
+		"kinds:\n  a:\n    handler: noop\n    timeout: {s: 1}\n",
+		"kinds:\n  a:\n    handler: noop\n    max_attempts: 1e3\n",
+		"kinds:\n  a:\n    handler: noop\n    max_attempts: 99999999999999999999\n",
+		"kinds:\n  a:\n    handler: noop\n    breaker: {failure_rate: .nan}\n",
+		"kinds:\n  a:\n    handler: noop\n    breaker: {failure_rate: .inf}\n",
+		"kinds:\n  a:\n    handler: noop\n    rate: 9223372036854775807/s\n",
+		"kinds:\n  a:\n    handler: noop\n    timeout: 9999999999h\n",
+		"kinds:\n  a:\n    handler: noop\n    timeout: 1ns\n    ack_wait: 1s\n",
+		"kinds:\n  a:\n    handler: noop\n    timeout: ~\n",
+		"kinds:\n  ~:\n    handler: noop\n",
+		"kinds:\n  \"\":\n    handler: noop\n",
+		"kinds:\n  \"a\\nb\":\n    handler: noop\n",
+		"kinds:\n  1:\n    handler: noop\n",
+		"kinds:\n  a:\n    handler: noop\n    fallback: \"B\"\n",
+		// Anchors, aliases, merge keys, tags, several documents, flow style.
+		"base: &b {handler: noop}\nkinds: {a: *b}\n",
+		"kinds:\n  a: &a {handler: noop}\n  b:\n    <<: *a\n    max_attempts: 3\n",
+		"kinds: !!map {a: !!map {handler: !!str noop}}\n",
+		"kinds: {a: {handler: noop}}\n---\nkinds: {b: {handler: nope}}\n",
+		"a: &a [*a]\n",
+		"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b]\n",
+		// Broken YAML: tabs, unclosed flow, odd indentation, control characters, invalid UTF-8,
+		// a byte-order mark, deep nesting.
+		"kinds:\n\ta:\n\t\thandler: noop\n",
+		"kinds: [\n",
+		"kinds:\n  a:\n   handler: noop\n  b:\n handler: noop\n",
+		"kinds:\n  a:\n    handler: \"no\x00op\"\n",
+		"kinds:\n  a:\n    handler: no\x07op\n",
+		"kinds:\n  \xff\xfe:\n    handler: noop\n",
+		"\ufeffkinds:\n  a:\n    handler: noop\n",
+		strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+		"kinds:\n  a:\n    handler: noop\n    http: {allow: [" + strings.Repeat(`"https://x/",`, 1000) + "]}\n",
+	} {
+		f.Add([]byte(doc))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		file, err := config.Parse(doc)
+		again, err2 := config.Parse(doc)
+		if (err == nil) != (err2 == nil) || (err != nil && err.Error() != err2.Error()) || !reflect.DeepEqual(file, again) {
+			t.Fatalf("Parse is not deterministic: %v, then %v", err, err2)
+		}
+		if err != nil {
+			checkParseError(t, err)
+			return
+		}
+		checkFile(t, file)
+	})
+}
+
+// namesKeyOrLine matches what a config error must point at: a line, the kinds section, or a
+// key path kinds.<kind>[.<key>].
+var namesKeyOrLine = regexp.MustCompile(`line \d+|\bkinds\b|"kinds:"`)
+
+func checkParseError(t *testing.T, err error) {
+	t.Helper()
+	msg := err.Error()
+	if strings.TrimSpace(msg) == "" || strings.ContainsAny(msg, "\r\n") {
+		t.Fatalf("error is not one non-empty line: %q", msg)
+	}
+	if !namesKeyOrLine.MatchString(msg) {
+		t.Fatalf("error %q names neither a key nor a line", msg)
+	}
+}
+
+func checkFile(t *testing.T, file *config.File) {
+	t.Helper()
+	if len(file.Kinds) == 0 {
+		t.Fatal("accepted a file without kinds")
+	}
+	names := map[string]bool{}
+	for _, k := range file.Kinds {
+		names[k.Name] = true
+	}
+	if len(names) != len(file.Kinds) || !sort.SliceIsSorted(file.Kinds, func(i, j int) bool { return file.Kinds[i].Name < file.Kinds[j].Name }) {
+		t.Fatalf("kinds are not unique and in name order: %+v", file.Kinds)
+	}
+	for _, k := range file.Kinds {
+		bad := func(format string, args ...any) {
+			t.Helper()
+			t.Fatalf("accepted kind %q: "+format, append([]any{k.Name}, args...)...)
+		}
+		if err := queue.ValidateKind(k.Name); err != nil {
+			bad("%v", err)
+		}
+		if k.Handler != config.HandlerHTTP && k.Handler != config.HandlerNoop {
+			bad("handler %q", k.Handler)
+		}
+		if k.MaxAttempts < 1 || k.MaxAttempts > queue.MaxAttemptsLimit || k.MaxDeliveries <= k.MaxAttempts {
+			bad("max_attempts %d, max_deliveries %d", k.MaxAttempts, k.MaxDeliveries)
+		}
+		if k.Timeout <= 0 || k.BackoffBase <= 0 || k.BackoffMax < k.BackoffBase || k.AckWait < time.Second || k.FallbackAfter < 0 {
+			bad("durations %s %s %s %s %s", k.Timeout, k.BackoffBase, k.BackoffMax, k.AckWait, k.FallbackAfter)
+		}
+		if k.Concurrency < 1 || k.Concurrency > 10000 || k.FleetConcurrency < 1 {
+			bad("concurrency %d, fleet_concurrency %d", k.Concurrency, k.FleetConcurrency)
+		}
+		if err := k.Breaker.Defaults().Validate(); err != nil {
+			bad("%v", err)
+		}
+		if k.Rate.IsZero() != (k.Burst == 0) || k.Burst < 0 {
+			bad("rate %s with burst %d", k.Rate, k.Burst)
+		}
+		if k.Fallback != "" && (k.Fallback == k.Name || !names[k.Fallback]) {
+			bad("fallback %q", k.Fallback)
+		}
+		if k.FallbackAfter > 0 && k.Fallback == "" {
+			bad("fallback_after without fallback")
+		}
+		if len(k.HTTPAllow) > 0 && k.Handler != config.HandlerHTTP {
+			bad("http.allow on handler %q", k.Handler)
+		}
+	}
+}
