@@ -97,8 +97,9 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 var errNotAllowed = errors.New("URL is not in this kind's http.allow list")
 
 // allowed reports whether u is under an allowed prefix. URLs with credentials or with "." or
-// ".." path segments (plain or percent-encoded) are refused outright: a server resolving
-// /v1/../admin would otherwise escape an allowed /v1/ prefix.
+// ".." path segments (plain or percent-encoded, separated by / or \, with or without ;params)
+// are refused outright: a server resolving /v1/../admin, /v1/..\admin or /v1/..;/admin would
+// otherwise escape an allowed /v1/ prefix.
 func (h *HTTP) allowed(u *url.URL) bool {
 	if u.User != nil || hasDotSegment(u.Path) || hasDotSegment(u.EscapedPath()) || strings.Contains(strings.ToLower(u.EscapedPath()), "%2e") {
 		return false
@@ -112,12 +113,29 @@ func (h *HTTP) allowed(u *url.URL) bool {
 }
 
 func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
+	for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
+		seg, _, _ = strings.Cut(seg, ";") // Tomcat and others read "..;x" as ".."
 		if seg == "." || seg == ".." {
 			return true
 		}
 	}
 	return false
+}
+
+// validHeader reports whether name is an HTTP token and value has no control characters
+// other than tab: what net/http sends. Anything else would fail in the transport, looking
+// like a connection error, instead of being refused as an invalid payload.
+func validHeader(name, value string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return !strings.ContainsFunc(value, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f })
 }
 
 // Work calls the job's URL once. 2xx succeeds; 408, 425, 429 and 5xx (except 501), timeouts
@@ -149,6 +167,9 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 		return nil, invalid(fmt.Errorf("http payload: %w", err))
 	}
 	for k, v := range p.Header {
+		if !validHeader(k, v) {
+			return nil, invalid(fmt.Errorf("http payload: header %q: want a token for the name and no control characters in the value", k))
+		}
 		req.Header.Set(k, v)
 	}
 	if contentType != "" && req.Header.Get("Content-Type") == "" {
