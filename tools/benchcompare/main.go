@@ -1,7 +1,9 @@
-// Command benchcompare runs `enqueue bench --json` and River's `riverbench --json`
-// (bench/river) back to back for several rounds, alternating which goes first, and prints each
-// round's figures, the ratio Levee/River, and the medians. `make bench-compare` builds both
-// binaries and runs it.
+// Command benchcompare runs two benchmark commands that print one JSON object with enqueue
+// bench's keys (by default `enqueue bench --json` and River's `riverbench --json`, from
+// bench/river) back to back for several rounds, alternating which goes first, and prints each
+// round's figures, the ratio of the first to the second, and the medians. `make bench-compare`
+// builds both binaries and runs it; scripts/bench-durable.sh uses it to put two NATS settings
+// side by side.
 package main
 
 import (
@@ -48,6 +50,12 @@ func (f figures) cpuPerJob() (bench, postgres, nats, total float64) {
 	return bench, postgres, nats, bench + postgres + nats
 }
 
+// labels name the two commands in the report; natsProcess is the NATS server's process name.
+var (
+	labels      = [2]string{"Levee", "River"}
+	natsProcess = "nats-server"
+)
+
 type round struct {
 	levee, river figures
 }
@@ -57,6 +65,8 @@ func main() {
 		rounds = flag.Int("rounds", 3, "rounds; each runs both, alternating which goes first")
 		levee  = flag.String("levee", "bin/enqueue bench --json --jobs 20000", "the Levee command (its output: one JSON object)")
 		river  = flag.String("river", "bench/river/bin/riverbench --json --jobs 20000", "the River command (its output: one JSON object)")
+		names  = flag.String("names", "Levee,River", "the two commands' names in the report, comma-separated")
+		natsPs = flag.String("nats-process", "nats-server", "process name of the NATS server, for its CPU time")
 		pause  = flag.Duration("pause", 3*time.Second, "pause between runs, to let Postgres and NATS settle")
 	)
 	flag.Parse()
@@ -64,6 +74,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchcompare: --rounds must be at least 1")
 		os.Exit(2)
 	}
+	a, b, ok := strings.Cut(*names, ",")
+	if !ok || a == "" || b == "" {
+		fmt.Fprintf(os.Stderr, "benchcompare: invalid --names %q: give two names separated by a comma\n", *names)
+		os.Exit(2)
+	}
+	labels = [2]string{a, b}
+	natsProcess = *natsPs
 	if err := run(context.Background(), os.Stdout, *rounds, strings.Fields(*levee), strings.Fields(*river), *pause); err != nil {
 		fmt.Fprintln(os.Stderr, "benchcompare:", err)
 		os.Exit(1)
@@ -106,7 +123,7 @@ func measure(ctx context.Context, argv []string) (figures, error) {
 	var out, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = &out, &stderr
-	pg0, nats0 := serverCPU("postgres"), serverCPU("nats-server")
+	pg0, nats0 := serverCPU("postgres"), serverCPU(natsProcess)
 	if err := cmd.Run(); err != nil {
 		return figures{}, fmt.Errorf("%w: %s", err, lastLine(stderr.String()))
 	}
@@ -115,7 +132,7 @@ func measure(ctx context.Context, argv []string) (figures, error) {
 		return figures{}, fmt.Errorf("its output is not one JSON object (%v): %s", err, lastLine(out.String()))
 	}
 	f.cpuBench = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
-	f.cpuPostgres, f.cpuNATS = serverCPU("postgres")-pg0, serverCPU("nats-server")-nats0
+	f.cpuPostgres, f.cpuNATS = serverCPU("postgres")-pg0, serverCPU(natsProcess)-nats0
 	return f, nil
 }
 
@@ -177,7 +194,8 @@ func median(xs []float64) float64 {
 
 func report(w io.Writer, rounds []round) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\tLevee e2e/s\tRiver e2e/s\te2e ratio\tLevee work/s\tRiver work/s\twork ratio\tLevee p99 ms\tRiver p99 ms\tLevee tx/job\tRiver tx/job\tLevee RSS MB\tRiver RSS MB\tLevee CPU µs/job\tRiver CPU µs/job\t")
+	a, b := labels[0], labels[1]
+	fmt.Fprintf(tw, "round\t%[1]s e2e/s\t%[2]s e2e/s\te2e ratio\t%[1]s work/s\t%[2]s work/s\twork ratio\t%[1]s p99 ms\t%[2]s p99 ms\t%[1]s tx/job\t%[2]s tx/job\t%[1]s RSS MB\t%[2]s RSS MB\t%[1]s CPU µs/job\t%[2]s CPU µs/job\t\n", a, b)
 	var e2e, work, le, re, lw, rw, lc, rc []float64
 	for i, r := range rounds {
 		er, wr := ratio(r.levee.E2EJobsPerSec, r.river.E2EJobsPerSec), ratio(r.levee.WorkJobsPerSec, r.river.WorkJobsPerSec)
@@ -194,10 +212,10 @@ func report(w io.Writer, rounds []round) {
 	}
 	fmt.Fprintf(tw, "median\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.2f\t\t\t\t\t\t\t%.0f\t%.0f\t\n", median(le), median(re), median(e2e), median(lw), median(rw), median(work), median(lc), median(rc))
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\nLevee/River, end to end: %.2f (median of %d rounds); working a backlog: %.2f\n", median(e2e), len(rounds), median(work))
+	fmt.Fprintf(w, "\n%s/%s, end to end: %.2f (median of %d rounds); working a backlog: %.2f\n", a, b, median(e2e), len(rounds), median(work))
 	lb, lp, ln, _ := rounds[len(rounds)-1].levee.cpuPerJob()
 	rb, rp, rn, _ := rounds[len(rounds)-1].river.cpuPerJob()
 	fmt.Fprintf(w, "CPU per job (last round, µs; Postgres and NATS include any other client of theirs):\n"+
-		"  Levee: bench process %.0f, Postgres %.0f, NATS %.0f\n  River: bench process %.0f, Postgres %.0f, NATS %.0f\n",
-		lb, lp, ln, rb, rp, rn)
+		"  %s: bench process %.0f, Postgres %.0f, NATS %.0f\n  %s: bench process %.0f, Postgres %.0f, NATS %.0f\n",
+		a, lb, lp, ln, b, rb, rp, rn)
 }
