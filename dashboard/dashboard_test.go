@@ -61,8 +61,8 @@ func (b *bundle) do(r *http.Request) *httptest.ResponseRecorder {
 	return w
 }
 
-func post(target string, form url.Values) *http.Request {
-	r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(form.Encode()))
+func post(t *testing.T, target string, form url.Values) *http.Request {
+	r := httptest.NewRequestWithContext(t.Context(), http.MethodPost, target, strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return r
 }
@@ -112,7 +112,7 @@ func TestRoutes(t *testing.T) {
 	b := setup(t, Options{})
 	for _, rt := range getRoutes {
 		t.Run(rt.path, func(t *testing.T) {
-			w := b.do(httptest.NewRequest(http.MethodGet, rt.path, nil))
+			w := b.do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, rt.path, nil))
 			assert.Equal(t, rt.status, w.Code, w.Body.String())
 			assert.Equal(t, ContentSecurityPolicy, w.Header().Get("Content-Security-Policy"))
 			assert.Equal(t, "nosniff", w.Header().Get("X-Content-Type-Options"))
@@ -159,7 +159,7 @@ func TestStateChangesRefused(t *testing.T) {
 	for _, c := range cases {
 		for _, rt := range postRoutes {
 			t.Run(c.name+rt.path, func(t *testing.T) {
-				r := post(rt.path, rt.form)
+				r := post(t, rt.path, rt.form)
 				c.modify(r)
 				w := c.b.do(r)
 				assert.Equal(t, c.status, w.Code, w.Body.String())
@@ -185,7 +185,7 @@ func TestReadOnlyAndViewersSeeNoButtons(t *testing.T) {
 			t.Parallel()
 			b := setup(t, opts)
 			for _, path := range []string{"/", "/kinds", "/jobs", "/dlq"} {
-				r := httptest.NewRequest(http.MethodGet, path, nil)
+				r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, path, nil)
 				r.SetBasicAuth("vic", "pw")
 				w := b.do(r)
 				require.Equal(t, http.StatusOK, w.Code, path)
@@ -229,7 +229,7 @@ func TestAuthentication(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/", nil)
 			c.modify(r)
 			w := b.do(r)
 			assert.Equal(t, c.status, w.Code)

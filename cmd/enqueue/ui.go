@@ -110,7 +110,7 @@ func runUI(cmd *cobra.Command, conn *cli.Connection, o uiOptions) error {
 		return &cli.UsageError{Err: err}
 	}
 	defer d.Close()
-	ln, err := net.Listen("tcp", o.addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", o.addr)
 	if err != nil {
 		return fmt.Errorf("listen on --addr %s: %w", o.addr, err)
 	}

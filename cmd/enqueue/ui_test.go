@@ -58,12 +58,16 @@ func TestUIServesAndStops(t *testing.T) {
 	require.Contains(t, line, "dashboard on http://")
 	url := strings.Fields(strings.TrimPrefix(line, "dashboard on "))[0]
 
-	resp, err := http.Get(url + "/kinds")
+	get, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url+"/kinds", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(get)
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Equal(t, dashboard.ContentSecurityPolicy, resp.Header.Get("Content-Security-Policy"))
-	resp, err = http.Post(url+"/kinds/charge/pause", "application/x-www-form-urlencoded", nil)
+	post, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url+"/kinds/charge/pause", nil)
+	require.NoError(t, err)
+	resp, err = http.DefaultClient.Do(post)
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusForbidden, resp.StatusCode, "--read-only refuses changes")
