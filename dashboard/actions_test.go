@@ -1,0 +1,152 @@
+package dashboard
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/levee-dev/levee"
+)
+
+// deadJobs publishes n jobs of kind, which no worker serves, and captures them into the DLQ
+// (reason no_handler). It returns their ids.
+func (b *bundle) deadJobs(t *testing.T, kind string, n int) []string {
+	t.Helper()
+	ctx := t.Context()
+	for i := range n {
+		_, err := b.client.Publish(ctx, kind, map[string]int{"n": i})
+		require.NoError(t, err)
+	}
+	var ids []string
+	got, err := b.client.CaptureOrphans(ctx, kind, 0, false, func(id string) { ids = append(ids, id) })
+	require.NoError(t, err)
+	require.Equal(t, n, got)
+	return ids
+}
+
+// location is where a 303 sends the browser, with its msg and err.
+func location(t *testing.T, w *httptest.ResponseRecorder) (path, msg, errText string) {
+	t.Helper()
+	require.Equal(t, http.StatusSeeOther, w.Code, w.Body.String())
+	u, err := url.Parse(w.Header().Get("Location"))
+	require.NoError(t, err)
+	return u.Path, u.Query().Get("msg"), u.Query().Get("err")
+}
+
+func (b *bundle) auditActions(t *testing.T) []string {
+	t.Helper()
+	entries, err := b.client.AuditLog(t.Context(), 100)
+	require.NoError(t, err)
+	var out []string
+	for _, e := range entries {
+		out = append(out, string(e.Actor)+" "+e.Action+" "+e.Target)
+	}
+	return out
+}
+
+func TestOperatorActions(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	ids := b.deadJobs(t, "charge", 3)
+
+	t.Run("pause and resume a kind", func(t *testing.T) {
+		path, msg, errText := location(t, b.do(post(t, "/kinds/charge/pause", nil)))
+		assert.Equal(t, "/kinds", path)
+		assert.Equal(t, "kind charge is paused", msg)
+		assert.Empty(t, errText)
+		ov, err := b.client.Overview(t.Context(), 0)
+		require.NoError(t, err)
+		paused := map[string]bool{}
+		for _, k := range ov.Kinds {
+			paused[k.Kind] = k.Paused
+		}
+		assert.True(t, paused["charge"])
+		_, msg, _ = location(t, b.do(post(t, "/kinds/charge/resume", url.Values{"back": {"/?x=1"}})))
+		assert.Equal(t, "kind charge is resumed", msg)
+		assert.Contains(t, b.auditActions(t), "ui:local pause charge")
+	})
+
+	t.Run("a refused action says why", func(t *testing.T) {
+		path, _, errText := location(t, b.do(post(t, "/jobs/01JC9X3V8J4T6M2Q7R5W0YBZ1N/cancel", nil)))
+		assert.Equal(t, "/jobs/01JC9X3V8J4T6M2Q7R5W0YBZ1N", path)
+		assert.NotEmpty(t, errText)
+		_, _, errText = location(t, b.do(post(t, "/dlq/replay", nil)))
+		assert.Contains(t, errText, "select dead jobs first")
+	})
+
+	t.Run("back never leaves the dashboard", func(t *testing.T) {
+		for _, evil := range []string{"https://evil.example/", "//evil.example/x", "/\\evil.example"} {
+			path, _, _ := location(t, b.do(post(t, "/kinds/charge/resume", url.Values{"back": {evil}})))
+			assert.Equal(t, "/kinds", path, evil)
+		}
+	})
+
+	t.Run("replay selected", func(t *testing.T) {
+		_, msg, errText := location(t, b.do(post(t, "/dlq/replay", url.Values{"id": {ids[0]}, "back": {"/dlq?kind=charge"}})))
+		assert.Equal(t, "replayed 1 dead job(s)", msg)
+		assert.Empty(t, errText)
+		_, err := b.client.DeadJob(t.Context(), ids[0])
+		require.ErrorIs(t, err, levee.ErrJobNotFound)
+		assert.Contains(t, b.auditActions(t), "ui:local dlq.replay "+ids[0])
+	})
+
+	t.Run("bulk purge needs the typed count", func(t *testing.T) {
+		form := url.Values{"action": {"purge"}, "kind": {"charge"}, "confirm": {"3"}}
+		w := b.do(post(t, "/dlq/bulk", form))
+		assert.Equal(t, http.StatusConflict, w.Code)
+		assert.Contains(t, w.Body.String(), "type the number of matching jobs, 2")
+
+		form.Set("confirm", "2")
+		path, _, _ := location(t, b.do(post(t, "/dlq/bulk", form)))
+		require.Regexp(t, `^/tasks/\w+$`, path)
+		var p taskProgress
+		require.Eventually(t, func() bool {
+			w := b.do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, path+"/progress", nil))
+			require.Equal(t, http.StatusOK, w.Code)
+			require.NoError(t, json.Unmarshal(w.Body.Bytes(), &p))
+			return p.Finished
+		}, 10*time.Second, 20*time.Millisecond)
+		assert.Equal(t, 2, p.Done, p.Errors)
+		assert.Equal(t, 100, p.Percent)
+		for _, id := range ids[1:] {
+			_, err := b.client.DeadJob(t.Context(), id)
+			require.ErrorIs(t, err, levee.ErrJobNotFound)
+		}
+		audit := b.auditActions(t)
+		assert.Contains(t, audit, "ui:local dlq.purge_all kind=charge")
+		assert.Contains(t, audit, "ui:local dlq.purge_all.done kind=charge")
+		w = b.do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, path, nil))
+		assert.Equal(t, http.StatusOK, w.Code)
+		assert.Contains(t, w.Body.String(), `data-finished="true"`)
+		assert.Contains(t, w.Body.String(), strconv.Itoa(2)+"</span> done")
+	})
+}
+
+// Close stops a bulk action between two jobs and waits for it: nothing it started runs on.
+// Not parallel, so that other tests' goroutines do not come and go meanwhile.
+func TestCloseStopsBulkActions(t *testing.T) {
+	b := setup(t, Options{})
+	b.dash.Close() // setup's dashboard is not the one under test
+	b.deadJobs(t, "mail", 20)
+	leaks := goleak.IgnoreCurrent()
+	d, err := New(b.client, Options{})
+	require.NoError(t, err)
+	b.dash = d
+	path, _, _ := location(t, b.do(post(t, "/dlq/bulk", url.Values{"action": {"purge"}, "confirm": {"20"}})))
+	d.Close()
+	p := d.tasks.get(path[len("/tasks/"):]).progress()
+	assert.True(t, p.Finished)
+	if p.Done < 20 { // stopped early: the task says so
+		require.NotEmpty(t, p.Errors)
+		assert.Contains(t, p.Errors[len(p.Errors)-1], "shutting down")
+	}
+	goleak.VerifyNone(t, leaks)
+}
