@@ -79,6 +79,7 @@ var getRoutes = []struct {
 	{"/jobs?since=nonsense", http.StatusBadRequest},
 	{"/jobs?q=no-such-key", http.StatusNotFound},
 	{"/jobs/01JC9X3V8J4T6M2Q7R5W0YBZ1N", http.StatusNotFound},
+	{"/jobs/not.an*id", http.StatusBadRequest},
 	{"/dlq", http.StatusOK},
 	{"/dlq?kind=charge&reason=max_attempts&since=2d&older_than=1h", http.StatusOK},
 	{"/dlq?since=1h&older_than=2h", http.StatusBadRequest},

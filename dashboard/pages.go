@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/queue"
 )
 
 // maxListed bounds the dead jobs the DLQ page lists one by one (the groups count them all).
@@ -130,6 +131,10 @@ type jobData struct {
 func (d *Dashboard) job(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.PathValue("id")
+	if err := queue.ValidateID(id); err != nil {
+		d.deny(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
 	st, err := d.svc.Status(ctx, id)
 	if errors.Is(err, levee.ErrJobNotFound) || errors.Is(err, levee.ErrNotFound) {
 		d.deny(w, r, http.StatusNotFound, "no job "+id+": it is neither waiting in the stream nor in the ledger")

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -34,13 +35,16 @@ type scanCache struct {
 	svc    Service
 	maxAge time.Duration
 	group  singleflight.Group
+	// one lets one scan run at a time, whatever the filters asked for: each reads the
+	// whole DLQ.
+	one chan struct{}
 
 	mu      sync.Mutex
 	results map[string]*deadScan // by dlqForm.Query()
 }
 
 func newScanCache(svc Service, maxAge time.Duration) *scanCache {
-	return &scanCache{svc: svc, maxAge: maxAge, results: map[string]*deadScan{}}
+	return &scanCache{svc: svc, maxAge: maxAge, results: map[string]*deadScan{}, one: make(chan struct{}, 1)}
 }
 
 // scan returns the dead jobs matching f, oldest first, from a scan at most maxAge old
@@ -64,6 +68,12 @@ func (c *scanCache) scan(ctx context.Context, f dlqForm, fresh bool) (*deadScan,
 		// One scan serves every waiting request: it must not end with the first one's.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scanTimeout)
 		defer cancel()
+		select {
+		case c.one <- struct{}{}:
+			defer func() { <-c.one }()
+		case <-sctx.Done():
+			return nil, fmt.Errorf("scan the dead-letter queue: %w", sctx.Err())
+		}
 		s := &deadScan{At: time.Now()}
 		for dj, err := range c.svc.DeadJobs(sctx, filter) {
 			if err != nil {
