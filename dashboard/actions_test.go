@@ -1,11 +1,14 @@
 package dashboard
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,4 +152,48 @@ func TestCloseStopsBulkActions(t *testing.T) {
 		assert.Contains(t, p.Errors[len(p.Errors)-1], "shutting down")
 	}
 	goleak.VerifyNone(t, leaks)
+}
+
+// countingClient is the real client, counting the calls of a job page.
+type countingClient struct {
+	*levee.Client
+	status atomic.Int64
+}
+
+func (c *countingClient) Status(ctx context.Context, id string) (*levee.JobStatus, error) {
+	c.status.Add(1)
+	return c.Client.Status(ctx, id)
+}
+
+// The refresh script's polls of a page share one rendering per MinPoll: ten tabs polling cost
+// what one does.
+func TestPollsShareOneRendering(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	id := b.deadJobs(t, "charge", 1)[0]
+	cc := &countingClient{Client: b.client}
+	d, err := New(cc, Options{MinPoll: time.Hour})
+	require.NoError(t, err)
+	t.Cleanup(d.Close)
+	b.dash = d
+	var wg sync.WaitGroup
+	bodies := make([]string, 10)
+	for i := range bodies {
+		wg.Go(func() {
+			r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/jobs/"+id, nil)
+			r.Header.Set("X-Levee-Partial", "1")
+			w := b.do(r)
+			assert.Equal(t, http.StatusOK, w.Code)
+			bodies[i] = w.Body.String()
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, int64(1), cc.status.Load(), "one rendering for ten polls")
+	for _, body := range bodies {
+		assert.Equal(t, bodies[0], body)
+		assert.NotContains(t, body, "<html", "a poll gets the page's content only")
+	}
+	w := b.do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/jobs/"+id, nil))
+	assert.Equal(t, http.StatusOK, w.Code)
+	assert.Equal(t, int64(2), cc.status.Load(), "a page view (not a poll) renders afresh")
 }

@@ -199,5 +199,5 @@ func (d *Dashboard) routes() http.Handler {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.deny(w, r, http.StatusForbidden, "cross-origin request refused: use the dashboard's own pages")
 	}))
-	return d.secure(d.authenticate(cop.Handler(mux)))
+	return d.secure(d.authenticate(cop.Handler(newPollCache(d.opts.MinPoll).wrap(mux))))
 }

@@ -20,8 +20,8 @@
 //	/audit           who did what
 //
 // Load: counts come from Service.Overview, computed at most once per MinPoll and shared by all
-// requests and tabs; DLQ scans are cached the same way per filter. Ten open tabs cost what
-// one does.
+// requests and tabs; DLQ scans are cached the same way per filter, one at a time; the refresh
+// script's polls of a page share one rendering per MinPoll. Ten open tabs cost what one does.
 //
 // Security: without Users or a trusted proxy header the handler answers only loopback clients.
 // Roles are viewer (read) and operator (read and act). Options.ReadOnly refuses every state
