@@ -1,0 +1,297 @@
+//go:build unix
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/leveetest"
+)
+
+// kindName is the kind every scenario runs: the built-in http handler charging the downstream.
+const kindName = "charge"
+
+// rigConfig shapes one scenario's system.
+type rigConfig struct {
+	// natsServers is 1 (default) or 3 (a cluster, streams with 3 replicas).
+	natsServers int
+	// ackWait is the kind's ack_wait and lease. Default 2s.
+	ackWait time.Duration
+	// maxAttempts and maxDeliveries of the kind. Defaults 5 and 20.
+	maxAttempts, maxDeliveries int
+	// concurrency per worker. Default 10.
+	concurrency int
+	// minDelay and maxDelay bound how long a charge takes at the downstream. Default 5-30ms.
+	minDelay, maxDelay time.Duration
+}
+
+// rig is one scenario's system: its NATS server(s), the Postgres proxy, the downstream, a
+// client to publish and inspect, and the worker processes.
+type rig struct {
+	t       *testing.T
+	name    string
+	dir     string
+	ns      string
+	cfg     rigConfig
+	nats    *natsCluster
+	pg      *leveetest.Proxy
+	dbURL   string // through the proxy
+	pool    *pgxpool.Pool
+	down    *downstream
+	client  *levee.Client
+	config  string
+	workers []*proc
+	start   time.Time
+	// injected counts the faults the test injected (kill -9, SIGSTOP, server kills, cuts);
+	// republished counts jobs a publisher sent again after an error; published counts jobs
+	// stored.
+	injected, republished, published atomic.Int64
+}
+
+func newRig(t *testing.T, name string, cfg rigConfig) *rig {
+	t.Helper()
+	cfg.natsServers = max(cfg.natsServers, 1)
+	if cfg.ackWait == 0 {
+		cfg.ackWait = 2 * time.Second
+	}
+	if cfg.maxAttempts == 0 {
+		cfg.maxAttempts = 5
+	}
+	if cfg.maxDeliveries == 0 {
+		cfg.maxDeliveries = 20
+	}
+	if cfg.concurrency == 0 {
+		cfg.concurrency = 10
+	}
+	if cfg.maxDelay == 0 {
+		cfg.minDelay, cfg.maxDelay = 5*time.Millisecond, 30*time.Millisecond
+	}
+	directURL := leveetest.DatabaseURL(t)
+	r := &rig{t: t, name: name, dir: t.TempDir(), ns: leveetest.Namespace(t), cfg: cfg, pool: leveetest.Pool(t)}
+	binaries(t)
+	r.nats = startNATS(t, r.dir, cfg.natsServers)
+	r.pg = leveetest.NewProxy(t, pgTarget(t, directURL))
+	r.dbURL = proxiedURL(t, directURL, r.pg.Addr())
+	r.down = newDownstream(t, cfg.minDelay, cfg.maxDelay)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = idempotency.DropSchema(ctx, r.pool, r.ns)
+	})
+
+	r.config = filepath.Join(r.dir, "levee.yaml")
+	yaml := fmt.Sprintf(`kinds:
+  %s:
+    handler: http
+    max_attempts: %d
+    max_deliveries: %d
+    timeout: 5s
+    ack_wait: %s
+    backoff: {base: 100ms, max: 1s}
+    concurrency: %d
+    http:
+      allow: [%q]
+`, kindName, cfg.maxAttempts, cfg.maxDeliveries, cfg.ackWait, cfg.concurrency, r.down.srv.URL+"/")
+	require.NoError(t, os.WriteFile(r.config, []byte(yaml), 0o644))
+	r.start = time.Now()
+	return r
+}
+
+// connectClient opens the client that publishes and inspects; in a cluster, call it only once
+// the workers have created the streams (a client creates missing streams with one replica).
+func (r *rig) connectClient() {
+	t := r.t
+	t.Helper()
+	c, err := levee.NewClient(context.Background(), levee.ClientConfig{
+		NATSURL: r.nats.url(), DatabaseURL: leveetest.DatabaseURL(t), Namespace: r.ns,
+	})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	r.client = c
+}
+
+// startWorker starts one supervised worker process (restarted 300ms after it dies) with the
+// extra environment env.
+func (r *rig) startWorker(env ...string) *proc {
+	t := r.t
+	t.Helper()
+	worker, _ := binaries(t)
+	name := fmt.Sprintf("w%d", len(r.workers)+1)
+	p := startProc(t, &proc{
+		name: "worker " + name, path: worker, env: env, restart: 300 * time.Millisecond,
+		logPath: filepath.Join(r.dir, name+".log"),
+		args: []string{"--config", r.config, "--namespace", r.ns, "--nats-url", r.nats.url(),
+			"--database-url", r.dbURL, "--http-addr", "", "--id", name, "--log-level", "debug",
+			"--shutdown-timeout", "2s", "--stream-replicas", fmt.Sprint(min(len(r.nats.servers), 3))},
+	})
+	r.workers = append(r.workers, p)
+	return p
+}
+
+// waitStarted waits until every worker has logged that it started (it serves its kinds).
+func (r *rig) waitStarted() {
+	t := r.t
+	t.Helper()
+	for _, w := range r.workers {
+		r.waitLog(w, 0, "worker started", 1)
+	}
+}
+
+// waitLog waits until p's log, from offset, has n lines containing s.
+func (r *rig) waitLog(p *proc, offset int64, s string, n int) {
+	t := r.t
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := 0
+		for _, l := range p.logLines(offset) {
+			if strings.Contains(l, s) {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d lines with %q after 60s, want %d\n%s", p.name, got, s, n, p.logTail(20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// jobs returns n charge jobs with ids prefix-00000 and on; each charges the order named by its
+// id, under the key that is its id.
+func (r *rig) jobs(prefix string, n int) []levee.JobSpec {
+	specs := make([]levee.JobSpec, n)
+	for i := range specs {
+		id := fmt.Sprintf("%s-%05d", prefix, i)
+		specs[i] = levee.JobSpec{Kind: kindName, ID: id, Payload: map[string]any{
+			"url": r.down.url(), "body": map[string]string{"order": id},
+		}}
+	}
+	return specs
+}
+
+// publish publishes specs, publishing again with the same ids whatever was refused or
+// unanswered (a server down, a timeout), until all are stored or ctx ends.
+func (r *rig) publish(ctx context.Context, specs []levee.JobSpec) error {
+	pending := specs
+	for len(pending) > 0 {
+		res, err := r.client.PublishBatch(ctx, pending, nil)
+		// A batch that failed as a whole is sent again in full: what was stored meanwhile is
+		// deduplicated by its id (Nats-Msg-Id), as any publisher retry is.
+		again := pending
+		if err == nil {
+			again = nil
+			for i, pr := range res {
+				if pr.Err != nil {
+					again = append(again, pending[i])
+				}
+			}
+		}
+		r.published.Add(int64(len(pending) - len(again)))
+		if len(again) > 0 {
+			r.republished.Add(int64(len(again)))
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("publish: %d of %d jobs still unpublished: %w", len(again), len(specs), ctx.Err())
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+		pending = again
+	}
+	return nil
+}
+
+// waitCharged waits until the downstream has made n charges.
+func (r *rig) waitCharged(ctx context.Context, n int64) {
+	t := r.t
+	t.Helper()
+	for r.down.charged.Load() < n {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("downstream made %d charges, waited for %d: %v", r.down.charged.Load(), n, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// grepLogs counts the lines of every worker's log that contain s.
+func (r *rig) grepLogs(s string) int {
+	n := 0
+	for _, w := range r.workers {
+		for _, l := range w.logLines(0) {
+			if strings.Contains(l, s) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// faults totals the faults of the scenario: those the test injected, and the worker deaths
+// it did not cause (crashes by the test hook).
+func (r *rig) faults() int {
+	n := int(r.injected.Load())
+	for _, w := range r.workers {
+		w.mu.Lock()
+		n += max(0, w.starts-1-w.kills)
+		w.mu.Unlock()
+	}
+	return n
+}
+
+// publishPaced publishes specs in batches of 10 every 30ms (so that publishing spans the
+// faults), retrying as publish does; the result arrives on the returned channel.
+func (r *rig) publishPaced(ctx context.Context, specs []levee.JobSpec) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < len(specs); i += 10 {
+			if err := r.publish(ctx, specs[i:min(i+10, len(specs))]); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(30 * time.Millisecond)
+		}
+		done <- nil
+	}()
+	return done
+}
+
+// waitPublished waits until n jobs are stored.
+func (r *rig) waitPublished(ctx context.Context, n int64) {
+	t := r.t
+	t.Helper()
+	for r.published.Load() < n {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d jobs published, waited for %d: %v", r.published.Load(), n, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// dumpLogs shows the tail of every process log when the test failed.
+func (r *rig) dumpLogs() {
+	if !r.t.Failed() {
+		return
+	}
+	for _, p := range r.workers {
+		r.t.Logf("--- %s (%s), last lines:\n%s", p.name, p.logPath, p.logTail(15))
+	}
+	for _, s := range r.nats.servers {
+		r.t.Logf("--- %s, last lines:\n%s", s.name, s.logTail(10))
+	}
+}

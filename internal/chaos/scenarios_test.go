@@ -1,0 +1,320 @@
+//go:build unix
+
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/leveetest"
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// settle bounds how long a scenario may take to finish its jobs after the faults.
+func settle() time.Duration { return time.Duration(size(60, 300)) * time.Second }
+
+func ids(specs []levee.JobSpec) []string {
+	out := make([]string, len(specs))
+	for i, s := range specs {
+		out[i] = s.ID
+	}
+	return out
+}
+
+// killPoints returns n distinct charge counts in [lo, hi) of total, sorted: the moments, by
+// progress, at which a scenario strikes.
+func killPoints(total, n int, lo, hi float64) []int64 {
+	pts := make([]int64, n)
+	for i := range pts {
+		pts[i] = int64(float64(total) * (lo + rand.Float64()*(hi-lo)))
+	}
+	slices.Sort(pts)
+	return pts
+}
+
+// 1. kill -9 a random worker at random moments while the jobs run across 3 workers.
+func TestChaosKillWorkers(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "1 kill -9 workers", rigConfig{})
+	defer r.dumpLogs()
+	n, kills := size(200, 2000), size(3, 10)
+	for range 3 {
+		r.startWorker()
+	}
+	r.waitStarted()
+	r.connectClient()
+	ctx, cancel := context.WithTimeout(context.Background(), settle())
+	defer cancel()
+	specs := r.jobs("kill", n)
+	require.NoError(t, r.publish(ctx, specs))
+	for _, at := range killPoints(n, kills, 0.05, 0.9) {
+		r.waitCharged(ctx, at)
+		w := r.workers[rand.N(len(r.workers))]
+		t.Logf("kill -9 %s at %d charges", w.name, r.down.charged.Load())
+		w.kill9()
+		r.injected.Add(1)
+	}
+	r.check(ids(specs), settle())
+}
+
+// 2. kill -9 right after the downstream call and before the ledger commit (test hook
+// LEVEE_TEST_CRASH=after-call): the redelivery calls again with the same key, the provider
+// makes no second charge, and the job succeeds once.
+func TestChaosCrashAfterCall(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "2 kill -9 after call, before commit", rigConfig{})
+	defer r.dumpLogs()
+	n, crashes := size(200, 2000), size(5, 20)
+	for range 2 {
+		r.startWorker("LEVEE_TEST_CRASH=after-call:crash")
+	}
+	r.waitStarted()
+	r.connectClient()
+	ctx, cancel := context.WithTimeout(context.Background(), settle())
+	defer cancel()
+	specs := append(r.jobs("job", n-crashes), r.jobs("crash", crashes)...)
+	rand.Shuffle(len(specs), func(i, j int) { specs[i], specs[j] = specs[j], specs[i] })
+	require.NoError(t, r.publish(ctx, specs))
+	rp := r.check(ids(specs), settle())
+
+	_, callsPerKey, _ := r.down.snapshot()
+	for i := range crashes {
+		id := r.jobs("crash", crashes)[i].ID
+		require.GreaterOrEqual(t, callsPerKey[id], 2, "job %s: the worker should have crashed after its first call and called again", id)
+	}
+	starts := 0
+	for _, w := range r.workers {
+		starts += w.startCount()
+	}
+	require.GreaterOrEqual(t, starts-len(r.workers), crashes, "every crash key should have killed a worker once")
+	require.GreaterOrEqual(t, rp.RepeatedCalls, crashes)
+}
+
+// 3. Zombie: SIGSTOP a worker past its lease and AckWait, let another finish its jobs, SIGCONT:
+// the zombie writes nothing and acks nothing.
+func TestChaosZombie(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "3 zombie (SIGSTOP past lease)", rigConfig{concurrency: 5,
+		minDelay: 200 * time.Millisecond, maxDelay: 400 * time.Millisecond})
+	defer r.dumpLogs()
+	n := size(60, 400)
+	zombie := r.startWorker()
+	r.startWorker()
+	r.waitStarted()
+	r.connectClient()
+	ctx, cancel := context.WithTimeout(context.Background(), settle())
+	defer cancel()
+	specs := r.jobs("zombie", n)
+	require.NoError(t, r.publish(ctx, specs))
+	r.waitLog(zombie, 0, `"job succeeded"`, 3) // it is working: it has attempts in flight
+
+	require.True(t, zombie.signal(syscall.SIGSTOP), "SIGSTOP the zombie")
+	r.injected.Add(1)
+	stoppedAt := time.Now()
+	t.Logf("SIGSTOP %s at %d charges", zombie.name, r.down.charged.Load())
+	// Its jobs are taken over (fence 2) once lease and AckWait lapse: wait for one to succeed.
+	keys := pgx.Identifier{r.ns, "keys"}.Sanitize()
+	for {
+		var taken int
+		require.NoError(t, r.pool.QueryRow(ctx, "SELECT count(*) FROM "+keys+" WHERE fence > 1 AND state = 'succeeded'").Scan(&taken))
+		if taken > 0 && time.Since(stoppedAt) > 3*r.cfg.ackWait {
+			break
+		}
+		require.NoError(t, ctx.Err(), "no job of the stopped worker was taken over")
+		time.Sleep(200 * time.Millisecond)
+	}
+	offset := zombie.logSize()
+	require.True(t, zombie.signal(syscall.SIGCONT), "SIGCONT the zombie")
+	t.Logf("SIGCONT %s after %s", zombie.name, time.Since(stoppedAt).Round(time.Millisecond))
+	r.check(ids(specs), settle())
+
+	// What the zombie did after waking: it must find its leases lost, and commit (so ack)
+	// none of the jobs taken over from it.
+	rows, err := r.pool.Query(ctx, "SELECT job_id FROM "+keys+" WHERE fence > 1")
+	require.NoError(t, err)
+	takenIDs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	taken := map[string]bool{}
+	for _, id := range takenIDs {
+		taken[id] = true
+	}
+	lost, wrote := 0, 0
+	for _, line := range zombie.logLines(offset) {
+		var rec struct {
+			Msg   string `json:"msg"`
+			JobID string `json:"job_id"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if strings.Contains(rec.Msg, "lease lost") {
+			lost++
+		}
+		if rec.Msg == "job succeeded" && taken[rec.JobID] {
+			wrote++
+			t.Errorf("zombie committed job %s, which another worker took over", rec.JobID)
+		}
+	}
+	t.Logf("zombie after SIGCONT: %d lease-lost attempts (nothing written, not acked), %d jobs taken over by the other worker", lost, len(takenIDs))
+	require.Positive(t, lost, "the zombie should have woken with attempts whose lease was lost")
+	require.Zero(t, wrote)
+}
+
+// 4. Restart the NATS server (kill -9, start on the same store, sync_interval: always) while
+// jobs are published and run; publishers retry with the same ids.
+func TestChaosRestartNATS(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "4 NATS kill -9 and restart", rigConfig{})
+	defer r.dumpLogs()
+	n := size(300, 2000)
+	for range 2 {
+		r.startWorker()
+	}
+	r.waitStarted()
+	r.connectClient()
+	ctx, cancel := context.WithTimeout(context.Background(), settle())
+	defer cancel()
+	specs := r.jobs("natsrestart", n)
+	published := r.publishPaced(ctx, specs)
+	restarts := size(1, 3)
+	for i := range restarts {
+		r.waitPublished(ctx, int64(n*(i+1)/(restarts+1)))
+		s := r.nats.servers[0]
+		t.Logf("kill -9 %s at %d published, %d charges", s.name, r.published.Load(), r.down.charged.Load())
+		s.kill9()
+		r.injected.Add(1)
+		time.Sleep(time.Second)
+		s.startAgain(t)
+		waitJetStream(t, s)
+		t.Logf("%s restarted on the same store", s.name)
+	}
+	require.NoError(t, <-published)
+	r.check(ids(specs), settle())
+	t.Logf("jobs published again after an error (same ids): %d", r.republished.Load())
+}
+
+// 5. Postgres connections cut for 5s mid-run (commits in flight included): no ack without a
+// commit, every job finishes once, no key stays in progress.
+func TestChaosCutPostgres(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "5 Postgres cut 5s", rigConfig{})
+	defer r.dumpLogs()
+	n, cuts := size(300, 2000), size(1, 3)
+	for range 2 {
+		r.startWorker()
+	}
+	r.waitStarted()
+	r.connectClient()
+	ctx, cancel := context.WithTimeout(context.Background(), settle())
+	defer cancel()
+	specs := r.jobs("pgcut", n)
+	require.NoError(t, r.publish(ctx, specs))
+	for _, at := range killPoints(n, cuts, 0.1, 0.6) {
+		r.waitCharged(ctx, at)
+		t.Logf("cut Postgres at %d charges", r.down.charged.Load())
+		r.pg.Cut()
+		r.injected.Add(1)
+		time.Sleep(5 * time.Second)
+		r.pg.Restore()
+		t.Logf("Postgres restored at %d charges", r.down.charged.Load())
+	}
+	r.check(ids(specs), settle())
+	t.Logf("commits that failed in the cut (not acked): %d; claims handed back: %d",
+		r.grepLogs("commit outcome failed"), r.grepLogs("ledger unavailable"))
+}
+
+// 6. A poison job that crashes every worker that pulls it (LEVEE_TEST_CRASH=before-claim) is
+// dead-lettered via max deliveries; the kind's other jobs are unaffected.
+func TestChaosPoison(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "6 poison job crashes workers", rigConfig{maxAttempts: 2, maxDeliveries: 3})
+	defer r.dumpLogs()
+	n := size(100, 1000)
+	for range 2 {
+		r.startWorker("LEVEE_TEST_CRASH=before-claim:poison")
+	}
+	r.waitStarted()
+	r.connectClient()
+	ctx, cancel := context.WithTimeout(context.Background(), settle())
+	defer cancel()
+	specs := append(r.jobs("poison", 1), r.jobs("healthy", n-1)...)
+	require.NoError(t, r.publish(ctx, specs))
+	rp := r.check(ids(specs), settle())
+	dj, err := r.client.DeadJob(ctx, specs[0].ID)
+	require.NoError(t, err, "the poison job is dead-lettered")
+	require.Equal(t, "max_deliveries", dj.Reason, "the poison job is dead-lettered via max deliveries")
+	t.Logf("poison job %s: dead, reason %s: %s", dj.ID, dj.Reason, dj.LastError)
+
+	// Known limitation (docs/reliability.md): healthy jobs pulled in the same batch as the
+	// poison die with it each time (JetStream redelivers them together), never reach a claim,
+	// and are dead-lettered with it via max_deliveries. They are neither lost nor charged
+	// twice, and can be replayed; at most one pulled batch of them.
+	var collateral []string
+	for dj, err := range r.client.DeadJobs(ctx, levee.DLQFilter{}) {
+		require.NoError(t, err)
+		if dj.ID != specs[0].ID {
+			require.Equal(t, "max_deliveries", dj.Reason, "healthy job %s dead for another reason", dj.ID)
+			collateral = append(collateral, dj.ID)
+		}
+	}
+	t.Logf("healthy jobs dead-lettered with the poison (same pulled batch): %d %v", len(collateral), collateral)
+	require.LessOrEqual(t, len(collateral), 64, "more healthy jobs dead than one pulled batch")
+	require.Equal(t, n-1-len(collateral), rp.Succeeded)
+}
+
+// 7. A cluster of 3 NATS servers with R3 streams: kill -9 the jobs stream's leader mid-run;
+// work continues and nothing is lost.
+func TestChaosClusterKillServer(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "7 R3 cluster, leader kill -9", rigConfig{natsServers: 3})
+	defer r.dumpLogs()
+	n := size(300, 2000)
+	for range 2 {
+		r.startWorker()
+	}
+	r.waitStarted() // the workers create the streams with 3 replicas before the client exists
+	r.connectClient()
+	ctx, cancel := context.WithTimeout(context.Background(), settle())
+	defer cancel()
+	specs := r.jobs("cluster", n)
+	published := r.publishPaced(ctx, specs)
+	r.waitPublished(ctx, int64(n/2))
+	leader := r.streamLeader()
+	for _, s := range r.nats.servers {
+		if s.name == leader {
+			t.Logf("kill -9 %s (leader of the jobs stream) at %d charges", s.name, r.down.charged.Load())
+			s.kill9()
+			r.injected.Add(1)
+		}
+	}
+	require.NoError(t, <-published)
+	r.check(ids(specs), settle())
+	t.Logf("jobs published again after an error (same ids): %d", r.republished.Load())
+}
+
+// streamLeader names the server leading the jobs stream's replicas.
+func (r *rig) streamLeader() string {
+	t := r.t
+	t.Helper()
+	names, err := queue.NewNames(r.ns)
+	require.NoError(t, err)
+	nc := leveetest.Conn(t, r.nats.url())
+	js, err := nc.JetStream()
+	require.NoError(t, err)
+	si, err := js.StreamInfo(names.JobsStream(), nats.MaxWait(5*time.Second))
+	require.NoError(t, err)
+	require.NotNil(t, si.Cluster, "the jobs stream should be clustered")
+	require.Len(t, si.Cluster.Replicas, 2, "the jobs stream should have 3 replicas")
+	return si.Cluster.Leader
+}
