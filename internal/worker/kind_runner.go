@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -50,6 +51,9 @@ type attempt struct {
 // errorPause is how long the pull loop waits after a failing pull or claim.
 const errorPause = 2 * time.Second
 
+// maxClaimsInFlight bounds the pulled groups one kind's pull loop claims at once.
+const maxClaimsInFlight = 4
+
 // ledgerTimeout bounds one ledger round trip of the pull loop.
 const ledgerTimeout = 10 * time.Second
 
@@ -60,7 +64,31 @@ func (k *kindRunner) logger() *slog.Logger { return k.w.log.With("kind", k.kind.
 
 func (k *kindRunner) pullLoop(ctx context.Context) {
 	log := k.logger()
+	// Claims run beside the pulls: while one pulled group is being claimed, the loop admits and
+	// pulls the next, up to claimsInFlight groups at once. The first failed claim stops the
+	// pulling until the ledger answers again.
+	var (
+		claims  = make(chan struct{}, k.claimsInFlight())
+		pending sync.WaitGroup
+		mu      sync.Mutex
+		failed  error
+	)
+	claimErr := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return failed
+	}
+	defer pending.Wait()
 	for ctx.Err() == nil {
+		if err := claimErr(); err != nil {
+			pending.Wait()
+			log.Warn("ledger unavailable; messages handed back for redelivery; pulling stops until it answers", "err", err)
+			k.waitLedger(ctx)
+			mu.Lock()
+			failed = nil
+			mu.Unlock()
+			continue
+		}
 		k.waitResumed(ctx)
 		n, err := k.pipeline.Admit(ctx, k.w.cfg.MaxBatch)
 		if err != nil {
@@ -70,32 +98,43 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 			k.pipeline.Release(n)
 			continue
 		}
-		var claimErr error
 		got, err := k.puller.Fetch(ctx, n, k.w.cfg.FetchWait, func(ds []*queue.Delivery) {
-			if ctx.Err() != nil || claimErr != nil {
+			if err := claimErr(); ctx.Err() != nil || err != nil {
 				// Pulled while shutting down, or the ledger just failed: hand them back.
 				for _, d := range ds {
-					_ = d.Nak(nakDelay(claimErr))
+					_ = d.Nak(nakDelay(err))
 				}
 				k.pipeline.Release(len(ds))
 				return
 			}
-			// The claim finishes even if shutdown starts meanwhile: a claimed key is then
-			// run (and drained) rather than left leased for nobody.
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
-			claimErr = k.process(pctx, ds)
-			cancel()
+			claims <- struct{}{}
+			pending.Go(func() {
+				defer func() { <-claims }()
+				// The claim finishes even if shutdown starts meanwhile: a claimed key is then
+				// run (and drained) rather than left leased for nobody.
+				pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
+				defer cancel()
+				if err := k.process(pctx, ds); err != nil {
+					mu.Lock()
+					failed = cmp.Or(failed, err)
+					mu.Unlock()
+				}
+			})
 		})
 		k.pipeline.Pulled(n, got)
-		switch {
-		case err != nil:
+		if err != nil {
 			log.Warn("pull failed; retrying", "err", err)
 			sleep(ctx, errorPause)
-		case claimErr != nil:
-			log.Warn("ledger unavailable; messages handed back for redelivery; pulling stops until it answers", "err", claimErr)
-			k.waitLedger(ctx)
 		}
 	}
+}
+
+// claimsInFlight is how many pulled groups the pull loop claims at once: one per MaxBatch of
+// the kind's concurrency, from 1 to maxClaimsInFlight. A kind whose concurrency holds a
+// single batch gains nothing from more (the next pull would find no free slot) and would
+// split its claims into smaller statements.
+func (k *kindRunner) claimsInFlight() int {
+	return min(maxClaimsInFlight, max(1, k.pipeline.Policy().Concurrency/k.w.cfg.MaxBatch))
 }
 
 // waitLedger blocks until the ledger answers again (or ctx ends), backing off from 1s to 5s.
