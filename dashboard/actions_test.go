@@ -3,9 +3,11 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -59,6 +61,30 @@ func TestOperatorActions(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
 	ids := b.deadJobs(t, "charge", 3)
+
+	t.Run("jobs page by page", func(t *testing.T) {
+		seen := map[string]bool{}
+		next := "/jobs?state=dead&limit=2"
+		for pages := 0; next != ""; pages++ {
+			require.Less(t, pages, 3)
+			w := b.do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, next, nil))
+			require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+			for _, m := range jobRow.FindAllStringSubmatch(w.Body.String(), -1) {
+				assert.False(t, seen[m[1]], "job %s on two pages", m[1])
+				seen[m[1]] = true
+			}
+			next = ""
+			if m := nextLink.FindStringSubmatch(w.Body.String()); m != nil {
+				next = html.UnescapeString(m[1])
+				assert.Contains(t, next, "state=dead")
+			}
+		}
+		for _, id := range ids {
+			assert.True(t, seen[id], id)
+		}
+		w := b.do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/jobs?limit=9999", nil))
+		assert.Equal(t, http.StatusBadRequest, w.Code)
+	})
 
 	t.Run("pause and resume a kind", func(t *testing.T) {
 		path, msg, errText := location(t, b.do(post(t, "/kinds/charge/pause", nil)))
@@ -153,6 +179,11 @@ func TestCloseStopsBulkActions(t *testing.T) {
 	}
 	goleak.VerifyNone(t, leaks)
 }
+
+var (
+	jobRow   = regexp.MustCompile(`<tr data-job="([^"]+)">`)
+	nextLink = regexp.MustCompile(`<a class="next" href="([^"]+)">`)
+)
 
 // countingClient is the real client, counting the calls of a job page.
 type countingClient struct {

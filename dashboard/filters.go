@@ -73,6 +73,7 @@ type jobsForm struct {
 	Kind      string
 	Since     string // enqueued within the last DURATION
 	OlderThan string // enqueued longer ago than DURATION
+	Limit     string // page size; "" is the service's default (50)
 	Cursor    string
 }
 
@@ -80,7 +81,7 @@ func jobsFormFrom(v url.Values) jobsForm {
 	return jobsForm{
 		State: strings.TrimSpace(v.Get("state")), Kind: strings.TrimSpace(v.Get("kind")),
 		Since: strings.TrimSpace(v.Get("since")), OlderThan: strings.TrimSpace(v.Get("older_than")),
-		Cursor: v.Get("cursor"),
+		Limit: strings.TrimSpace(v.Get("limit")), Cursor: v.Get("cursor"),
 	}
 }
 
@@ -97,6 +98,13 @@ func (f jobsForm) filter(now time.Time) (levee.JobFilter, error) {
 		if !ok {
 			return out, fmt.Errorf("unknown state %q: choose queued, running, retrying, succeeded or dead", f.State)
 		}
+	}
+	if f.Limit != "" {
+		n, err := strconv.Atoi(f.Limit)
+		if err != nil || n <= 0 {
+			return out, fmt.Errorf("limit %q: give a number of jobs per page", f.Limit)
+		}
+		out.Limit = n
 	}
 	since, older, err := ages(f.Since, f.OlderThan)
 	if err != nil {
@@ -118,6 +126,7 @@ func (f jobsForm) Query() string {
 	set(v, "kind", f.Kind)
 	set(v, "since", f.Since)
 	set(v, "older_than", f.OlderThan)
+	set(v, "limit", f.Limit)
 	return v.Encode()
 }
 

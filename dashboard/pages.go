@@ -108,7 +108,11 @@ func (d *Dashboard) jobs(w http.ResponseWriter, r *http.Request) {
 	pg, err := d.svc.Jobs(r.Context(), f)
 	if err != nil {
 		data.Problem = err.Error()
-		d.render(w, r, http.StatusBadGateway, "jobs", p)
+		status := http.StatusBadGateway
+		if errors.Is(err, levee.ErrBadFilter) {
+			status = http.StatusBadRequest
+		}
+		d.render(w, r, status, "jobs", p)
 		return
 	}
 	data.Jobs, data.Next = pg.Jobs, pg.Next
