@@ -194,9 +194,8 @@ func Parse(data []byte) (*File, error) {
 func friendlyYAMLError(err error, data []byte) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
-	if !strings.Contains(msg, "line ") {
-		// The YAML reader gives no position for bytes it cannot read; find them.
-		if line := unreadableLine(data); line > 0 {
+	if !lineRE.MatchString(msg) {
+		if line := yamlErrorLine(msg, data); line > 0 {
 			msg = fmt.Sprintf("line %d: %s", line, msg)
 		}
 	}
@@ -208,7 +207,59 @@ func friendlyYAMLError(err error, data []byte) error {
 		}[m[3]]
 		return fmt.Errorf("line %s: unknown key %q %s", m[1], m[2], where)
 	}
-	return errors.New(strings.ReplaceAll(msg, "\n  ", "; "))
+	msg = strings.ReplaceAll(msg, "\n  ", "; ")
+	return errors.New(yamlTypeNames.Replace(msg))
+}
+
+// yamlTypeNames keeps an error to one line (YAML quotes scalars as they are) and says what
+// was expected instead of naming Go types.
+var yamlTypeNames = strings.NewReplacer("\n", `\n`, "\r", `\r`,
+	"into config.fileYAML", "at top level (want a map with kinds)",
+	"into map[string]config.kindYAML", "into kinds (want a map from kind name to settings)",
+	"into config.kindYAML", "into a kind (want a map with handler and its settings)",
+	"into config.backoffYAML", "into backoff (want base, max)",
+	"into config.breakerYAML", "into breaker (want window, min_calls, failure_rate, open_for, half_open_calls)",
+	"into config.httpYAML", "into http (want allow)",
+	"into []string", "into a list of strings")
+
+var lineRE = regexp.MustCompile(`\bline \d+`)
+
+var anchorErrorRE = regexp.MustCompile(`^(unknown anchor|anchor) '([^']*)'`)
+
+// yamlErrorLine finds the line of a YAML error that came without one, or returns 0.
+func yamlErrorLine(msg string, data []byte) int {
+	// The reader gives no position for bytes it cannot read.
+	if line := unreadableLine(data); line > 0 {
+		return line
+	}
+	// The decoder names an anchor, or nothing, but never a line.
+	if m := anchorErrorRE.FindStringSubmatch(msg); m != nil {
+		if m[1] == "unknown anchor" {
+			return lineOf(data, "*"+m[2])
+		}
+		return lineOf(data, "&"+m[2])
+	}
+	for _, e := range []struct{ msg, at string }{
+		{"excessive aliasing", "*"}, {"map merge", "<<"}, {"!!binary", "!!binary"},
+	} {
+		if strings.Contains(msg, e.msg) {
+			return lineOf(data, e.at)
+		}
+	}
+	// The scanner and parser count lines from 0 and leave out the first one.
+	if !strings.Contains(msg, "decode") && !strings.Contains(msg, "invalid") {
+		return 1
+	}
+	return 0
+}
+
+// lineOf returns the line of the first s in data, or 0.
+func lineOf(data []byte, s string) int {
+	i := bytes.Index(data, []byte(s))
+	if i < 0 {
+		return 0
+	}
+	return 1 + bytes.Count(data[:i], []byte("\n"))
 }
 
 // unreadableLine returns the line of the first byte YAML cannot read (invalid UTF-8, or a

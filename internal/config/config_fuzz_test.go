@@ -81,7 +81,7 @@ kinds:
 		"kinds:\n  a:\n    handler: no\x07op\n",
 		"kinds:\n  \xff\xfe:\n    handler: noop\n",
 		"\ufeffkinds:\n  a:\n    handler: noop\n",
-		strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+		strings.Repeat("[", 1000) + strings.Repeat("]", 1000),
 		"kinds:\n  a:\n    handler: noop\n    http: {allow: [" + strings.Repeat(`"https://x/",`, 1000) + "]}\n",
 	} {
 		f.Add([]byte(doc))
