@@ -387,6 +387,9 @@ SELECT 'now', NULL, now(), 0, 0, 0, 0, 0`)
 		}
 		return nil
 	})
+	if isUndefinedTable(err) {
+		return &Aggregate{Counts: map[State]int64{}, Kinds: map[string]KindActivity{}, At: time.Now()}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("aggregate the ledger: %w", err)
 	}

@@ -190,12 +190,12 @@ func (c *ControlWatch) Next(ctx context.Context, initial bool) (ev ControlEvent,
 			if e == nil {
 				return ControlEvent{}, false, nil // the initial state is complete
 			}
-			ev, ok := controlEvent(e)
-			if !ok {
+			got, known := controlEvent(e)
+			if !known {
 				continue
 			}
-			ev.Initial = initial
-			return ev, true, nil
+			got.Initial = initial
+			return got, true, nil
 		}
 	}
 }

@@ -44,8 +44,8 @@ func (g *pauseGate) closed() (bool, <-chan struct{}) {
 	return g.paused, g.resumed
 }
 
-// waitResumed blocks while the kind is paused (or until ctx ends). onPark is called when it
-// starts and stops waiting, to announce the change.
+// waitResumed blocks while the kind is paused (or until ctx ends). It marks the kind parked
+// meanwhile and announces both changes in the fleet registry at once.
 func (k *kindRunner) waitResumed(ctx context.Context) {
 	paused, resumed := k.pause.closed()
 	if !paused {
