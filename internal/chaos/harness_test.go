@@ -132,7 +132,8 @@ func (p *proc) startLocked() error {
 	exited := make(chan struct{})
 	p.cmd, p.exited = cmd, exited
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
+		fmt.Fprintf(logf, "=== chaos: %s exited: %v\n", p.name, err)
 		_ = logf.Close()
 		close(exited)
 		p.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -283,13 +284,15 @@ func (r *rig) waitPublished(ctx context.Context, n int64) {
 	}
 }
 
-// dumpLogs shows the tail of every process log when the test failed.
+// dumpLogs shows the tail of every process log when the test failed, or always with
+// LEVEE_CHAOS_LOGS=N (N lines of each).
 func (r *rig) dumpLogs() {
-	if !r.t.Failed() {
+	n, _ := strconv.Atoi(os.Getenv("LEVEE_CHAOS_LOGS"))
+	if !r.t.Failed() && n == 0 {
 		return
 	}
 	for _, p := range r.workers {
-		r.t.Logf("--- %s (%s), last lines:\n%s", p.name, p.logPath, p.logTail(15))
+		r.t.Logf("--- %s (%s), last lines:\n%s", p.name, p.logPath, p.logTail(max(n, 15)))
 	}
 	for _, s := range r.nats.servers {
 		r.t.Logf("--- %s, last lines:\n%s", s.name, s.logTail(10))
