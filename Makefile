@@ -27,8 +27,21 @@ run: build ## build and start a worker with examples/levee.yaml (applies migrati
 		./bin/worker --config examples/levee.yaml
 
 .PHONY: test
-test: ## run every test with -race against the local Postgres and NATS
+test: ## run every test with -race against the local Postgres and NATS, then fuzz each target 10 s
 	$(GO) test -race -count=1 -timeout 20m ./...
+	@$(MAKE) --no-print-directory fuzz
+
+# Fuzz targets as <package>:<target>; go test -fuzz takes one package and one target at a time.
+FUZZTIME ?= 10s
+FUZZ_TARGETS = ./internal/queue:FuzzDecode ./internal/queue:FuzzNewEnvelope ./internal/config:FuzzParse \
+	./internal/builtin:FuzzHTTPPayload ./internal/builtin:FuzzHTTPURL
+
+.PHONY: fuzz
+fuzz: ## fuzz each target for FUZZTIME (default 10s, e.g. make fuzz FUZZTIME=2m); findings land in testdata/fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
+	done
 
 .PHONY: bench
 bench: ## micro-benchmarks, then `enqueue bench` on the local services (BENCH_JOBS=5000 jobs a phase)
@@ -43,6 +56,14 @@ bench-compare: build ## Levee vs River (bench/river, its own module), alternatin
 		$(GO) run ./tools/benchcompare --rounds $(or $(ROUNDS),3) \
 		--levee "bin/enqueue bench --json --jobs $(or $(BENCH_JOBS),20000) $(LEVEE_BENCH_FLAGS)" \
 		--river "bench/river/bin/riverbench --json --jobs $(or $(BENCH_JOBS),20000) $(RIVER_BENCH_FLAGS)"
+
+.PHONY: bench-durable
+bench-durable: ## Levee with NATS 2.15 default vs `sync_interval: always` (the durable profile), alternating rounds
+	LEVEE_DATABASE_URL=$${LEVEE_DATABASE_URL:-$(DATABASE_URL)} GO=$(GO) bash scripts/bench-durable.sh
+
+.PHONY: chaos
+chaos: ## fault-injection suite at full counts (kill -9, SIGSTOP, NATS restart and cluster, Postgres cut, poison); prints the checker's table
+	LEVEE_CHAOS=full $(GO) test -count=1 -v -run Chaos -timeout 30m ./internal/chaos/
 
 .PHONY: demo
 demo: ## a one-minute tour: worker, flaky downstream, statuses, DLQ, replay, metrics
