@@ -25,7 +25,7 @@ func newDLQCmd(conn *cli.Connection) *cobra.Command {
 		Short: "Inspect, replay and purge the dead-letter queue",
 		Long: `A job that cannot succeed is moved to the dead-letter queue (the stream <NAMESPACE>_DLQ) with
 its reason: permanent_error, max_attempts, max_deliveries, malformed, url_not_allowed,
-key_reused_with_different_payload or no_handler. Its payload, headers, attempts, last error
+key_reused_with_different_payload, no_handler or cancelled (enqueue cancel). Its payload, headers, attempts, last error
 and failure times are kept there until it is replayed or purged.
 
   list             one line per dead job, or JSON Lines with --json
