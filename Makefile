@@ -65,10 +65,6 @@ bench-durable: ## Levee with NATS 2.15 default vs `sync_interval: always` (the d
 chaos: ## fault-injection suite at full counts (kill -9, SIGSTOP, NATS restart and cluster, Postgres cut, poison); prints the checker's table
 	LEVEE_CHAOS=full $(GO) test -count=1 -v -run Chaos -timeout 30m ./internal/chaos/
 
-.PHONY: chaos
-chaos: ## fault-injection suite at full counts (kill -9, SIGSTOP, NATS restart and cluster, Postgres cut, poison); prints the checker's table
-	LEVEE_CHAOS=full $(GO) test -count=1 -v -run Chaos -timeout 30m ./internal/chaos/
-
 .PHONY: demo
 demo: ## a one-minute tour: worker, flaky downstream, statuses, DLQ, replay, metrics
 	LEVEE_NATS_URL=$${LEVEE_NATS_URL:-$(NATS_URL)} LEVEE_DATABASE_URL=$${LEVEE_DATABASE_URL:-$(DATABASE_URL)} \
