@@ -279,7 +279,9 @@ func TestBrowser(t *testing.T) {
 	b := newBrowser(t)
 	s := seed(t)
 	ctx := t.Context()
-	url := serve(t, s.client, dashboard.Options{MinPoll: time.Second})
+	// Pages that refresh themselves while the test clicks would race it: this one refreshes
+	// hourly; the subtest that watches the backlog drain has its own.
+	url := serve(t, s.client, dashboard.Options{MinPoll: time.Hour})
 
 	t.Run("overview counts match", func(t *testing.T) {
 		b.do(t, chromedp.Navigate(url+"/"), chromedp.WaitVisible(css(".tiles")))
@@ -359,6 +361,51 @@ func TestBrowser(t *testing.T) {
 		}
 		assert.Contains(t, actions, "ui:local dlq.replay_all")
 		assert.Contains(t, actions, "ui:local dlq.replay")
+	})
+
+	t.Run("pause a kind, resume it, and watch the backlog drain", func(t *testing.T) {
+		live := serve(t, s.client, dashboard.Options{MinPoll: time.Second}) // refreshes every second
+		backlog := func() int64 {
+			cell := get(t, b, chromedp.Evaluate[string](`(document.querySelector("#kind-ok td:nth-child(2)") || {}).textContent || ""`))
+			n, err := strconv.ParseInt(strings.TrimSpace(cell), 10, 64)
+			if err != nil {
+				t.Logf("backlog cell %q: %s", cell, get(t, b, chromedp.Evaluate[string](`document.getElementById("main").innerHTML`)))
+				return -1
+			}
+			return n
+		}
+		b.do(t, chromedp.Navigate(live+"/kinds"), chromedp.Click(css(`form[action="/kinds/ok/pause"] button`)),
+			chromedp.WaitVisible(css(".flash.ok")))
+		assert.Contains(t, b.text(t, ".flash.ok"), "kind ok is paused")
+		// The pause reaches the workers through the fleet: publish once they have stopped.
+		require.Eventually(t, func() bool {
+			ov, err := s.client.Overview(ctx, 0)
+			require.NoError(t, err)
+			for _, k := range ov.Kinds {
+				if k.Kind == "ok" {
+					return k.Paused && k.PausedWorkers == k.Workers
+				}
+			}
+			return false
+		}, 20*time.Second, 50*time.Millisecond, "the worker stops pulling kind ok")
+		var jobs []string
+		for i := range 5 {
+			res, err := s.client.Publish(ctx, "ok", map[string]int{"n": i})
+			require.NoError(t, err)
+			jobs = append(jobs, res.ID)
+		}
+		// The page refreshes itself (app.js) and shows the jobs waiting.
+		require.Eventually(t, func() bool { return backlog() == int64(len(jobs)) }, 20*time.Second, 200*time.Millisecond,
+			"the kinds page shows the paused kind's backlog")
+		b.do(t, chromedp.Navigate(live+"/"), chromedp.WaitVisible(css("[data-banner=paused]")))
+		b.shoot(t, "overview-paused")
+		b.do(t, chromedp.Navigate(live+"/kinds"), chromedp.Click(css(`form[action="/kinds/ok/resume"] button`)),
+			chromedp.WaitVisible(css(".flash.ok")))
+		require.Eventually(t, func() bool { return backlog() == 0 }, 20*time.Second, 200*time.Millisecond,
+			"the backlog drains on the page once the kind is resumed")
+		s.waitFor(t, levee.StateSucceeded, jobs...)
+		b.do(t, chromedp.Navigate(url+"/audit"), chromedp.WaitVisible(css("table.grid")))
+		b.shoot(t, "audit")
 	})
 
 	t.Run("read-only hides buttons and refuses a forged POST", func(t *testing.T) {

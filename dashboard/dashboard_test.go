@@ -320,7 +320,7 @@ func TestGoldenFragments(t *testing.T) {
 			{Kind: "charge", Backlog: 40, InFlight: 3, OldestAge: 95 * time.Second, Succeeded1h: 1100, Failed1h: 9,
 				AttemptP50: 120 * time.Millisecond, AttemptP95: 2 * time.Second, Breaker: "open", BreakerUntil: &until,
 				Rate: "50/s", RateUse: 49.5, Workers: 2},
-			{Kind: "email", Backlog: 2, Succeeded1h: 100, Breaker: "closed", Workers: 1, Paused: true, PausedBy: "ui:ada", PausedAt: &at},
+			{Kind: "email", Backlog: 2, Succeeded1h: 100, Breaker: "closed", Workers: 1, Paused: true, PausedBy: "ui:ada", PausedAt: &at, PausedWorkers: 1},
 		},
 		Buckets: []levee.ActivityBucket{{Start: at.Add(-2 * time.Minute), Succeeded: 10, Failed: 2}, {Start: at.Add(-time.Minute), Succeeded: 5}},
 	}
