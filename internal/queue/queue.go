@@ -41,6 +41,12 @@ type Config struct {
 	PublishAsyncMaxPending int
 }
 
+// publishAckTimeout bounds the wait for an async publish's PubAck. Without it, a job sent to a
+// server that dies before answering waits for its answer forever (found by the chaos suite's
+// cluster scenario); with it, the job gets an error and the publisher sends it again with the
+// same id, which the stream's dedup window stores once.
+const publishAckTimeout = 10 * time.Second
+
 // Queue is Levee's view of JetStream. It is safe for concurrent use.
 type Queue struct {
 	nc         *nats.Conn
@@ -63,7 +69,8 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.MaxPayload < 0 {
 		return nil, fmt.Errorf("queue: Config.MaxPayload must not be negative, got %d", cfg.MaxPayload)
 	}
-	js, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(cmp.Or(cfg.PublishAsyncMaxPending, 4000)))
+	js, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(cmp.Or(cfg.PublishAsyncMaxPending, 4000)),
+		jetstream.WithPublishAsyncTimeout(publishAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
