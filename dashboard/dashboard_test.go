@@ -156,6 +156,7 @@ func TestStateChangesRefused(t *testing.T) {
 		{"cross-site", open, func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "cross-site") }, http.StatusForbidden},
 		{"foreign origin", open, func(r *http.Request) { r.Header.Set("Origin", "https://evil.example") }, http.StatusForbidden},
 		{"not loopback", open, func(r *http.Request) { r.RemoteAddr = "203.0.113.7:5555" }, http.StatusForbidden},
+		{"through a local proxy", open, func(r *http.Request) { r.Header.Set("X-Forwarded-For", "203.0.113.7") }, http.StatusForbidden},
 	}
 	for _, c := range cases {
 		for _, rt := range postRoutes {

@@ -65,7 +65,7 @@ func (d *Dashboard) authenticate(next http.Handler) http.Handler {
 				d.deny(w, r, http.StatusForbidden, "sign in through the trusted proxy")
 				return
 			}
-			d.deny(w, r, http.StatusForbidden, "this dashboard answers loopback clients only: configure users or a trusted proxy to serve others")
+			d.deny(w, r, http.StatusForbidden, "this dashboard answers local clients only (not through a proxy): configure users or a trusted proxy to serve others")
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
@@ -100,7 +100,9 @@ func (d *Dashboard) identify(r *http.Request) (identity, bool) {
 		}
 		return identity{name: name, role: u.Role}, true
 	}
-	if d.opts.Authenticated() || !addr.IsLoopback() {
+	// A request relayed by a proxy on this host comes from loopback but is not local.
+	proxied := r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != ""
+	if d.opts.Authenticated() || !addr.IsLoopback() || proxied {
 		return identity{}, false
 	}
 	return identity{name: "local", role: RoleOperator}, true
