@@ -19,7 +19,7 @@ func (d *Dashboard) retryJob(w http.ResponseWriter, r *http.Request, id identity
 	err := d.svc.RetryJob(r.Context(), job, id.actor())
 	d.dlq.forget()
 	d.logAction(id, "job.retry", job, err)
-	redirect(w, r, back(r, "/jobs/"+url.PathEscape(job)), "job "+job+" will run again", err)
+	d.redirect(w, r, back(r, "/jobs/"+url.PathEscape(job)), "job "+job+" will run again", err)
 }
 
 func (d *Dashboard) cancelJob(w http.ResponseWriter, r *http.Request, id identity) {
@@ -27,7 +27,7 @@ func (d *Dashboard) cancelJob(w http.ResponseWriter, r *http.Request, id identit
 	err := d.svc.CancelJob(r.Context(), job, id.actor())
 	d.dlq.forget()
 	d.logAction(id, "job.cancel", job, err)
-	redirect(w, r, back(r, "/jobs/"+url.PathEscape(job)), "job "+job+" is cancelled", err)
+	d.redirect(w, r, back(r, "/jobs/"+url.PathEscape(job)), "job "+job+" is cancelled", err)
 }
 
 func (d *Dashboard) pauseKind(w http.ResponseWriter, r *http.Request, id identity) {
@@ -47,7 +47,7 @@ func (d *Dashboard) kindAction(w http.ResponseWriter, r *http.Request, id identi
 	kind := r.PathValue("kind")
 	err := do(r.Context(), kind, id.actor())
 	d.logAction(id, action, kind, err)
-	redirect(w, r, back(r, "/kinds"), "kind "+kind+" "+done, err)
+	d.redirect(w, r, back(r, "/kinds"), "kind "+kind+" "+done, err)
 }
 
 func (d *Dashboard) dlqReplay(w http.ResponseWriter, r *http.Request, id identity) {
@@ -75,10 +75,10 @@ func (d *Dashboard) dlqSelected(w http.ResponseWriter, r *http.Request, id ident
 	to := back(r, "/dlq")
 	switch {
 	case len(ids) == 0:
-		redirect(w, r, to, "", errors.New("select dead jobs first, or use “all matching this filter”"))
+		d.redirect(w, r, to, "", errors.New("select dead jobs first, or use “all matching this filter”"))
 		return
 	case len(ids) > maxSelected:
-		redirect(w, r, to, "", fmt.Errorf("%d jobs selected: select at most %d, or use “all matching this filter”", len(ids), maxSelected))
+		d.redirect(w, r, to, "", fmt.Errorf("%d jobs selected: select at most %d, or use “all matching this filter”", len(ids), maxSelected))
 		return
 	}
 	ctx := r.Context()
@@ -92,7 +92,7 @@ func (d *Dashboard) dlqSelected(w http.ResponseWriter, r *http.Request, id ident
 	if err != nil {
 		err = fmt.Errorf("%s %d of %d: %w", verb, len(ids)-countErrs(errs), len(ids), err)
 	}
-	redirect(w, r, to, msg, err)
+	d.redirect(w, r, to, msg, err)
 }
 
 // dlqOne replays or purges one dead job and writes it to the audit log.

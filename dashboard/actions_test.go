@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -227,4 +228,36 @@ func TestPollsShareOneRendering(t *testing.T) {
 	w := b.do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/jobs/"+id, nil))
 	assert.Equal(t, http.StatusOK, w.Code)
 	assert.Equal(t, int64(2), cc.status.Load(), "a page view (not a poll) renders afresh")
+}
+
+// A team mounts the dashboard under a path of its own server: links, forms and redirects
+// stay under it.
+func TestMountedUnderAPrefix(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	d, err := New(b.client, Options{Prefix: "/ops/levee"})
+	require.NoError(t, err)
+	t.Cleanup(d.Close)
+	mux := http.NewServeMux()
+	mux.Handle("/ops/levee/", d)
+	do := func(r *http.Request) *httptest.ResponseRecorder {
+		r.RemoteAddr = "127.0.0.1:40000"
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		return w
+	}
+	w := do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/ops/levee/kinds", nil))
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	body := w.Body.String()
+	assert.Contains(t, body, `href="/ops/levee/static/style.css"`)
+	assert.Contains(t, body, `href="/ops/levee/dlq"`)
+	assert.Contains(t, body, `action="/ops/levee/jobs"`)
+	assert.NotRegexp(t, `(href|action|src)="/(static|jobs|dlq|kinds|audit)`, body, "no link leaves the prefix")
+	w = do(post(t, "/ops/levee/kinds/charge/pause", nil))
+	assert.Equal(t, http.StatusSeeOther, w.Code)
+	assert.True(t, strings.HasPrefix(w.Header().Get("Location"), "/ops/levee/kinds?"), w.Header().Get("Location"))
+	w = do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/ops/levee/static/app.js", nil))
+	assert.Equal(t, http.StatusOK, w.Code)
+	_, err = New(b.client, Options{Prefix: "levee/"})
+	assert.Error(t, err)
 }

@@ -179,7 +179,7 @@ func (d *Dashboard) bulkStart(w http.ResponseWriter, r *http.Request, id identit
 	}
 	d.log.Info("dashboard: bulk action started", "actor", t.Actor, "action", action, "filter", t.Filter, "jobs", t.Total, "task", t.ID)
 	d.wg.Go(func() { d.runTask(t, s.Lines) })
-	http.Redirect(w, r, "/tasks/"+t.ID, http.StatusSeeOther)
+	http.Redirect(w, r, d.opts.Prefix+"/tasks/"+t.ID, http.StatusSeeOther)
 }
 
 // runTask works through lines, the jobs matched when the task started, until done or Close.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,6 +69,12 @@ type Options struct {
 	MinPoll time.Duration
 	// Logger receives a line per action and per failed request. Default slog.Default().
 	Logger *slog.Logger
+	// Prefix is the path the dashboard is mounted at in a larger server, such as "/levee":
+	// it serves the requests under it and its links and redirects start with it. It starts
+	// with "/" and does not end with one. "" (the default) mounts it at the root.
+	//
+	//	mux.Handle("/levee/", d) // with Prefix "/levee"
+	Prefix string
 }
 
 // User is one account of the dashboard.
@@ -101,6 +108,9 @@ func (o *Options) validate() error {
 	}
 	if (o.TrustedProxyHeader == "") != (len(o.TrustedProxies) == 0) {
 		return errors.New("dashboard: Options.TrustedProxyHeader and Options.TrustedProxies go together")
+	}
+	if o.Prefix != "" && (!strings.HasPrefix(o.Prefix, "/") || strings.HasSuffix(o.Prefix, "/")) {
+		return fmt.Errorf("dashboard: Options.Prefix %q must start with / and not end with one, like /levee", o.Prefix)
 	}
 	if o.MinPoll < time.Second {
 		return fmt.Errorf("dashboard: Options.MinPoll %s is below 1s", o.MinPoll)
@@ -199,5 +209,9 @@ func (d *Dashboard) routes() http.Handler {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.deny(w, r, http.StatusForbidden, "cross-origin request refused: use the dashboard's own pages")
 	}))
-	return d.secure(d.authenticate(cop.Handler(newPollCache(d.opts.MinPoll).wrap(mux))))
+	h := newPollCache(d.opts.MinPoll).wrap(mux)
+	if d.opts.Prefix != "" {
+		h = http.StripPrefix(d.opts.Prefix, h)
+	}
+	return d.secure(d.authenticate(cop.Handler(h)))
 }

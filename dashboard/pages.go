@@ -92,7 +92,7 @@ func (d *Dashboard) jobs(w http.ResponseWriter, r *http.Request) {
 			d.fail(w, r, err)
 			return
 		case len(found) == 1:
-			http.Redirect(w, r, "/jobs/"+url.PathEscape(found[0].ID), http.StatusSeeOther)
+			http.Redirect(w, r, d.opts.Prefix+"/jobs/"+url.PathEscape(found[0].ID), http.StatusSeeOther)
 			return
 		}
 		data.Jobs, data.Searched = found, true

@@ -25,6 +25,8 @@ type page struct {
 	Msg  string // the outcome of the last action, from the redirect
 	Err  string
 	Data any
+	// Prefix is the path the dashboard is mounted at ("" at the root); links start with it.
+	Prefix string
 }
 
 // UserName is the signed-in user's name, for the layout.
@@ -75,6 +77,7 @@ func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, status int, n
 	p.Me = id
 	p.CanAct = d.canAct(id)
 	p.ReadOnly = d.opts.ReadOnly
+	p.Prefix = d.opts.Prefix
 	if p.Msg == "" {
 		p.Msg = r.URL.Query().Get("msg")
 	}
@@ -107,8 +110,9 @@ func (d *Dashboard) fail(w http.ResponseWriter, r *http.Request, err error) {
 	d.deny(w, r, http.StatusBadGateway, err.Error())
 }
 
-// redirect sends the browser back to target after an action, with its outcome.
-func redirect(w http.ResponseWriter, r *http.Request, target, msg string, err error) {
+// redirect sends the browser back to target (a path of the dashboard) after an action, with its
+// outcome.
+func (d *Dashboard) redirect(w http.ResponseWriter, r *http.Request, target, msg string, err error) {
 	u, perr := url.Parse(target)
 	if perr != nil || u.Host != "" || !strings.HasPrefix(u.Path, "/") || strings.HasPrefix(u.Path, "//") {
 		u = &url.URL{Path: "/"}
@@ -122,6 +126,7 @@ func redirect(w http.ResponseWriter, r *http.Request, target, msg string, err er
 		q.Set("msg", msg)
 	}
 	u.RawQuery = q.Encode()
+	u.Path = d.opts.Prefix + u.Path
 	http.Redirect(w, r, u.String(), http.StatusSeeOther)
 }
 
