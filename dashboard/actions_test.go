@@ -261,3 +261,43 @@ func TestMountedUnderAPrefix(t *testing.T) {
 	_, err = New(b.client, Options{Prefix: "levee/"})
 	assert.Error(t, err)
 }
+
+// Payloads are shown to operators, to viewers only when allowed, and never for redacted kinds.
+func TestPayloadVisibility(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	charge := b.deadJobs(t, "charge", 1)[0]
+	mail := b.deadJobs(t, "mail", 1)[0]
+	users := map[string]User{"vic": {Role: RoleViewer, PasswordSHA256: hash("pw")}, "ada": {Role: RoleOperator, PasswordSHA256: hash("pw")}}
+	cases := []struct {
+		name, user, job string
+		opts            Options
+		shown           bool
+		note            string
+	}{
+		{"operator", "ada", charge, Options{}, true, ""},
+		{"viewer", "vic", charge, Options{}, false, "shown to operators only"},
+		{"viewer allowed", "vic", charge, Options{AllowPayloads: true}, true, ""},
+		{"redacted kind", "ada", mail, Options{RedactKinds: []string{"mail"}}, false, "Payloads of kind mail are redacted"},
+		{"other kind unaffected", "ada", charge, Options{RedactKinds: []string{"mail"}}, true, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.opts.Users = users
+			d, err := New(b.client, c.opts)
+			require.NoError(t, err)
+			t.Cleanup(d.Close)
+			r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/jobs/"+c.job, nil)
+			r.SetBasicAuth(c.user, "pw")
+			w := httptest.NewRecorder()
+			d.ServeHTTP(w, r)
+			require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+			body := w.Body.String()
+			assert.Equal(t, c.shown, strings.Contains(body, `<details class="payload">`), body)
+			assert.Equal(t, c.shown, strings.Contains(body, "&#34;n&#34;: 0"), "the payload itself")
+			if c.note != "" {
+				assert.Contains(t, body, c.note)
+			}
+		})
+	}
+}
