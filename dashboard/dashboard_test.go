@@ -77,6 +77,7 @@ var getRoutes = []struct {
 	{"/jobs", http.StatusOK},
 	{"/jobs?state=dead&kind=charge&since=1h", http.StatusOK},
 	{"/jobs?since=nonsense", http.StatusBadRequest},
+	{"/jobs?state=queued", http.StatusBadRequest},
 	{"/jobs?q=no-such-key", http.StatusNotFound},
 	{"/jobs/01JC9X3V8J4T6M2Q7R5W0YBZ1N", http.StatusNotFound},
 	{"/jobs/not.an*id", http.StatusBadRequest},

@@ -85,18 +85,29 @@ func jobsFormFrom(v url.Values) jobsForm {
 	}
 }
 
-// jobStates are the states the jobs page filters on.
-var jobStates = []levee.State{levee.StateQueued, levee.StateRunning, levee.StateRetrying, levee.StateSucceeded, levee.StateDead}
+// allStates are the states the overview counts.
+var allStates = []levee.State{levee.StateQueued, levee.StateRunning, levee.StateRetrying, levee.StateSucceeded, levee.StateDead}
+
+// jobStates are the states the jobs page filters on: the ledger's. Queued jobs wait in NATS,
+// counted per kind on the kinds page.
+var jobStates = allStates[1:]
+
+// errQueuedNotListed answers a jobs filter on the queued state.
+var errQueuedNotListed = errors.New("queued jobs wait in NATS, not in the ledger, so they are not listed: " +
+	"the Kinds page counts them per kind, and the search box finds one by id or key")
 
 func (f jobsForm) filter(now time.Time) (levee.JobFilter, error) {
 	out := levee.JobFilter{State: levee.State(f.State), Kind: f.Kind, Cursor: f.Cursor}
+	if f.State == string(levee.StateQueued) {
+		return out, errQueuedNotListed
+	}
 	if f.State != "" {
 		ok := false
 		for _, s := range jobStates {
 			ok = ok || string(s) == f.State
 		}
 		if !ok {
-			return out, fmt.Errorf("unknown state %q: choose queued, running, retrying, succeeded or dead", f.State)
+			return out, fmt.Errorf("unknown state %q: choose running, retrying, succeeded or dead", f.State)
 		}
 	}
 	if f.Limit != "" {

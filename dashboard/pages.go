@@ -43,7 +43,7 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := overviewData{O: ov, Chart: activityChart(ov.Buckets)}
-	for _, s := range jobStates {
+	for _, s := range allStates {
 		data.States = append(data.States, stateCount{State: s, Count: ov.Counts[s]})
 	}
 	for _, k := range ov.Kinds {
