@@ -205,13 +205,6 @@ func (p *proc) stop() {
 	p.kill9()
 }
 
-// startCount counts the starts of the process, restarts included.
-func (p *proc) startCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.starts
-}
-
 // logTail returns the last n lines of the process's log, for failure messages.
 func (p *proc) logTail(n int) string {
 	data, err := os.ReadFile(p.logPath)
