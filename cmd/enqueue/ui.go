@@ -28,6 +28,7 @@ type uiOptions struct {
 	allowPayloads  bool
 	redactKinds    []string
 	minPoll        time.Duration
+	prefix         string
 }
 
 func newUICmd(conn *cli.Connection) *cobra.Command {
@@ -76,6 +77,7 @@ Exit codes: 0 stopped by a signal, 1 error (such as the address in use), 2 usage
 	fs.BoolVar(&o.allowPayloads, "allow-payloads", false, "show payloads to viewers too (operators always see them)")
 	fs.StringSliceVar(&o.redactKinds, "redact-kinds", nil, "kinds whose payloads nobody sees in the dashboard")
 	fs.DurationVar(&o.minPoll, "min-poll", 5*time.Second, "shortest interval between two counts over the stores, and the pages' refresh (at least 1s)")
+	fs.StringVar(&o.prefix, "prefix", "", "path the dashboard is served under, e.g. /levee behind a proxy that forwards that path unchanged")
 	cli.BindEnv(cmd, "addr", "LEVEE_UI_ADDR")
 	cli.BindEnv(cmd, "users-file", "LEVEE_UI_USERS_FILE")
 	return cmd
@@ -115,7 +117,7 @@ func runUI(cmd *cobra.Command, conn *cli.Connection, o uiOptions) error {
 		return fmt.Errorf("listen on --addr %s: %w", o.addr, err)
 	}
 	srv := &http.Server{Handler: d, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	fmt.Fprintf(cmd.OutOrStdout(), "dashboard on http://%s (namespace %s)%s\n", ln.Addr(), conn.Namespace, map[bool]string{true: ", read-only"}[o.readOnly])
+	fmt.Fprintf(cmd.OutOrStdout(), "dashboard on http://%s%s/ (namespace %s)%s\n", ln.Addr(), o.prefix, conn.Namespace, map[bool]string{true: ", read-only"}[o.readOnly])
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
@@ -138,7 +140,10 @@ func runUI(cmd *cobra.Command, conn *cli.Connection, o uiOptions) error {
 func (o uiOptions) dashboardOptions() (dashboard.Options, error) {
 	opts := dashboard.Options{
 		ReadOnly: o.readOnly, TrustedProxyHeader: o.proxyHeader, AllowPayloads: o.allowPayloads,
-		RedactKinds: o.redactKinds, MinPoll: o.minPoll,
+		RedactKinds: o.redactKinds, MinPoll: o.minPoll, Prefix: o.prefix,
+	}
+	if o.prefix != "" && (!strings.HasPrefix(o.prefix, "/") || strings.HasSuffix(o.prefix, "/")) {
+		return opts, cli.Usagef("invalid --prefix %q: give a path such as /levee (starting with /, not ending with one)", o.prefix)
 	}
 	if o.minPoll < time.Second {
 		return opts, cli.Usagef("invalid --min-poll %s: give at least 1s", o.minPoll)

@@ -28,6 +28,7 @@ func TestUIUsageErrors(t *testing.T) {
 		{[]string{"--addr", "0.0.0.0:8080"}, "not loopback: serving it needs authentication"},
 		{[]string{"--addr", "no-port"}, "invalid --addr"},
 		{[]string{"--min-poll", "100ms"}, "invalid --min-poll"},
+		{[]string{"--prefix", "levee/"}, "invalid --prefix"},
 		{[]string{"--trusted-proxy-header", "X-User"}, "go together"},
 		{[]string{"--trusted-proxy-header", "X-User", "--trusted-proxies", "10.0.0.0/33"}, "invalid --trusted-proxies"},
 		{[]string{"--users-file", users}, `role "admin"`},
@@ -56,7 +57,7 @@ func TestUIServesAndStops(t *testing.T) {
 	require.NoError(t, err)
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	require.Contains(t, line, "dashboard on http://")
-	url := strings.Fields(strings.TrimPrefix(line, "dashboard on "))[0]
+	url := strings.TrimSuffix(strings.Fields(strings.TrimPrefix(line, "dashboard on "))[0], "/")
 
 	get, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url+"/kinds", nil)
 	require.NoError(t, err)
