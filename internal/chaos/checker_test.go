@@ -126,6 +126,13 @@ func (r *rig) check(ids []string, timeout time.Duration) report {
 		t.Fatalf("count keys in progress: %v", err)
 	}
 
+	for _, w := range r.workers {
+		for _, l := range w.logLines(0) {
+			if strings.HasPrefix(l, "=== chaos: ") && strings.Contains(l, " exited: ") {
+				t.Log(strings.TrimPrefix(l, "=== chaos: "))
+			}
+		}
+	}
 	reportsMu.Lock()
 	reports = append(reports, rp)
 	reportsMu.Unlock()

@@ -167,13 +167,14 @@ func (p *proc) signal(sig syscall.Signal) bool {
 	return syscall.Kill(-p.cmd.Process.Pid, sig) == nil
 }
 
-// kill9 kills the running process with SIGKILL and waits until it is gone. A supervised
-// process is then restarted after its restart delay.
-func (p *proc) kill9() {
+// kill9 kills the running process with SIGKILL and waits until it is gone; it reports whether
+// a process was running. A supervised process is then restarted after its restart delay.
+func (p *proc) kill9() bool {
 	p.mu.Lock()
 	exited := p.exited
 	p.mu.Unlock()
-	if p.signal(syscall.SIGKILL) {
+	killed := p.signal(syscall.SIGKILL)
+	if killed {
 		p.mu.Lock()
 		p.kills++
 		p.mu.Unlock()
@@ -181,6 +182,7 @@ func (p *proc) kill9() {
 	if exited != nil {
 		<-exited
 	}
+	return killed
 }
 
 // startAgain starts a process that is not running (one without automatic restart).

@@ -60,10 +60,14 @@ func TestChaosKillWorkers(t *testing.T) {
 	require.NoError(t, r.publish(ctx, specs))
 	for _, at := range killPoints(n, kills, 0.05, 0.9) {
 		r.waitCharged(ctx, at)
-		w := r.workers[rand.N(len(r.workers))]
-		t.Logf("kill -9 %s at %d charges", w.name, r.down.charged.Load())
-		w.kill9()
-		r.injected.Add(1)
+		// A random worker among those running (one may be coming back from the last kill).
+		for _, i := range rand.Perm(len(r.workers)) {
+			if w := r.workers[i]; w.kill9() {
+				t.Logf("kill -9 %s at %d charges", w.name, r.down.charged.Load())
+				r.injected.Add(1)
+				break
+			}
+		}
 	}
 	r.check(ids(specs), settle())
 }
