@@ -339,6 +339,15 @@ func TestGoldenFragments(t *testing.T) {
 			Groups: []dlqGroup{{Kind: "charge", Reason: "max_attempts", Count: 1, Oldest: at, Newest: at}},
 			Lines:  []deadLine{{ID: "01JC9X3V8J4T6M2Q7R5W0YBZ1N", Kind: "charge", Reason: "max_attempts", Attempts: 5, LastError: "HTTP 503 <oops>", FailedAt: at}}}},
 		{"bulk.golden.html", "bulk", &bulkData{Action: "replay", Form: dlqForm{Kind: "charge", Since: "1h"}, Count: 12, At: at}},
+		{"job.golden.html", "job", jobData{
+			Job: &levee.JobStatus{State: levee.StateDead, ID: "01JC9X3V8J4T6M2Q7R5W0YBZ1N", Kind: "charge", Key: "order-1001", Attempts: 2,
+				Reason: "max_attempts", LastError: "HTTP 503 <from provider>", EnqueuedAt: &at, StartedAt: &at, FinishedAt: &until},
+			Attempts: []levee.Attempt{
+				{N: 1, StartedAt: at, FinishedAt: &at, Outcome: "failed", Error: "HTTP 503", Worker: "w1"},
+				{N: 2, StartedAt: at, FinishedAt: &until, Outcome: "failed", Error: "HTTP 503 <from provider>", Worker: "w2"},
+			},
+			Dead:    &levee.DeadJob{ID: "01JC9X3V8J4T6M2Q7R5W0YBZ1N", Kind: "charge", Reason: "max_attempts", Attempts: 2, FailedAt: until, Worker: "w2"},
+			Payload: "{\n  \"cents\": 4200\n}", CanRetry: true}},
 	}
 	for _, c := range cases {
 		var b strings.Builder
