@@ -21,6 +21,16 @@ import (
 	"github.com/levee-dev/levee/internal/queue"
 )
 
+// parallel runs the scenarios side by side only at full counts (make chaos, alone on the
+// machine). In make test they run one after the other: each starts several processes, and two
+// at once load a 2-core machine enough to slow down the timing-sensitive tests of the packages
+// tested alongside.
+func parallel(t *testing.T) {
+	if full() {
+		t.Parallel()
+	}
+}
+
 // settle bounds how long a scenario may take to finish its jobs after the faults.
 func settle() time.Duration { return time.Duration(size(60, 300)) * time.Second }
 
@@ -45,7 +55,7 @@ func killPoints(total, n int, lo, hi float64) []int64 {
 
 // 1. kill -9 a random worker at random moments while the jobs run across 3 workers.
 func TestChaosKillWorkers(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	r := newRig(t, "1 kill -9 workers", rigConfig{})
 	defer r.dumpLogs()
 	n, kills := size(200, 2000), size(3, 10)
@@ -76,7 +86,7 @@ func TestChaosKillWorkers(t *testing.T) {
 // LEVEE_TEST_CRASH=after-call): the redelivery calls again with the same key, the provider
 // makes no second charge, and the job succeeds once.
 func TestChaosCrashAfterCall(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	r := newRig(t, "2 kill -9 after call, before commit", rigConfig{})
 	defer r.dumpLogs()
 	n, crashes := size(200, 2000), size(5, 20)
@@ -111,7 +121,7 @@ func TestChaosCrashAfterCall(t *testing.T) {
 // 3. Zombie: SIGSTOP a worker past its lease and AckWait, let another finish its jobs, SIGCONT:
 // the zombie writes nothing and acks nothing.
 func TestChaosZombie(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	r := newRig(t, "3 zombie (SIGSTOP past lease)", rigConfig{concurrency: 5,
 		minDelay: 200 * time.Millisecond, maxDelay: 400 * time.Millisecond})
 	defer r.dumpLogs()
@@ -193,7 +203,7 @@ func TestChaosZombie(t *testing.T) {
 // 4. Restart the NATS server (kill -9, start on the same store, sync_interval: always) while
 // jobs are published and run; publishers retry with the same ids.
 func TestChaosRestartNATS(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	r := newRig(t, "4 NATS kill -9 and restart", rigConfig{})
 	defer r.dumpLogs()
 	n := size(300, 2000)
@@ -226,7 +236,7 @@ func TestChaosRestartNATS(t *testing.T) {
 // 5. Postgres connections cut for 5s mid-run (commits in flight included): no ack without a
 // commit, every job finishes once, no key stays in progress.
 func TestChaosCutPostgres(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	r := newRig(t, "5 Postgres cut 5s", rigConfig{})
 	defer r.dumpLogs()
 	n, cuts := size(300, 2000), size(1, 3)
@@ -256,7 +266,7 @@ func TestChaosCutPostgres(t *testing.T) {
 // 6. A poison job that crashes every worker that pulls it (LEVEE_TEST_CRASH=before-claim) is
 // dead-lettered via max deliveries; the kind's other jobs are unaffected.
 func TestChaosPoison(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	r := newRig(t, "6 poison job crashes workers", rigConfig{maxAttempts: 2, maxDeliveries: 3})
 	defer r.dumpLogs()
 	n := size(100, 1000)
@@ -295,7 +305,7 @@ func TestChaosPoison(t *testing.T) {
 // 7. A cluster of 3 NATS servers with R3 streams: kill -9 the jobs stream's leader mid-run;
 // work continues and nothing is lost.
 func TestChaosClusterKillServer(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	r := newRig(t, "7 R3 cluster, leader kill -9", rigConfig{natsServers: 3})
 	defer r.dumpLogs()
 	n := size(300, 2000)
