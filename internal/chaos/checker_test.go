@@ -34,6 +34,9 @@ type report struct {
 	EffectsOne, EffectsNone, EffectsDuplicated int
 	// SucceededNoEffect counts jobs that succeeded without a charge: a fake success.
 	SucceededNoEffect int
+	// DeadWithEffect counts dead-lettered jobs whose charge was made (an attempt called, then
+	// its worker died): not a failure, since a replay calls with the same key, but worth seeing.
+	DeadWithEffect int
 	// RepeatedCalls counts calls beyond the first under one idempotency key: each is an effect
 	// the provider's key absorbed.
 	RepeatedCalls int
@@ -113,6 +116,9 @@ func (r *rig) check(ids []string, timeout time.Duration) report {
 			}
 		case 1:
 			rp.EffectsOne++
+			if d && !s {
+				rp.DeadWithEffect++
+			}
 		default:
 			rp.EffectsDuplicated++
 			rp.duplicated = append(rp.duplicated, fmt.Sprintf("%s (%d charges)", id, n))
@@ -198,14 +204,14 @@ func (r *rig) outcomes(ctx context.Context) (succeeded map[string]bool, dead map
 // printTable writes the checker's table.
 func printTable(w io.Writer, rps []report) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tjobs\tsucceeded\tdead\tlost\teffects once\teffects duplicated\tcalls repeated under one key\tfaults\twall\tdead by reason\t")
+	fmt.Fprintln(tw, "scenario\tjobs\tsucceeded\tdead\tlost\teffects once\teffects duplicated\tdead with effect\tcalls repeated under one key\tfaults\twall\tdead by reason\t")
 	for _, rp := range rps {
 		reasons := make([]string, 0, len(rp.DeadBy))
 		for _, k := range slices.Sorted(maps.Keys(rp.DeadBy)) {
 			reasons = append(reasons, fmt.Sprintf("%s=%d", k, rp.DeadBy[k]))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", rp.Scenario, rp.Jobs, rp.Succeeded, rp.Dead,
-			rp.Lost, rp.EffectsOne, rp.EffectsDuplicated, rp.RepeatedCalls, rp.Faults, rp.Wall.Round(100*time.Millisecond),
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", rp.Scenario, rp.Jobs, rp.Succeeded, rp.Dead,
+			rp.Lost, rp.EffectsOne, rp.EffectsDuplicated, rp.DeadWithEffect, rp.RepeatedCalls, rp.Faults, rp.Wall.Round(100*time.Millisecond),
 			strings.Join(reasons, " "))
 	}
 	_ = tw.Flush()
