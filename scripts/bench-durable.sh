@@ -31,7 +31,8 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_nats NAME SYNC_LINE: starts natsd with its own store; prints its URL.
+# start_nats NAME SYNC_LINE: starts natsd with its own store and sets url to its URL. (Not
+# called in $(...): the pid must be recorded in this shell for the cleanup.)
 start_nats() {
   local name=$1 sync=$2 port
   port=$(free_port)
@@ -47,7 +48,7 @@ CONF
   pids+=($!)
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "nats://127.0.0.1:$port"
+      url="nats://127.0.0.1:$port"
       return
     fi
     sleep 0.1
@@ -57,8 +58,10 @@ CONF
   exit 1
 }
 
-default_url=$(start_nats default "")
-durable_url=$(start_nats durable "sync_interval: always")
+start_nats default ""
+default_url=$url
+start_nats durable "sync_interval: always"
+durable_url=$url
 echo "NATS 2.15 default at $default_url, sync_interval: always at $durable_url" >&2
 
 bench="$tmp/enqueue bench --json --jobs $BENCH_JOBS --database-url $DATABASE_URL ${LEVEE_BENCH_FLAGS:-}"
