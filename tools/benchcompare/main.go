@@ -129,7 +129,7 @@ func measure(ctx context.Context, argv []string) (figures, error) {
 	}
 	var f figures
 	if err := json.Unmarshal(out.Bytes(), &f); err != nil {
-		return figures{}, fmt.Errorf("its output is not one JSON object (%v): %s", err, lastLine(out.String()))
+		return figures{}, fmt.Errorf("its output is not one JSON object (%w): %s", err, lastLine(out.String()))
 	}
 	f.cpuBench = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	f.cpuPostgres, f.cpuNATS = serverCPU("postgres")-pg0, serverCPU(natsProcess)-nats0
