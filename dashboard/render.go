@@ -41,8 +41,6 @@ var funcs = template.FuncMap{
 	"ts":       formatTime,
 	"tsp":      func(t *time.Time) string { return formatTimePtr(t) },
 	"truncate": truncate,
-	"q":        url.QueryEscape,
-	"pathq":    url.PathEscape,
 }
 
 // parsePages parses each page template together with the layout.
