@@ -163,7 +163,7 @@ func (d *Dashboard) job(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case data.Dead == nil:
 		data.PayloadNote = "The payload is kept only in the dead-letter queue."
-	case !d.canSeePayload(me, st.Kind) && d.redact[st.Kind]:
+	case d.redact[st.Kind]:
 		data.PayloadNote = "Payloads of kind " + st.Kind + " are redacted."
 	case !d.canSeePayload(me, st.Kind):
 		data.PayloadNote = "Payloads are shown to operators only."
