@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -101,14 +102,8 @@ func (f jobsForm) filter(now time.Time) (levee.JobFilter, error) {
 	if f.State == string(levee.StateQueued) {
 		return out, errQueuedNotListed
 	}
-	if f.State != "" {
-		ok := false
-		for _, s := range jobStates {
-			ok = ok || string(s) == f.State
-		}
-		if !ok {
-			return out, fmt.Errorf("unknown state %q: choose running, retrying, succeeded or dead", f.State)
-		}
+	if f.State != "" && !slices.Contains(jobStates, out.State) {
+		return out, fmt.Errorf("unknown state %q: choose running, retrying, succeeded or dead", f.State)
 	}
 	if f.Limit != "" {
 		n, err := strconv.Atoi(f.Limit)
