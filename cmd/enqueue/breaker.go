@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
@@ -17,8 +15,7 @@ func newBreakerCmd(conn *cli.Connection) *cobra.Command {
 		Long: `Each worker keeps a circuit breaker per kind, which stops the kind's pulls while its
 downstream fails. 'breaker reset KIND' closes it on every live worker at once.`,
 	}
-	var as string
-	reset := &cobra.Command{
+	reset := actionCmd(&cobra.Command{
 		Use:   "reset KIND",
 		Short: "Close the kind's circuit breaker on every live worker",
 		Long: `Reset KIND's circuit breaker on every live worker: each closes it, forgets the failures in
@@ -32,18 +29,7 @@ The action is written to the audit log with --as.
 
 ` + operatorExitCodes,
 		Example: `  enqueue breaker reset charge --as ada`,
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			kind := args[0]
-			if err := queue.ValidateKind(kind); err != nil {
-				return &cli.UsageError{Err: err}
-			}
-			return runAction(cmd, conn, as, func(ctx context.Context, c *levee.Client, by levee.Actor) (string, error) {
-				return "breaker reset requested for " + kind, c.ResetBreaker(ctx, kind, by)
-			})
-		},
-	}
-	addActorFlag(reset, &as)
+	}, conn, queue.ValidateKind, "breaker reset requested for", (*levee.Client).ResetBreaker)
 	breaker.AddCommand(reset)
 	return breaker
 }

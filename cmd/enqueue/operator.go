@@ -80,21 +80,34 @@ func operatorError(err error) error {
 	return cli.ConnectHint(err)
 }
 
-// runAction opens a client, runs do with it, and prints done on success.
-func runAction(cmd *cobra.Command, conn *cli.Connection, as string, do func(context.Context, *levee.Client, levee.Actor) (string, error)) error {
-	if as == "" {
-		return cli.Usagef("--as is empty: name who is acting, e.g. --as ada")
-	}
-	ctx := cmd.Context()
-	c, err := openOperatorClient(ctx, conn)
-	if err != nil {
+// actionCmd completes cmd, whose help the caller wrote, as an action on its one argument, a job
+// ID or a KIND: the argument must pass validate, act runs on it as the --as actor, and on
+// success the command prints done and the argument, e.g. "cancelled 01JC9X3V8J4T6M2Q7R5W0YBZ1N".
+// act is a method expression such as (*levee.Client).CancelJob.
+func actionCmd(cmd *cobra.Command, conn *cli.Connection, validate func(string) error, done string,
+	act func(*levee.Client, context.Context, string, levee.Actor) error) *cobra.Command {
+	var as string
+	cmd.Args = cobra.ExactArgs(1)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		arg := args[0]
+		if err := validate(arg); err != nil {
+			return &cli.UsageError{Err: err}
+		}
+		if as == "" {
+			return cli.Usagef("--as is empty: name who is acting, e.g. --as ada")
+		}
+		ctx := cmd.Context()
+		c, err := openOperatorClient(ctx, conn)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := act(c, ctx, arg, levee.Actor(as)); err != nil {
+			return operatorError(err)
+		}
+		_, err = fmt.Fprintln(cmd.OutOrStdout(), done, arg)
 		return err
 	}
-	defer c.Close()
-	done, err := do(ctx, c, levee.Actor(as))
-	if err != nil {
-		return operatorError(err)
-	}
-	_, err = fmt.Fprintln(cmd.OutOrStdout(), done)
-	return err
+	addActorFlag(cmd, &as)
+	return cmd
 }

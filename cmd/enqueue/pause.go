@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
@@ -11,8 +9,7 @@ import (
 )
 
 func newPauseCmd(conn *cli.Connection) *cobra.Command {
-	var as string
-	cmd := &cobra.Command{
+	return actionCmd(&cobra.Command{
 		Use:   "pause KIND",
 		Short: "Stop every worker from pulling a kind, until resume",
 		Long: `Pause KIND across the fleet: every worker stops pulling it within moments (a pull already
@@ -25,24 +22,11 @@ The action is written to the audit log with --as.
 ` + operatorExitCodes,
 		Example: `  enqueue pause charge --as ada
   enqueue resume charge --as ada`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			kind := args[0]
-			if err := queue.ValidateKind(kind); err != nil {
-				return &cli.UsageError{Err: err}
-			}
-			return runAction(cmd, conn, as, func(ctx context.Context, c *levee.Client, by levee.Actor) (string, error) {
-				return "paused " + kind, c.PauseKind(ctx, kind, by)
-			})
-		},
-	}
-	addActorFlag(cmd, &as)
-	return cmd
+	}, conn, queue.ValidateKind, "paused", (*levee.Client).PauseKind)
 }
 
 func newResumeCmd(conn *cli.Connection) *cobra.Command {
-	var as string
-	cmd := &cobra.Command{
+	return actionCmd(&cobra.Command{
 		Use:   "resume KIND",
 		Short: "Let the fleet pull a paused kind again",
 		Long: `Resume KIND: every worker of the kind pulls it again, and the jobs that waited drain at the
@@ -52,17 +36,5 @@ The action is written to the audit log with --as.
 
 ` + operatorExitCodes,
 		Example: `  enqueue resume charge --as ada`,
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			kind := args[0]
-			if err := queue.ValidateKind(kind); err != nil {
-				return &cli.UsageError{Err: err}
-			}
-			return runAction(cmd, conn, as, func(ctx context.Context, c *levee.Client, by levee.Actor) (string, error) {
-				return "resumed " + kind, c.ResumeKind(ctx, kind, by)
-			})
-		},
-	}
-	addActorFlag(cmd, &as)
-	return cmd
+	}, conn, queue.ValidateKind, "resumed", (*levee.Client).ResumeKind)
 }

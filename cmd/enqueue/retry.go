@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
@@ -11,8 +9,7 @@ import (
 )
 
 func newRetryCmd(conn *cli.Connection) *cobra.Command {
-	var as string
-	cmd := &cobra.Command{
+	return actionCmd(&cobra.Command{
 		Use:   "retry ID",
 		Short: "Run a dead or retrying job again now",
 		Long: `Retry job ID. A dead job is replayed from the dead-letter queue exactly as 'enqueue dlq
@@ -26,17 +23,5 @@ with --as.
 ` + operatorExitCodes,
 		Example: `  enqueue retry 01JC9X3V8J4T6M2Q7R5W0YBZ1N
   enqueue retry 01JC9X3V8J4T6M2Q7R5W0YBZ1N --as ada`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			if err := queue.ValidateID(id); err != nil {
-				return &cli.UsageError{Err: err}
-			}
-			return runAction(cmd, conn, as, func(ctx context.Context, c *levee.Client, by levee.Actor) (string, error) {
-				return "retrying " + id, c.RetryJob(ctx, id, by)
-			})
-		},
-	}
-	addActorFlag(cmd, &as)
-	return cmd
+	}, conn, queue.ValidateID, "retrying", (*levee.Client).RetryJob)
 }
