@@ -278,19 +278,6 @@ func TestParseUsers(t *testing.T) {
 	}
 }
 
-func TestParseAge(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]time.Duration{"90s": 90 * time.Second, "1h30m": 90 * time.Minute, "2d": 48 * time.Hour, "1d12h": 36 * time.Hour} {
-		got, err := parseAge(in)
-		require.NoError(t, err, in)
-		assert.Equal(t, want, got, in)
-	}
-	for _, bad := range []string{"", "0s", "-1h", "d", "3x", "1.5d"} {
-		_, err := parseAge(bad)
-		assert.Error(t, err, bad)
-	}
-}
-
 func hash(pw string) []byte {
 	h := sha256.Sum256([]byte(pw))
 	return h[:]

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/cli"
 )
 
 // dlqForm is the DLQ filter as the forms and URLs carry it: the same choices as
@@ -145,12 +146,12 @@ func set(v url.Values, k, s string) {
 // ages reads the since and older-than fields.
 func ages(sinceText, olderText string) (since, older time.Duration, err error) {
 	if sinceText != "" {
-		if since, err = parseAge(sinceText); err != nil {
+		if since, err = cli.ParseAge(sinceText); err != nil {
 			return 0, 0, fmt.Errorf("since %q: %w", sinceText, err)
 		}
 	}
 	if olderText != "" {
-		if older, err = parseAge(olderText); err != nil {
+		if older, err = cli.ParseAge(olderText); err != nil {
 			return 0, 0, fmt.Errorf("older than %q: %w", olderText, err)
 		}
 	}
@@ -158,33 +159,4 @@ func ages(sinceText, olderText string) (since, older time.Duration, err error) {
 		return 0, 0, fmt.Errorf("since %s and older than %s select nothing: since must be the longer one", sinceText, olderText)
 	}
 	return since, older, nil
-}
-
-var errAgeSyntax = errors.New("give a duration such as 90s, 15m, 1h30m or 30d")
-
-// parseAge reads an age as `enqueue dlq list` does: a Go duration, or a whole number of
-// days alone or before one (30d, 1d12h). It must be positive.
-func parseAge(s string) (time.Duration, error) {
-	days, rest, hasDays := strings.Cut(s, "d")
-	var d time.Duration
-	if hasDays {
-		n, err := strconv.ParseUint(days, 10, 32)
-		if err != nil || n > 36500 {
-			return 0, errAgeSyntax
-		}
-		d = time.Duration(n) * 24 * time.Hour
-	} else {
-		rest = s
-	}
-	if rest != "" {
-		x, err := time.ParseDuration(rest)
-		if err != nil || x < 0 {
-			return 0, errAgeSyntax
-		}
-		d += x
-	}
-	if d <= 0 {
-		return 0, errAgeSyntax
-	}
-	return d, nil
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -85,14 +83,14 @@ func (f *filterFlags) filter(now time.Time) (levee.DLQFilter, error) {
 	}
 	var since, older time.Duration
 	if f.since != "" {
-		d, err := parseAge(f.since)
+		d, err := cli.ParseAge(f.since)
 		if err != nil {
 			return out, cli.Usagef("invalid --since %q: %w", f.since, err)
 		}
 		since, out.Since = d, now.Add(-d)
 	}
 	if f.olderThan != "" {
-		d, err := parseAge(f.olderThan)
+		d, err := cli.ParseAge(f.olderThan)
 		if err != nil {
 			return out, cli.Usagef("invalid --older-than %q: %w", f.olderThan, err)
 		}
@@ -102,41 +100,6 @@ func (f *filterFlags) filter(now time.Time) (levee.DLQFilter, error) {
 		return out, cli.Usagef("--since %s and --older-than %s select nothing: --since must be the longer one", f.since, f.olderThan)
 	}
 	return out, nil
-}
-
-// maxAgeDays bounds the day count of an age, far below time.Duration's limit of 292 years.
-const maxAgeDays = 36500
-
-// errAgeSyntax explains what parseAge reads.
-var errAgeSyntax = errors.New("give a duration such as 90s, 15m, 1h30m or 30d")
-
-// parseAge reads an age: a Go duration (90s, 15m, 1h30m), or a whole number of days, alone or
-// before one (30d, 1d12h). It must be positive.
-func parseAge(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	days, rest, hasDays := strings.Cut(s, "d") // no Go duration unit has a 'd'
-	if !hasDays {
-		days, rest = "", s
-	}
-	var d time.Duration
-	if hasDays {
-		n, err := strconv.ParseUint(days, 10, 32)
-		if err != nil || n > maxAgeDays {
-			return 0, errAgeSyntax
-		}
-		d = time.Duration(n) * 24 * time.Hour
-	}
-	if rest != "" || !hasDays {
-		x, err := time.ParseDuration(rest)
-		if err != nil || x < 0 {
-			return 0, errAgeSyntax
-		}
-		d += x
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%w, greater than zero", errAgeSyntax)
-	}
-	return d, nil
 }
 
 // selectionFlags pick the jobs of replay and purge: IDs, or --all with the filter flags.

@@ -69,7 +69,7 @@ func runJobs(cmd *cobra.Command, conn *cli.Connection, o jobsOptions) error {
 	}
 	now := time.Now()
 	if o.since != "" {
-		d, err := parseAge(o.since)
+		d, err := cli.ParseAge(o.since)
 		if err != nil {
 			return cli.Usagef("invalid --since %q: %w", o.since, err)
 		}
