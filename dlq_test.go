@@ -134,7 +134,7 @@ func TestDLQReasons(t *testing.T) {
 		p2 := map[string]int{"n": 1}
 		res, err = b.client.Publish(ctx, "crash", p2)
 		require.NoError(t, err)
-		b.strandJob(t, "crash", 2)
+		b.strandJob(t, "crash", res.ID, 2)
 		wants["max_deliveries"] = want{kind: "crash", id: res.ID, key: res.ID, payload: mustJSON(t, p2), errHas: "delivered 2 times"}
 
 		for reason, w := range wants {

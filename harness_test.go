@@ -185,10 +185,14 @@ func (b *bundle) dlqEntry(t *testing.T, id string) *queue.DeadLetterEntry {
 	return e
 }
 
-// strandJob spends every delivery of the waiting jobs of kind without claiming them, as a
-// worker that crashes on them would, so that the server emits max-deliveries advisories. No
-// worker of kind may be running; its consumer must exist (a worker of kind ran before).
-func (b *bundle) strandJob(t *testing.T, kind string, maxDeliveries int) {
+// strandJob spends every delivery of job id (of kind) without claiming it, as a worker that
+// crashes on it would, until the server gives up on it: its max-deliveries advisory is
+// handled and the message leaves the work stream. No worker of kind may be running; its
+// consumer must exist (a worker of kind ran before). It keeps fetching rather than fetching
+// a fixed number of times: a fetch can come back empty on a loaded machine (a nak still in
+// the server's queue), and the server only emits the advisory on a fetch that finds the
+// limit reached.
+func (b *bundle) strandJob(t *testing.T, kind, id string, maxDeliveries int) {
 	t.Helper()
 	ctx := context.Background()
 	js, err := jetstream.New(leveetest.Conn(t, b.nats))
@@ -197,12 +201,26 @@ func (b *bundle) strandJob(t *testing.T, kind string, maxDeliveries int) {
 	require.NoError(t, err)
 	cons, err := js.Consumer(ctx, names.JobsStream(), names.Consumer(kind))
 	require.NoError(t, err)
-	// One fetch more than the deliveries: the server finds the limit reached on it.
-	for range maxDeliveries + 1 {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	q, err := queue.New(queue.Config{Conn: leveetest.Conn(t, b.nats), Namespace: b.ns})
+	require.NoError(t, err)
+	var delivered uint64
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
 		require.NoError(t, err)
 		for m := range batch.Messages() {
+			if md, err := m.Metadata(); err == nil {
+				require.LessOrEqual(t, md.NumDelivered, uint64(maxDeliveries), "the server delivered past MaxDeliver")
+				delivered = max(delivered, md.NumDelivered)
+			}
 			require.NoError(t, m.Nak())
+		}
+		if _, err := q.FindQueued(ctx, id); errors.Is(err, queue.ErrNotFound) {
+			require.EqualValues(t, maxDeliveries, delivered, "deliveries of %s before it left the work stream", id)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s still in the work stream after %d deliveries (max %d)", id, delivered, maxDeliveries)
 		}
 	}
 }

@@ -33,7 +33,7 @@ func TestMaxDeliveriesDeadLettersStrandedJob(t *testing.T) {
 
 		res, err := b.client.Publish(ctx, "crash", map[string]int{"n": 1})
 		require.NoError(t, err)
-		b.strandJob(t, "crash", policy.MaxDeliveries)
+		b.strandJob(t, "crash", res.ID, policy.MaxDeliveries)
 
 		st := b.waitFinal(t, res.ID, 30*time.Second)
 		require.Equal(t, levee.StateDead, st.State)
