@@ -74,7 +74,12 @@ func (r *rig) check(ids []string, timeout time.Duration) report {
 		err       error
 	)
 	for {
-		succeeded, dead, err = r.outcomes(ctx)
+		// Each read is bounded on its own: a JetStream API request that reaches a stream while
+		// it elects a new leader gets no answer, and without its own deadline it would wait
+		// out the whole check instead of being asked again.
+		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
+		succeeded, dead, err = r.outcomes(octx)
+		ocancel()
 		if err == nil && r.allFinal(ids, succeeded, dead) {
 			break
 		}
