@@ -185,6 +185,18 @@ func (b *bundle) dlqEntry(t *testing.T, id string) *queue.DeadLetterEntry {
 	return e
 }
 
+// kindConsumer opens kind's durable consumer, which a worker of kind created.
+func (b *bundle) kindConsumer(t *testing.T, kind string) jetstream.Consumer {
+	t.Helper()
+	js, err := jetstream.New(leveetest.Conn(t, b.nats))
+	require.NoError(t, err)
+	names, err := queue.NewNames(b.ns)
+	require.NoError(t, err)
+	cons, err := js.Consumer(context.Background(), names.JobsStream(), names.Consumer(kind))
+	require.NoError(t, err)
+	return cons
+}
+
 // strandJob spends every delivery of job id (of kind) without claiming it, as a worker that
 // crashes on it would, until the server gives up on it: its max-deliveries advisory is
 // handled and the message leaves the work stream. No worker of kind may be running; its
@@ -192,35 +204,47 @@ func (b *bundle) dlqEntry(t *testing.T, id string) *queue.DeadLetterEntry {
 // a fixed number of times: a fetch can come back empty on a loaded machine (a nak still in
 // the server's queue), and the server only emits the advisory on a fetch that finds the
 // limit reached.
-func (b *bundle) strandJob(t *testing.T, kind, id string, maxDeliveries int) {
+func (b *bundle) strandJob(t *testing.T, kind, id string, maxDeliveries int) (messages int) {
 	t.Helper()
 	ctx := context.Background()
-	js, err := jetstream.New(leveetest.Conn(t, b.nats))
-	require.NoError(t, err)
-	names, err := queue.NewNames(b.ns)
-	require.NoError(t, err)
-	cons, err := js.Consumer(ctx, names.JobsStream(), names.Consumer(kind))
-	require.NoError(t, err)
+	cons := b.kindConsumer(t, kind)
 	q, err := queue.New(queue.Config{Conn: leveetest.Conn(t, b.nats), Namespace: b.ns})
 	require.NoError(t, err)
-	var delivered uint64
+	delivered := map[uint64]uint64{} // stream sequence → deliveries seen
 	deadline := time.Now().Add(45 * time.Second)
 	for {
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
 		require.NoError(t, err)
 		for m := range batch.Messages() {
-			if md, err := m.Metadata(); err == nil {
-				require.LessOrEqual(t, md.NumDelivered, uint64(maxDeliveries), "the server delivered past MaxDeliver")
-				delivered = max(delivered, md.NumDelivered)
-			}
+			md, err := m.Metadata()
+			require.NoError(t, err)
+			require.LessOrEqual(t, md.NumDelivered, uint64(maxDeliveries), "the server delivered past MaxDeliver")
+			delivered[md.Sequence.Stream] = max(delivered[md.Sequence.Stream], md.NumDelivered)
 			require.NoError(t, m.Nak())
 		}
 		if _, err := q.FindQueued(ctx, id); errors.Is(err, queue.ErrNotFound) {
-			require.EqualValues(t, maxDeliveries, delivered, "deliveries of %s before it left the work stream", id)
-			return
+			for seq, n := range delivered {
+				require.EqualValues(t, maxDeliveries, n, "deliveries of %s (message %d) before it left the work stream", id, seq)
+			}
+			return len(delivered)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("job %s still in the work stream after %d deliveries (max %d)", id, delivered, maxDeliveries)
+			t.Fatalf("job %s still in the work stream after deliveries %v (max %d)", id, delivered, maxDeliveries)
+		}
+	}
+}
+
+// spendDeliveries naks the next n deliveries of kind's consumer, as a worker that crashed
+// holding them would leave them. No worker of kind may be running.
+func (b *bundle) spendDeliveries(t *testing.T, kind string, n int) {
+	t.Helper()
+	cons := b.kindConsumer(t, kind)
+	for spent := 0; spent < n; {
+		batch, err := cons.Fetch(n-spent, jetstream.FetchMaxWait(2*time.Second))
+		require.NoError(t, err)
+		for m := range batch.Messages() {
+			require.NoError(t, m.Nak())
+			spent++
 		}
 	}
 }

@@ -2,19 +2,23 @@ package levee_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
 // DESIGN rule 6: a message whose deliveries run out without an outcome (it crashed every
 // worker that took it) is not stranded in the work stream: the max-deliveries advisory is
-// captured and the job is dead-lettered with reason max_deliveries.
+// captured and the job is dead-lettered with reason max_deliveries. A job that never ran
+// alone in a worker (here no worker ran it at all) is first published again, MaxRequeues
+// times, in case it was only a bystander of another job that crashed the workers.
 func TestMaxDeliveriesDeadLettersStrandedJob(t *testing.T) {
 	t.Parallel()
 	eachServer(t, func(t *testing.T, b *bundle) {
@@ -33,7 +37,8 @@ func TestMaxDeliveriesDeadLettersStrandedJob(t *testing.T) {
 
 		res, err := b.client.Publish(ctx, "crash", map[string]int{"n": 1})
 		require.NoError(t, err)
-		b.strandJob(t, "crash", res.ID, policy.MaxDeliveries)
+		messages := b.strandJob(t, "crash", res.ID, policy.MaxDeliveries)
+		require.Equal(t, 1+idempotency.MaxRequeues, messages, "the job was published again before it was dead-lettered")
 
 		st := b.waitFinal(t, res.ID, 30*time.Second)
 		require.Equal(t, levee.StateDead, st.State)
@@ -82,5 +87,70 @@ func TestMaxDeliveriesRequeuesHealthyJob(t *testing.T) {
 		st := b.waitFinal(t, bj.ID, 30*time.Second)
 		require.Equal(t, levee.StateSucceeded, st.State)
 		require.Equal(t, a.ID, st.DuplicateOf)
+	})
+}
+
+// A message on its last delivery runs alone in its worker: it waits until the worker holds
+// no other message and nothing is pulled meanwhile, so that if it is a poison that crashes
+// the process, no healthy job is charged a delivery with it (and if it is a healthy job that
+// only stood beside a poison before, it finishes).
+func TestLastDeliveryRunsAlone(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, b *bundle) {
+		ctx := context.Background()
+		policy := levee.Policy{MaxAttempts: 1, MaxDeliveries: 2, Concurrency: 8}
+		noop := levee.HandlerFunc(func(context.Context, *levee.Job) (any, error) { return nil, nil })
+		stop := b.startWorker(t, "solo", noop, policy) // creates the consumer
+		require.Eventually(t, func() bool {
+			served, err := b.client.KindServed(ctx, "solo")
+			return err == nil && served
+		}, 20*time.Second, 20*time.Millisecond)
+		stop()
+
+		// The last-chance job has spent one of its two deliveries; the others are fresh.
+		last, err := b.client.Publish(ctx, "solo", map[string]string{"role": "last"})
+		require.NoError(t, err)
+		b.spendDeliveries(t, "solo", 1)
+		var ids []string
+		for i := range 24 {
+			res, err := b.client.Publish(ctx, "solo", map[string]int{"n": i})
+			require.NoError(t, err)
+			ids = append(ids, res.ID)
+		}
+
+		var (
+			running  atomic.Int32
+			mostElse atomic.Int32 // most handlers seen at once by the other jobs
+			lastSaw  atomic.Int32 // most handlers seen at once while the last chance ran
+		)
+		observe := func(into *atomic.Int32, n int32) {
+			for {
+				cur := into.Load()
+				if n <= cur || into.CompareAndSwap(cur, n) {
+					return
+				}
+			}
+		}
+		h := levee.HandlerFunc(func(ctx context.Context, job *levee.Job) (any, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			into := &mostElse
+			if job.ID == last.ID {
+				into = &lastSaw
+			}
+			observe(into, n)
+			time.Sleep(100 * time.Millisecond)
+			observe(into, running.Load())
+			return nil, nil
+		})
+		b.startWorker(t, "solo", h, policy)
+
+		st := b.waitFinal(t, last.ID, 30*time.Second)
+		require.Equal(t, levee.StateSucceeded, st.State)
+		for _, id := range ids {
+			require.Equal(t, levee.StateSucceeded, b.waitFinal(t, id, 30*time.Second).State, "job %s", id)
+		}
+		require.EqualValues(t, 1, lastSaw.Load(), "the last chance ran alone")
+		require.Greater(t, mostElse.Load(), int32(1), "the other jobs ran side by side (the test would prove nothing otherwise)")
 	})
 }

@@ -485,7 +485,7 @@ func addRecords(ctx context.Context, db execer, l *Ledger, recs []Record) error 
 // returns how many it deleted. Running and retrying keys are never reaped.
 func (l *Ledger) Reap(ctx context.Context, retention time.Duration, limit int) (int64, error) {
 	var total int64
-	for _, q := range []string{l.q.reapKeys, l.q.reapRecords, l.q.reapAttempts} {
+	for _, q := range []string{l.q.reapKeys, l.q.reapRecords, l.q.reapAttempts, l.q.reapLastChances} {
 		tag, err := l.pool.Exec(ctx, q, retention.Seconds(), limit)
 		if err != nil {
 			return total, fmt.Errorf("reap: %w", err)

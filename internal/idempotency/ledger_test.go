@@ -251,3 +251,54 @@ func TestStatusBeforeMigrationIsNotFound(t *testing.T) {
 	_, err = l.Status(context.Background(), "j1")
 	require.ErrorIs(t, err, idempotency.ErrNotFound)
 }
+
+// MarkDead tells a poison from its bystanders by MarkSolo: a job that never ran alone is
+// published again (StrandedRequeue, counted) up to MaxRequeues times, then dead; a job that
+// ran alone and still ran out of deliveries is dead at once. Force (an operator's capture)
+// skips the second chance.
+func TestMarkDeadGivesBystandersAnotherChance(t *testing.T) {
+	t.Parallel()
+	l := setup(t)
+	ctx := context.Background()
+	rec := func(id string) idempotency.Record {
+		return idempotency.Record{JobID: id, Kind: "charge", Key: id, Reason: "max_deliveries", Error: "delivered 3 times"}
+	}
+	status := func(id string) idempotency.State {
+		st, err := l.Status(ctx, id)
+		if err != nil {
+			return ""
+		}
+		return st.State
+	}
+
+	// Never claimed, never alone (a bystander that died before its claim, every time).
+	for range idempotency.MaxRequeues {
+		action, err := l.MarkDead(ctx, rec("bystander"), false)
+		require.NoError(t, err)
+		require.Equal(t, idempotency.StrandedRequeue, action)
+		require.Empty(t, status("bystander"), "a requeued job is not recorded dead")
+	}
+	action, err := l.MarkDead(ctx, rec("bystander"), false)
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StrandedDead, action, "after MaxRequeues second chances the job is dead")
+	require.Equal(t, idempotency.StateDead, status("bystander"))
+
+	// Claimed, its lease lapsed (its worker died), then run alone: dead at once.
+	require.Equal(t, idempotency.Claimed, claimOne(t, l, req("poison", "poison", "p", 100*time.Millisecond)).Status)
+	require.NoError(t, l.MarkSolo(ctx, "poison", "charge"))
+	time.Sleep(200 * time.Millisecond) // the lease lapses on the database clock
+	action, err = l.MarkDead(ctx, rec("poison"), false)
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StrandedDead, action)
+	require.Equal(t, idempotency.StateDead, status("poison"))
+
+	// An operator's capture does not wait for a last chance.
+	action, err = l.MarkDead(ctx, rec("orphan"), true)
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StrandedDead, action)
+
+	// Finished last chances are reaped with the rest.
+	n, err := l.Reap(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Positive(t, n)
+}

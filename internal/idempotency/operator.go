@@ -60,14 +60,32 @@ const (
 	StrandedRequeue
 )
 
+// MaxRequeues bounds how often MarkDead publishes again a job that ran out of deliveries
+// without ever having run alone in a worker (see MarkSolo).
+const MaxRequeues = 2
+
+// MarkSolo records that a worker is about to run job jobID alone in its process, as the last
+// chance of a message on its last delivery (or of a job whose attempts were lost with their
+// workers). If the message's deliveries still run out, the job crashed or hung a worker while
+// nothing else ran there, and MarkDead dead-letters it.
+func (l *Ledger) MarkSolo(ctx context.Context, jobID, kind string) error {
+	if _, err := l.pool.Exec(ctx, l.q.markSolo, jobID, kind); err != nil {
+		return fmt.Errorf("mark last chance of job %s: %w", jobID, err)
+	}
+	return nil
+}
+
 // MarkDead settles a job whose deliveries ran out without an outcome (the max-deliveries
 // safety net). A job whose key is healthy (retrying, or running under a live lease, whoever
 // owns it) is not dead: StrandedRequeue, nothing written, so a long outage or a busy key never
 // dead-letters a healthy job. A key that already succeeded makes the job a duplicate
-// (StrandedDone). Otherwise (no key row, its own key running with an expired lease: a crash
-// loop, or a dead key) the job is dead with rec.Reason: its own running key becomes dead with
-// its fence moved on, or it is recorded as an unowned dead job. With force (an operator's
-// capture of jobs nobody serves) a healthy key does not save the job.
+// (StrandedDone). A job that never ran alone in a worker (no MarkSolo) was perhaps only a
+// bystander of a message that crashed the workers holding both: StrandedRequeue, counted, at
+// most MaxRequeues times. Otherwise (no key row, its own key running with an expired lease: a
+// crash loop, or a dead key) the job is dead with rec.Reason: its own running key becomes dead
+// with its fence moved on, or it is recorded as an unowned dead job. With force (an
+// operator's capture of jobs nobody serves) neither a healthy key nor a missing last chance
+// saves the job.
 func (l *Ledger) MarkDead(ctx context.Context, rec Record, force bool) (StrandedAction, error) {
 	var action StrandedAction
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
@@ -95,6 +113,23 @@ func (l *Ledger) MarkDead(ctx context.Context, rec Record, force bool) (Stranded
 		case !force && (before == StateRetrying || before == StateRunning && leaseLive):
 			action = StrandedRequeue
 			return nil
+		}
+		if !force && before != StateDead {
+			// Did the job have its last chance alone in a worker? If not, the workers that
+			// held it may have crashed on something else: publish it again (a few times).
+			var solo bool
+			var requeues int
+			err := tx.QueryRow(ctx, l.q.lockLastChance, rec.JobID).Scan(&solo, &requeues)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			if !solo && requeues < MaxRequeues {
+				action = StrandedRequeue
+				_, err := tx.Exec(ctx, l.q.addRequeue, rec.JobID, rec.Kind)
+				return err
+			}
+		}
+		switch {
 		case (before == StateRunning || before == StateRetrying) && owner == rec.JobID:
 			action = StrandedDead
 			_, err := tx.Exec(ctx, l.q.markDead, rec.Kind, rec.Key, rec.Reason, Truncate(rec.Error, l.maxErrorBytes))

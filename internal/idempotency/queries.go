@@ -6,6 +6,7 @@ import "strings"
 type queries struct {
 	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, reapAttempts, status, ping string
 	deleteRecord, lockKeyOwner, lockKeyLease, revive, markDead                              string
+	markSolo, lockLastChance, addRequeue, reapLastChances                                   string
 }
 
 func newQueries(schema string) queries {
@@ -110,6 +111,19 @@ DELETE FROM S.job_records WHERE ctid IN (
 		reapAttempts: s(`
 DELETE FROM S.attempts WHERE ctid IN (
     SELECT ctid FROM S.attempts WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2)`),
+
+		reapLastChances: s(`
+DELETE FROM S.last_chances WHERE ctid IN (
+    SELECT ctid FROM S.last_chances WHERE updated_at < now() - make_interval(secs => $1) LIMIT $2)`),
+
+		// Last chances (see MarkSolo and MarkDead).
+		markSolo: s(`
+INSERT INTO S.last_chances (job_id, kind, solo_at) VALUES ($1, $2, now())
+ON CONFLICT (job_id) DO UPDATE SET solo_at = now(), updated_at = now()`),
+		lockLastChance: s(`SELECT solo_at IS NOT NULL, requeues FROM S.last_chances WHERE job_id = $1 FOR UPDATE`),
+		addRequeue: s(`
+INSERT INTO S.last_chances (job_id, kind, requeues) VALUES ($1, $2, 1)
+ON CONFLICT (job_id) DO UPDATE SET requeues = S.last_chances.requeues + 1, updated_at = now()`),
 
 		status: s(`
 (SELECT 0 AS src, job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text AS duplicate_of,

@@ -35,6 +35,12 @@ func (a *Advisory) Ack() error { return a.msg.Ack() }
 // Nak hands the advisory back for another try after delay.
 func (a *Advisory) Nak(delay time.Duration) error { return a.msg.NakWithDelay(delay) }
 
+// AdvisoryAckWait is how long a worker may hold a max-deliveries advisory before the server
+// hands it to another: a worker that dies holding one (a poison job crashes workers, and the
+// advisories of its bystanders arrive meanwhile) delays those jobs by this much. Settling one
+// advisory takes a few round trips; the worker bounds it well below this.
+const AdvisoryAckWait = 20 * time.Second
+
 // advisoriesStream names the capture stream, e.g. LEVEE_ADVISORIES.
 func (q *Queue) advisoriesStream() string { return strings.ToUpper(q.names.ns) + "_ADVISORIES" }
 
@@ -56,7 +62,7 @@ func (q *Queue) WatchMaxDeliveries(ctx context.Context) (*MaxDeliveries, error) 
 	cons, err := q.js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{
 		Durable:   q.names.ns + "_max_deliveries",
 		AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait:   time.Minute,
+		AckWait:   AdvisoryAckWait,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create consumer on %s: %w", name, translate(err))

@@ -26,6 +26,7 @@ type kindRunner struct {
 	pipeline *executor.Pipeline
 	puller   *queue.Puller
 	hardCtx  context.Context
+	runCtx   context.Context // Run's: ends when the worker stops pulling
 	attempts *sync.WaitGroup
 
 	mu       sync.Mutex
@@ -46,6 +47,11 @@ type attempt struct {
 	// ran is how the attempt's handler call ended (idempotency.AttemptFailed, ...), for its
 	// row in the attempts table; "" while none ran.
 	ran string
+	// turn is set when the attempt is a last chance running alone (solo.go).
+	turn *soloTurn
+	// unhold tells the solo gate the attempt no longer holds its message: it ended, or it
+	// runs past its timeout and is left to lapse. Only the first call counts.
+	unhold func()
 }
 
 // errorPause is how long the pull loop waits after a failing pull or claim.
@@ -98,13 +104,20 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 			k.pipeline.Release(n)
 			continue
 		}
+		// A last chance waiting to run alone stops the pulls of every kind (solo.go).
+		if !k.w.gate.enterPull(ctx) {
+			k.pipeline.Release(n)
+			return
+		}
 		got, err := k.puller.Fetch(ctx, n, k.w.cfg.FetchWait, func(ds []*queue.Delivery) {
+			k.w.gate.add(len(ds))
 			if err := claimErr(); ctx.Err() != nil || err != nil {
 				// Pulled while shutting down, or the ledger just failed: hand them back.
 				for _, d := range ds {
 					_ = d.Nak(nakDelay(err))
 				}
 				k.pipeline.Release(len(ds))
+				k.w.gate.done(len(ds))
 				return
 			}
 			claims <- struct{}{}
@@ -121,6 +134,7 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 				}
 			})
 		})
+		k.w.gate.done(1) // the pull itself; what it brought is counted by the claims
 		k.pipeline.Pulled(n, got)
 		if err != nil {
 			log.Warn("pull failed; retrying", "err", err)
@@ -182,13 +196,18 @@ func (k *kindRunner) fallbackLoop(ctx context.Context) {
 		if time.Since(openSince) < k.kind.FallbackAfter {
 			continue
 		}
+		if !k.w.gate.enterPull(ctx) {
+			return
+		}
 		_, err := k.puller.Fetch(ctx, k.w.cfg.MaxBatch, k.w.cfg.FetchWait, func(ds []*queue.Delivery) {
+			k.w.gate.add(len(ds))
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
 			defer cancel()
-			if err := k.claimAndDispatch(pctx, ds, true); err != nil {
+			if _, err := k.claimAndDispatch(pctx, ds, true, nil); err != nil {
 				k.logger().Warn("fallback: ledger unavailable", "err", err)
 			}
 		})
+		k.w.gate.done(1)
 		if err != nil {
 			k.logger().Warn("fallback: pull failed", "err", err)
 		}
@@ -207,20 +226,31 @@ func nakDelay(claimErr error) time.Duration {
 // process claims a pulled batch and starts an attempt for every claimed key. Each delivery
 // holds one bulkhead reservation, released here or when its attempt ends.
 func (k *kindRunner) process(ctx context.Context, ds []*queue.Delivery) error {
-	return k.claimAndDispatch(ctx, ds, false)
+	_, err := k.claimAndDispatch(ctx, ds, false, nil)
+	return err
 }
 
 // claimAndDispatch claims ds and dispatches each: claimed jobs start an attempt, or with
 // divert (breaker open past fallback_after) are handed to the fallback kind without one. In
-// divert mode nothing was admitted, so nothing is released.
-func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery, divert bool) error {
+// divert mode nothing was admitted, so nothing is released. A message on its last delivery is
+// handed to runAlone instead (unless turn says this is its turn alone already). Every
+// delivery in ds is counted as held by the solo gate; claimAndDispatch settles the count of
+// those it neither started nor handed on. It returns the number of attempts started.
+func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery, divert bool, turn *soloTurn) (started int, err error) {
 	release := k.pipeline.Release
 	if divert {
 		release = func(int) {}
 	}
+	passed := 0 // started, or handed to runAlone: they settle their own count
+	defer func() { k.w.gate.done(len(ds) - passed) }()
 	reqs := make([]idempotency.ClaimRequest, 0, len(ds))
 	good := make([]*queue.Delivery, 0, len(ds))
 	for _, d := range ds {
+		if turn == nil && !divert && k.lastDelivery(d) {
+			passed++
+			k.attempts.Go(func() { k.runAlone(k.runCtx, d) })
+			continue
+		}
 		testCrash.at(crashBeforeClaim, d.Env.Key, 0) // test-only (EnvTestCrash); nothing in production
 		if d.DecodeErr != nil {
 			k.deadLetterUnowned(ctx, d, executor.ReasonMalformed, d.DecodeErr.Error())
@@ -243,7 +273,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 		})
 	}
 	if len(reqs) == 0 {
-		return nil
+		return 0, nil
 	}
 	claimStart := time.Now()
 	results, err := k.w.cfg.Ledger.Claim(ctx, reqs)
@@ -253,7 +283,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 			_ = d.Nak(claimFailedNak)
 		}
 		release(len(good))
-		return err
+		return 0, err
 	}
 	// Duplicates are recorded first and acked after: commit, then ack (DESIGN rule 3).
 	type settle struct {
@@ -273,7 +303,9 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 				k.fallBack(ctx, a, "breaker open longer than fallback_after", k.logger().With("job_id", d.Env.ID, "key", d.Env.Key))
 				continue
 			}
-			k.start(d, res)
+			k.start(d, res, turn)
+			passed++
+			started++
 			continue
 		case idempotency.Busy:
 			_ = d.Nak(res.Wait)
@@ -301,7 +333,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 		for _, st := range settles {
 			_ = st.d.Nak(claimFailedNak)
 		}
-		return nil
+		return started, nil
 	}
 	for _, st := range settles {
 		if st.reason == "" {
@@ -311,7 +343,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 		}
 		k.w.cfg.Metrics.Finished(k.kind.Name, "duplicate", st.d.Env.EnqueuedAt)
 	}
-	return nil
+	return started, nil
 }
 
 func (k *kindRunner) record(d *queue.Delivery, st idempotency.State, reason, owner string) idempotency.Record {
@@ -382,9 +414,18 @@ func (k *kindRunner) ensureDeadLettered(ctx context.Context, d *queue.Delivery, 
 }
 
 // start runs the attempt of a claimed job in its own goroutine.
-func (k *kindRunner) start(d *queue.Delivery, res idempotency.ClaimResult) {
+func (k *kindRunner) start(d *queue.Delivery, res idempotency.ClaimResult, turn *soloTurn) {
 	ctx, cancel := context.WithCancelCause(k.hardCtx)
-	a := &attempt{d: d, lease: idempotency.Lease{Kind: d.Env.Kind, Key: d.Env.Key, Fence: res.Fence}, cancel: cancel}
+	a := &attempt{d: d, lease: idempotency.Lease{Kind: d.Env.Kind, Key: d.Env.Key, Fence: res.Fence}, cancel: cancel, turn: turn}
+	var once sync.Once
+	a.unhold = func() {
+		once.Do(func() {
+			k.w.gate.done(1)
+			if turn != nil {
+				close(turn.released)
+			}
+		})
+	}
 	k.mu.Lock()
 	k.inflight[a] = struct{}{}
 	k.mu.Unlock()
@@ -394,6 +435,7 @@ func (k *kindRunner) start(d *queue.Delivery, res idempotency.ClaimResult) {
 			delete(k.inflight, a)
 			k.mu.Unlock()
 			cancel(nil)
+			a.unhold()
 		}()
 		k.run(ctx, a, res.Attempts)
 	})
@@ -417,9 +459,18 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 	log := k.logger().With("job_id", d.Env.ID, "key", d.Env.Key, "attempt", number)
 
 	if number > maxAttempts {
-		// Earlier attempts were spent by workers that died mid-attempt.
-		k.giveUp(ctx, a, number-1, "attempt budget spent by workers lost mid-attempt", log)
-		return
+		// Earlier attempts were spent by workers that died mid-attempt, perhaps crashed by
+		// another job they held: the job gets one more attempt, alone in its worker (solo.go).
+		switch {
+		case number == maxAttempts+1 && a.turn != nil:
+			log.Info("last chance: attempt budget spent by workers lost mid-attempt; one more attempt, alone")
+		case number == maxAttempts+1:
+			k.handToRunAlone(ctx, a, log)
+			return
+		default:
+			k.giveUp(ctx, a, number-1, "attempt budget spent by workers lost mid-attempt, and its last chance, run alone, was lost too", log)
+			return
+		}
 	}
 
 	att := Attempt{Envelope: d.Env, Number: number, MaxAttempts: maxAttempts}
@@ -443,6 +494,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		}
 		overdue = k.w.cfg.Metrics.Overrun(k.kind.Name)
 		a.unbeaten.Store(true)
+		a.unhold() // its message is left to lapse: a last chance waiting elsewhere may run
 		log.Warn("handler still running past its timeout; its slot stays taken until it returns, and its lease is left to lapse so another worker can take the job over",
 			"timeout", policy.Timeout, "running_for", time.Since(start).Round(time.Millisecond))
 	}, func(ctx context.Context) ([]byte, error) {
@@ -535,6 +587,20 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 			"attempt_counted", !out.Release)
 		_ = d.Nak(out.RetryIn)
 	}
+}
+
+// handToRunAlone gives the key back without counting the attempt and hands the message to
+// runAlone: the job's last chance is claimed again once it can run alone. A claim held while
+// waiting would be lost with the worker if the job running alone before it crashed it.
+func (k *kindRunner) handToRunAlone(ctx context.Context, a *attempt, log *slog.Logger) {
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	out := idempotency.Outcome{Lease: a.lease, State: idempotency.StateRetrying, Release: true, Worker: k.w.cfg.ID}
+	if !k.commit(wctx, out, log) {
+		return // the lease lapses and the message is redelivered
+	}
+	k.w.gate.add(1) // runAlone's; the attempt's own is settled when it returns
+	k.attempts.Go(func() { k.runAlone(k.runCtx, a.d) })
 }
 
 // attemptOutcome names how an attempt ended, for the attempts table.

@@ -17,16 +17,24 @@ import (
 // the DLQ, deletes it from the work stream, and only then acks the advisory. Every step is
 // idempotent, so an advisory retried after a crash does no harm. All workers run this loop;
 // the advisories' work-queue consumer hands each to one of them.
+//
+// Advisories are taken one at a time, each as soon as it arrives: an advisory held by a worker
+// is only handed to another after queue.AdvisoryAckWait, and a worker that waits to fill a
+// batch holds the first ones longer, at risk of dying with them (the poison job behind them
+// crashes workers).
 func (w *Worker) maxDeliveriesLoop(ctx context.Context, md *queue.MaxDeliveries) {
 	for ctx.Err() == nil {
-		advs, err := md.Fetch(ctx, 16, w.cfg.FetchWait)
+		advs, err := md.Fetch(ctx, 1, w.cfg.FetchWait)
 		if err != nil {
 			w.log.Warn("read max-deliveries advisories", "err", err)
 			sleep(ctx, errorPause)
 			continue
 		}
 		for _, adv := range advs {
-			if err := w.strandedJob(context.WithoutCancel(ctx), adv); err != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleAdvisoryTimeout)
+			err := w.strandedJob(sctx, adv)
+			cancel()
+			if err != nil {
 				w.log.Warn("dead-letter job after max deliveries; will retry", "seq", adv.Seq, "err", err)
 				_ = adv.Nak(claimFailedNak)
 				continue
@@ -35,6 +43,9 @@ func (w *Worker) maxDeliveriesLoop(ctx context.Context, md *queue.MaxDeliveries)
 		}
 	}
 }
+
+// settleAdvisoryTimeout bounds the settling of one advisory, below queue.AdvisoryAckWait.
+const settleAdvisoryTimeout = 15 * time.Second
 
 func (w *Worker) strandedJob(ctx context.Context, adv *queue.Advisory) error {
 	q := w.cfg.Queue
@@ -55,20 +66,22 @@ func (w *Worker) strandedJob(ctx context.Context, adv *queue.Advisory) error {
 		log.Warn("job message with no valid id ran out of deliveries; deleting it", "seq", adv.Seq, "error", msg)
 		return q.DeleteJob(ctx, adv.Seq)
 	}
+	// A malformed message cannot be run, alone or not: no second chance.
 	action, err := w.cfg.Ledger.MarkDead(ctx, idempotency.Record{
 		JobID: job.Env.ID, Kind: job.Env.Kind, Key: job.Env.Key, Reason: reason, Error: msg, EnqueuedAt: job.Env.EnqueuedAt,
-	}, false)
+	}, job.DecodeErr != nil)
 	if err != nil {
 		return err
 	}
 	switch action {
 	case idempotency.StrandedRequeue:
-		// Healthy, only out of deliveries (a long outage, a key busy under another job):
+		// Healthy, only out of deliveries (a long outage, a key busy under another job), or
+		// never run alone (a bystander of a message that crashed the workers holding both):
 		// publish it again as a new message with a fresh delivery count.
 		if err := q.Replay(ctx, job.Env, fmt.Sprintf("requeue:%s:%d", job.Env.ID, adv.Seq)); err != nil {
 			return err
 		}
-		log.Info("job ran out of deliveries while its key is healthy; published again", "deliveries", adv.Deliveries)
+		log.Info("job ran out of deliveries without having run alone, or while its key is healthy; published again", "deliveries", adv.Deliveries)
 	case idempotency.StrandedDead:
 		err := q.DeadLetter(ctx, job.Env, job.Data, job.Header, queue.DeadInfo{
 			Reason: reason, LastError: msg, Worker: w.cfg.ID, SourceSeq: adv.Seq, FailedAt: time.Now(),

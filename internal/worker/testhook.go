@@ -12,20 +12,45 @@ import (
 //	    kill -9 the process right after the handler returns (the downstream call is made) and
 //	    before the outcome is committed, on the first attempt of a job whose idempotency key
 //	    contains the substring. The redelivery (attempt 2) then runs normally.
+//	LEVEE_TEST_CRASH=in-call:<key-substring>
+//	    the same, on every attempt: a poison job whose handler crashes the worker each time.
 //	LEVEE_TEST_CRASH=before-claim:<key-substring>
 //	    kill -9 the process whenever a delivery of such a job is pulled, before its key is
 //	    claimed: a poison message that crashes every worker that takes it, until JetStream's
 //	    MaxDeliver stops it and the max-deliveries advisory dead-letters it.
+//
+// Several hooks are separated by commas: before-claim:poison,in-call:crasher.
 const EnvTestCrash = "LEVEE_TEST_CRASH"
 
 // Crash points of EnvTestCrash.
 const (
 	crashAfterCall   = "after-call"
+	crashInCall      = "in-call" // fires at crashAfterCall on every attempt
 	crashBeforeClaim = "before-claim"
 )
 
-// testCrash is the parsed EnvTestCrash; the zero value crashes nothing.
-var testCrash = parseTestCrash(os.Getenv(EnvTestCrash))
+// testCrash is the parsed EnvTestCrash; empty, it crashes nothing.
+var testCrash = parseTestCrashes(os.Getenv(EnvTestCrash))
+
+// crashHooks are the hooks of EnvTestCrash.
+type crashHooks []crashHook
+
+func parseTestCrashes(v string) crashHooks {
+	var hs crashHooks
+	for part := range strings.SplitSeq(v, ",") {
+		if h := parseTestCrash(part); h.point != "" {
+			hs = append(hs, h)
+		}
+	}
+	return hs
+}
+
+// at runs every hook's at.
+func (hs crashHooks) at(point, key string, attempt int) {
+	for _, h := range hs {
+		h.at(point, key, attempt)
+	}
+}
 
 type crashHook struct {
 	point string
@@ -34,7 +59,7 @@ type crashHook struct {
 
 func parseTestCrash(v string) crashHook {
 	point, match, ok := strings.Cut(v, ":")
-	if !ok || match == "" || (point != crashAfterCall && point != crashBeforeClaim) {
+	if !ok || match == "" || (point != crashAfterCall && point != crashInCall && point != crashBeforeClaim) {
 		return crashHook{}
 	}
 	return crashHook{point: point, match: match}
@@ -43,10 +68,14 @@ func parseTestCrash(v string) crashHook {
 // at kills the process (SIGKILL, like kill -9: no deferred code, no drain) when the hook is set
 // for point and key matches. attempt is the attempt number, or 0 before the claim.
 func (h crashHook) at(point, key string, attempt int) {
-	if h.point != point || !strings.Contains(key, h.match) {
+	hookPoint := h.point
+	if hookPoint == crashInCall {
+		hookPoint = crashAfterCall
+	}
+	if hookPoint != point || !strings.Contains(key, h.match) {
 		return
 	}
-	if point == crashAfterCall && attempt != 1 {
+	if h.point == crashAfterCall && attempt != 1 {
 		return
 	}
 	if p, err := os.FindProcess(os.Getpid()); err == nil {

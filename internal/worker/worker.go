@@ -97,6 +97,7 @@ type Worker struct {
 	log       *slog.Logger
 	kinds     []*kindRunner
 	committer *committer
+	gate      *soloGate                   // last chances run alone (solo.go)
 	fleet     atomic.Pointer[queue.Fleet] // set while Run serves
 }
 
@@ -118,7 +119,7 @@ func New(cfg Config) (*Worker, error) {
 	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 64)
 	cfg.Retention = cmp.Or(cfg.Retention, 7*24*time.Hour)
 	cfg.ReapInterval = cmp.Or(cfg.ReapInterval, time.Hour)
-	w := &Worker{cfg: cfg, log: cfg.Logger}
+	w := &Worker{cfg: cfg, log: cfg.Logger, gate: newSoloGate()}
 	w.committer = newCommitter(cfg.Ledger, cfg.Metrics, cfg.MaxBatch)
 	seen := map[string]bool{}
 	for _, k := range cfg.Kinds {
@@ -223,7 +224,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var loops, attempts sync.WaitGroup
 	for _, k := range w.kinds {
 		k.attempts = &attempts
-		k.hardCtx = hardCtx
+		k.hardCtx, k.runCtx = hardCtx, ctx
 		loops.Go(func() { k.pullLoop(ctx) })
 		loops.Go(func() { k.fallbackLoop(ctx) })
 	}

@@ -1,0 +1,188 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// A poison message crashes the worker process that holds it, and with it every other message
+// the process holds: JetStream redelivers them together and each crash spends a delivery (and,
+// for those mid-attempt, an attempt) of every one. Left alone, healthy jobs pulled beside a
+// poison would run out of deliveries or attempts with it.
+//
+// So a job's last chance is run alone: a message on its last delivery, or a job whose attempt
+// budget was spent by workers lost mid-attempt, waits until its process holds no other
+// message (pulls of every kind stop meanwhile), is marked in the ledger (MarkSolo), and runs.
+// If it still crashes the process, it was the poison, and when its deliveries run out the
+// max-deliveries advisory dead-letters it. A job that never had its turn alone is published
+// again instead (idempotency.MarkDead). Waiting for the turn ends when the process holds
+// nothing else, so it lasts at most as long as the longest attempt in flight.
+
+// soloGate counts the messages this process holds and lets one job at a time run alone.
+type soloGate struct {
+	mu      sync.Mutex
+	held    int  // messages held (pulled, not yet settled or abandoned), plus pulls under way
+	queued  int  // last chances waiting for their turn
+	running bool // a last chance is running
+	changed chan struct{}
+}
+
+func newSoloGate() *soloGate { return &soloGate{changed: make(chan struct{})} }
+
+// signal wakes every waiter; g.mu is held.
+func (g *soloGate) signal() {
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// waitUntil returns with g.mu held once ok() holds, or false (g.mu not held) when ctx ends.
+func (g *soloGate) waitUntil(ctx context.Context, ok func() bool) bool {
+	for {
+		g.mu.Lock()
+		if ok() {
+			return true
+		}
+		ch := g.changed
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// enterPull waits while a last chance waits or runs, then counts the pull about to be made as
+// held (a pull under way may bring messages). The caller ends it with done(1) once the pull
+// returned, after add(n) for what it brought. It returns false when ctx ends.
+func (g *soloGate) enterPull(ctx context.Context) bool {
+	if !g.waitUntil(ctx, func() bool { return g.queued == 0 && !g.running }) {
+		return false
+	}
+	g.held++
+	g.mu.Unlock()
+	return true
+}
+
+// add counts n more messages as held.
+func (g *soloGate) add(n int) {
+	g.mu.Lock()
+	g.held += n
+	g.mu.Unlock()
+}
+
+// done counts n held messages as settled or abandoned.
+func (g *soloGate) done(n int) {
+	if n == 0 {
+		return
+	}
+	g.mu.Lock()
+	g.held -= n
+	if g.held == 0 && g.queued > 0 {
+		g.signal()
+	}
+	g.mu.Unlock()
+}
+
+// turn waits for the caller's turn to run alone. The caller holds one message (counted in
+// held); it is left out while waiting, so that several last chances can wait at once. Once
+// no other message is held and no other last chance runs, turn returns a func that ends the
+// turn; the caller's message is counted as held again. It returns nil when ctx ends (the
+// message is still counted as held).
+func (g *soloGate) turn(ctx context.Context) func() {
+	g.mu.Lock()
+	g.held--
+	g.queued++
+	if g.held == 0 {
+		g.signal()
+	}
+	g.mu.Unlock()
+	if !g.waitUntil(ctx, func() bool { return g.held == 0 && !g.running }) {
+		g.mu.Lock()
+		g.queued--
+		g.held++
+		g.signal()
+		g.mu.Unlock()
+		return nil
+	}
+	g.queued--
+	g.running = true
+	g.held++
+	g.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			g.running = false
+			g.signal()
+			g.mu.Unlock()
+		})
+	}
+}
+
+// soloTurn is the last chance an attempt runs in: released closes when the attempt no longer
+// holds its message (it ended, or it runs past its timeout and is left to lapse).
+type soloTurn struct{ released chan struct{} }
+
+// lastDelivery reports whether d is on the last delivery the kind's consumer allows
+// (max_deliveries exceeds max_attempts, so it is at least 2: a first delivery is never the
+// last).
+func (k *kindRunner) lastDelivery(d *queue.Delivery) bool {
+	return d.NumDelivered >= uint64(k.kind.MaxDeliver)
+}
+
+// runAlone gives d its last chance: it waits for its turn (telling the server the message is
+// in progress meanwhile), marks the job in the ledger, claims it and runs its attempt alone,
+// and ends the turn when the attempt no longer holds the message. d is counted as held by the
+// caller; runAlone settles that count. ctx is the pull loop's: when it ends before the turn
+// comes, the message is handed back.
+func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
+	gate := k.w.gate
+	log := k.logger().With("job_id", d.Env.ID, "key", d.Env.Key, "delivery", d.NumDelivered)
+	log.Info("last chance: waiting to run this job alone in the worker", "held", gate.heldNow())
+	stopBeat := make(chan struct{})
+	go func() {
+		t := time.NewTicker(k.kind.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopBeat:
+				return
+			case <-t.C:
+				_ = d.InProgress()
+			}
+		}
+	}()
+	end := gate.turn(ctx)
+	close(stopBeat)
+	if end == nil {
+		_ = d.Nak(0) // shutting down: hand it back (MarkDead publishes it again)
+		gate.done(1)
+		return
+	}
+	defer end()
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
+	defer cancel()
+	if err := k.w.cfg.Ledger.MarkSolo(lctx, d.Env.ID, d.Env.Kind); err != nil {
+		log.Warn("last chance: ledger unavailable; handing the job back", "err", err)
+		_ = d.Nak(claimFailedNak)
+		gate.done(1)
+		return
+	}
+	log.Info("last chance: running the job alone in the worker")
+	turn := &soloTurn{released: make(chan struct{})}
+	if started, _ := k.claimAndDispatch(lctx, []*queue.Delivery{d}, false, turn); started == 0 {
+		return // settled without an attempt (a duplicate, a busy key, a failed claim)
+	}
+	<-turn.released
+}
+
+// heldNow is the number of messages held, for logs.
+func (g *soloGate) heldNow() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.held
+}
