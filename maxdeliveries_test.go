@@ -2,6 +2,9 @@ package levee_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -143,7 +146,12 @@ func TestLastDeliveryRunsAlone(t *testing.T) {
 			observe(into, running.Load())
 			return nil, nil
 		})
-		b.startWorker(t, "solo", h, policy)
+		w, err := levee.NewWorker(b.workerConfig(t))
+		require.NoError(t, err)
+		require.NoError(t, w.Handle("solo", h, policy))
+		srv := httptest.NewServer(w.Handler())
+		t.Cleanup(srv.Close)
+		run(t, w)
 
 		st := b.waitFinal(t, last.ID, 30*time.Second)
 		require.Equal(t, levee.StateSucceeded, st.State)
@@ -152,5 +160,13 @@ func TestLastDeliveryRunsAlone(t *testing.T) {
 		}
 		require.EqualValues(t, 1, lastSaw.Load(), "the last chance ran alone")
 		require.Greater(t, mostElse.Load(), int32(1), "the other jobs ran side by side (the test would prove nothing otherwise)")
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/metrics", nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		require.NoError(t, err)
+		require.Contains(t, string(body), `levee_last_chances_total{kind="solo"} 1`)
 	})
 }

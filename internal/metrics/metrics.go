@@ -27,6 +27,7 @@ type Metrics struct {
 	LedgerDuration  *prometheus.HistogramVec // op
 	Overruns        *prometheus.CounterVec   // kind
 	RunningOverdue  *prometheus.GaugeVec     // kind
+	LastChances     *prometheus.CounterVec   // kind
 }
 
 // New returns Metrics registered on a fresh registry, with the Go and process collectors.
@@ -75,11 +76,23 @@ func New() *Metrics {
 		RunningOverdue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "levee_handlers_overdue", Help: "Handlers of the kind running now past their timeout.",
 		}, []string{"kind"}),
+		LastChances: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_last_chances_total",
+			Help: "Jobs run alone in this worker as their last chance (last delivery, or attempts lost with their workers).",
+		}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(m.JobsFinished, m.Attempts, m.AttemptDuration, m.EndToEnd, m.Backlog, m.InFlight,
-		m.BreakerState, m.RateWait, m.BulkheadUse, m.DLQDepth, m.LedgerDuration, m.Overruns, m.RunningOverdue,
+		m.BreakerState, m.RateWait, m.BulkheadUse, m.DLQDepth, m.LedgerDuration, m.Overruns, m.RunningOverdue, m.LastChances,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// LastChance counts a job run alone as its last chance.
+func (m *Metrics) LastChance(kind string) {
+	if m == nil {
+		return
+	}
+	m.LastChances.WithLabelValues(kind).Inc()
 }
 
 // Finished counts a job's final outcome and its end-to-end latency.

@@ -173,6 +173,7 @@ func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
 		return
 	}
 	log.Info("last chance: running the job alone in the worker")
+	k.w.cfg.Metrics.LastChance(k.kind.Name)
 	turn := &soloTurn{released: make(chan struct{})}
 	if started, _ := k.claimAndDispatch(lctx, []*queue.Delivery{d}, false, turn); started == 0 {
 		return // settled without an attempt (a duplicate, a busy key, a failed claim)
