@@ -170,3 +170,56 @@ func TestLastDeliveryRunsAlone(t *testing.T) {
 		require.Contains(t, string(body), `levee_last_chances_total{kind="solo"} 1`)
 	})
 }
+
+// A job whose attempt budget was spent by workers lost mid-attempt gets one more attempt,
+// alone in its worker, instead of dying with max_attempts: the workers may have crashed on
+// another job they held. Its key is given back while it waits for its turn.
+func TestLostAttemptsGetALastChanceAlone(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, b *bundle) {
+		ctx := context.Background()
+		policy := levee.Policy{MaxAttempts: 2, MaxDeliveries: 10, Concurrency: 4, AckWait: time.Second, Timeout: time.Minute}
+		var calls atomic.Int32
+		started := make(chan struct{}, 1)
+		h := levee.HandlerFunc(func(ctx context.Context, job *levee.Job) (any, error) {
+			if calls.Add(1) == 1 {
+				started <- struct{}{}
+				<-ctx.Done() // cancelled when its lease is found taken over
+				return nil, ctx.Err()
+			}
+			return "ok", nil
+		})
+		w, err := levee.NewWorker(b.workerConfig(t))
+		require.NoError(t, err)
+		require.NoError(t, w.Handle("lost", h, policy))
+		srv := httptest.NewServer(w.Handler())
+		t.Cleanup(srv.Close)
+		run(t, w)
+
+		res, err := b.client.Publish(ctx, "lost", map[string]int{"n": 1})
+		require.NoError(t, err)
+		select {
+		case <-started:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the first attempt did not start")
+		}
+		// As if two workers had died mid-attempt: the budget is spent, the lease lapsed, and
+		// the fence moved on (the running attempt finds its lease lost and writes nothing).
+		tag, err := leveetest.Pool(t).Exec(ctx, "UPDATE "+b.ns+".keys SET attempts = 2, fence = fence + 1, lease_until = now() - interval '1 second' WHERE job_id = $1", res.ID)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, tag.RowsAffected())
+
+		st := b.waitFinal(t, res.ID, 30*time.Second)
+		require.Equal(t, levee.StateSucceeded, st.State, "%+v", st)
+		require.Equal(t, 3, st.Attempts, "the last chance is attempt max_attempts+1")
+		require.EqualValues(t, 2, calls.Load())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/metrics", nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		require.NoError(t, err)
+		require.Contains(t, string(body), `levee_last_chances_total{kind="lost"} 1`)
+	})
+}

@@ -465,7 +465,8 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		case number == maxAttempts+1 && a.turn != nil:
 			log.Info("last chance: attempt budget spent by workers lost mid-attempt; one more attempt, alone")
 		case number == maxAttempts+1:
-			k.handToRunAlone(ctx, a, log)
+			// Handed on, the message keeps its bulkhead reservation.
+			settled = k.handToRunAlone(ctx, a, log)
 			return
 		default:
 			k.giveUp(ctx, a, number-1, "attempt budget spent by workers lost mid-attempt, and its last chance, run alone, was lost too", log)
@@ -589,18 +590,20 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 	}
 }
 
-// handToRunAlone gives the key back without counting the attempt and hands the message to
-// runAlone: the job's last chance is claimed again once it can run alone. A claim held while
-// waiting would be lost with the worker if the job running alone before it crashed it.
-func (k *kindRunner) handToRunAlone(ctx context.Context, a *attempt, log *slog.Logger) {
+// handToRunAlone gives the key back without counting the attempt and hands the message, with
+// its bulkhead reservation, to runAlone: the job's last chance is claimed again once it can
+// run alone. A claim held while waiting would be lost with the worker if the job running
+// alone before it crashed it. It reports whether the message was handed on.
+func (k *kindRunner) handToRunAlone(ctx context.Context, a *attempt, log *slog.Logger) bool {
 	wctx, cancel := detached(ctx)
 	defer cancel()
 	out := idempotency.Outcome{Lease: a.lease, State: idempotency.StateRetrying, Release: true, Worker: k.w.cfg.ID}
 	if !k.commit(wctx, out, log) {
-		return // the lease lapses and the message is redelivered
+		return false // the lease lapses and the message is redelivered
 	}
 	k.w.gate.add(1) // runAlone's; the attempt's own is settled when it returns
 	k.attempts.Go(func() { k.runAlone(k.runCtx, a.d) })
+	return true
 }
 
 // attemptOutcome names how an attempt ended, for the attempts table.

@@ -137,8 +137,8 @@ func (k *kindRunner) lastDelivery(d *queue.Delivery) bool {
 // runAlone gives d its last chance: it waits for its turn (telling the server the message is
 // in progress meanwhile), marks the job in the ledger, claims it and runs its attempt alone,
 // and ends the turn when the attempt no longer holds the message. d is counted as held by the
-// caller; runAlone settles that count. ctx is the pull loop's: when it ends before the turn
-// comes, the message is handed back.
+// caller and holds a bulkhead reservation; runAlone settles both. ctx is the pull loop's: when
+// it ends before the turn comes, the message is handed back.
 func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
 	gate := k.w.gate
 	log := k.logger().With("job_id", d.Env.ID, "key", d.Env.Key, "delivery", d.NumDelivered)
@@ -158,9 +158,13 @@ func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
 	}()
 	end := gate.turn(ctx)
 	close(stopBeat)
-	if end == nil {
-		_ = d.Nak(0) // shutting down: hand it back (MarkDead publishes it again)
+	handBack := func(delay time.Duration) {
+		_ = d.Nak(delay) // its deliveries run out: MarkDead publishes it again (no mark)
+		k.pipeline.Release(1)
 		gate.done(1)
+	}
+	if end == nil {
+		handBack(0) // shutting down
 		return
 	}
 	defer end()
@@ -168,8 +172,7 @@ func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
 	defer cancel()
 	if err := k.w.cfg.Ledger.MarkSolo(lctx, d.Env.ID, d.Env.Kind); err != nil {
 		log.Warn("last chance: ledger unavailable; handing the job back", "err", err)
-		_ = d.Nak(claimFailedNak)
-		gate.done(1)
+		handBack(claimFailedNak)
 		return
 	}
 	log.Info("last chance: running the job alone in the worker")
