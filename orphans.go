@@ -165,7 +165,7 @@ func (c *Client) captureOne(ctx context.Context, r *queue.OrphanReader, kind str
 	}
 	action, err := c.ledger.MarkDead(ctx, idempotency.Record{
 		JobID: env.ID, Kind: env.Kind, Key: env.Key, Reason: reason, Error: msg, EnqueuedAt: env.EnqueuedAt,
-	}, true)
+	}, d.StreamSeq, true)
 	if err != nil {
 		return false, err
 	}

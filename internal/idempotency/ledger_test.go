@@ -252,10 +252,11 @@ func TestStatusBeforeMigrationIsNotFound(t *testing.T) {
 	require.ErrorIs(t, err, idempotency.ErrNotFound)
 }
 
-// MarkDead tells a poison from its bystanders by MarkSolo: a job that never ran alone is
-// published again (StrandedRequeue, counted) up to MaxRequeues times, then dead; a job that
-// ran alone and still ran out of deliveries is dead at once. Force (an operator's capture)
-// skips the second chance.
+// MarkDead tells a poison from its bystanders by MarkSolo: a job whose message never ran
+// alone is published again (StrandedRequeue, counted once per message) up to MaxRequeues
+// times, then dead; a job whose message ran alone and still ran out of deliveries is dead at
+// once. A mark counts for its own message only, and a replay (Revive) starts afresh. Force
+// (an operator's capture) skips the second chance.
 func TestMarkDeadGivesBystandersAnotherChance(t *testing.T) {
 	t.Parallel()
 	l := setup(t)
@@ -270,34 +271,44 @@ func TestMarkDeadGivesBystandersAnotherChance(t *testing.T) {
 		}
 		return st.State
 	}
-
-	// Never claimed, never alone (a bystander that died before its claim, every time).
-	for range idempotency.MaxRequeues {
-		action, err := l.MarkDead(ctx, rec("bystander"), false)
+	markDead := func(id string, seq uint64) idempotency.StrandedAction {
+		t.Helper()
+		action, err := l.MarkDead(ctx, rec(id), seq, false)
 		require.NoError(t, err)
-		require.Equal(t, idempotency.StrandedRequeue, action)
-		require.Empty(t, status("bystander"), "a requeued job is not recorded dead")
+		return action
 	}
-	action, err := l.MarkDead(ctx, rec("bystander"), false)
-	require.NoError(t, err)
-	require.Equal(t, idempotency.StrandedDead, action, "after MaxRequeues second chances the job is dead")
+
+	// Never claimed, never alone (a bystander that died before its claim, every time). The
+	// same advisory settled twice (its worker died before the ack) counts once.
+	require.Equal(t, idempotency.StrandedRequeue, markDead("bystander", 10))
+	require.Equal(t, idempotency.StrandedRequeue, markDead("bystander", 10), "the same message again")
+	require.Equal(t, idempotency.StrandedRequeue, markDead("bystander", 11), "its second copy")
+	require.Empty(t, status("bystander"), "a requeued job is not recorded dead")
+	require.Equal(t, idempotency.StrandedDead, markDead("bystander", 12), "after MaxRequeues second chances the job is dead")
 	require.Equal(t, idempotency.StateDead, status("bystander"))
 
-	// Claimed, its lease lapsed (its worker died), then run alone: dead at once.
+	// Claimed, its lease lapsed (its worker died), then run alone: dead at once; but a mark
+	// of an earlier message of the same job does not count for a later one.
 	require.Equal(t, idempotency.Claimed, claimOne(t, l, req("poison", "poison", "p", 100*time.Millisecond)).Status)
-	require.NoError(t, l.MarkSolo(ctx, "poison", "charge"))
+	require.NoError(t, l.MarkSolo(ctx, "poison", "charge", 20))
 	time.Sleep(200 * time.Millisecond) // the lease lapses on the database clock
-	action, err = l.MarkDead(ctx, rec("poison"), false)
-	require.NoError(t, err)
-	require.Equal(t, idempotency.StrandedDead, action)
+	require.Equal(t, idempotency.StrandedRequeue, markDead("poison", 21), "marked alone on another message")
+	require.Equal(t, idempotency.StrandedDead, markDead("poison", 20))
 	require.Equal(t, idempotency.StateDead, status("poison"))
 
+	// A replay starts afresh: its requeues and mark are forgotten.
+	_, _, err := l.Revive(ctx, "charge", "poison", "poison", nil)
+	require.NoError(t, err)
+	require.Equal(t, idempotency.Claimed, claimOne(t, l, req("poison", "poison", "p", 100*time.Millisecond)).Status)
+	time.Sleep(200 * time.Millisecond) // its worker died again
+	require.Equal(t, idempotency.StrandedRequeue, markDead("poison", 20), "the mark went with the replay")
+
 	// An operator's capture does not wait for a last chance.
-	action, err = l.MarkDead(ctx, rec("orphan"), true)
+	action, err := l.MarkDead(ctx, rec("orphan"), 30, true)
 	require.NoError(t, err)
 	require.Equal(t, idempotency.StrandedDead, action)
 
-	// Finished last chances are reaped with the rest.
+	// Last chances are reaped with the rest.
 	n, err := l.Reap(ctx, 0, 100)
 	require.NoError(t, err)
 	require.Positive(t, n)

@@ -34,6 +34,10 @@ func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []
 		if _, err := tx.Exec(ctx, l.q.deleteRecord, jobID); err != nil {
 			return err
 		}
+		// A replayed job gets its last chance and its requeues afresh.
+		if _, err := tx.Exec(ctx, l.q.forgetLastChance, jobID); err != nil {
+			return err
+		}
 		if before != StateDead {
 			return nil
 		}
@@ -65,28 +69,29 @@ const (
 const MaxRequeues = 2
 
 // MarkSolo records that a worker is about to run job jobID alone in its process, as the last
-// chance of a message on its last delivery (or of a job whose attempts were lost with their
-// workers). If the message's deliveries still run out, the job crashed or hung a worker while
-// nothing else ran there, and MarkDead dead-letters it.
-func (l *Ledger) MarkSolo(ctx context.Context, jobID, kind string) error {
-	if _, err := l.pool.Exec(ctx, l.q.markSolo, jobID, kind); err != nil {
+// chance of its message seq (the message's sequence in the work stream) on its last delivery,
+// or of a job whose attempts were lost with their workers. If that message's deliveries still
+// run out, the job crashed or hung a worker while nothing else ran there, and MarkDead
+// dead-letters it.
+func (l *Ledger) MarkSolo(ctx context.Context, jobID, kind string, seq uint64) error {
+	if _, err := l.pool.Exec(ctx, l.q.markSolo, jobID, kind, int64(seq)); err != nil {
 		return fmt.Errorf("mark last chance of job %s: %w", jobID, err)
 	}
 	return nil
 }
 
-// MarkDead settles a job whose deliveries ran out without an outcome (the max-deliveries
-// safety net). A job whose key is healthy (retrying, or running under a live lease, whoever
+// MarkDead settles a job whose message seq ran out of deliveries without an outcome (the
+// max-deliveries safety net). A job whose key is healthy (retrying, or running under a live lease, whoever
 // owns it) is not dead: StrandedRequeue, nothing written, so a long outage or a busy key never
 // dead-letters a healthy job. A key that already succeeded makes the job a duplicate
-// (StrandedDone). A job that never ran alone in a worker (no MarkSolo) was perhaps only a
-// bystander of a message that crashed the workers holding both: StrandedRequeue, counted, at
-// most MaxRequeues times. Otherwise (no key row, its own key running with an expired lease: a
+// (StrandedDone). A job whose message seq never ran alone in a worker (no MarkSolo of seq)
+// was perhaps only a bystander of a message that crashed the workers holding both:
+// StrandedRequeue, counted once per seq, at most MaxRequeues times. Otherwise (no key row, its own key running with an expired lease: a
 // crash loop, or a dead key) the job is dead with rec.Reason: its own running key becomes dead
 // with its fence moved on, or it is recorded as an unowned dead job. With force (an
 // operator's capture of jobs nobody serves) neither a healthy key nor a missing last chance
 // saves the job.
-func (l *Ledger) MarkDead(ctx context.Context, rec Record, force bool) (StrandedAction, error) {
+func (l *Ledger) MarkDead(ctx context.Context, rec Record, seq uint64, force bool) (StrandedAction, error) {
 	var action StrandedAction
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		var (
@@ -117,15 +122,15 @@ func (l *Ledger) MarkDead(ctx context.Context, rec Record, force bool) (Stranded
 		if !force && before != StateDead {
 			// Did the job have its last chance alone in a worker? If not, the workers that
 			// held it may have crashed on something else: publish it again (a few times).
-			var solo bool
+			var solo, again bool
 			var requeues int
-			err := tx.QueryRow(ctx, l.q.lockLastChance, rec.JobID).Scan(&solo, &requeues)
+			err := tx.QueryRow(ctx, l.q.lockLastChance, rec.JobID, int64(seq)).Scan(&solo, &requeues, &again)
 			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return err
 			}
-			if !solo && requeues < MaxRequeues {
+			if !solo && (requeues < MaxRequeues || again) {
 				action = StrandedRequeue
-				_, err := tx.Exec(ctx, l.q.addRequeue, rec.JobID, rec.Kind)
+				_, err := tx.Exec(ctx, l.q.addRequeue, rec.JobID, rec.Kind, int64(seq))
 				return err
 			}
 		}

@@ -6,7 +6,7 @@ import "strings"
 type queries struct {
 	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, reapAttempts, status, ping string
 	deleteRecord, lockKeyOwner, lockKeyLease, revive, markDead                              string
-	markSolo, lockLastChance, addRequeue, reapLastChances                                   string
+	markSolo, lockLastChance, addRequeue, reapLastChances, forgetLastChance                 string
 }
 
 func newQueries(schema string) queries {
@@ -118,12 +118,18 @@ DELETE FROM S.last_chances WHERE ctid IN (
 
 		// Last chances (see MarkSolo and MarkDead).
 		markSolo: s(`
-INSERT INTO S.last_chances (job_id, kind, solo_at) VALUES ($1, $2, now())
-ON CONFLICT (job_id) DO UPDATE SET solo_at = now(), updated_at = now()`),
-		lockLastChance: s(`SELECT solo_at IS NOT NULL, requeues FROM S.last_chances WHERE job_id = $1 FOR UPDATE`),
+INSERT INTO S.last_chances (job_id, kind, solo_seq) VALUES ($1, $2, $3)
+ON CONFLICT (job_id) DO UPDATE SET solo_seq = EXCLUDED.solo_seq, updated_at = now()`),
+		lockLastChance: s(`
+SELECT COALESCE(solo_seq = $2, false), requeues, COALESCE(last_requeue_seq = $2, false)
+FROM S.last_chances WHERE job_id = $1 FOR UPDATE`),
+		// One advisory settled twice (its worker died before the ack) counts once.
 		addRequeue: s(`
-INSERT INTO S.last_chances (job_id, kind, requeues) VALUES ($1, $2, 1)
-ON CONFLICT (job_id) DO UPDATE SET requeues = S.last_chances.requeues + 1, updated_at = now()`),
+INSERT INTO S.last_chances (job_id, kind, requeues, last_requeue_seq) VALUES ($1, $2, 1, $3)
+ON CONFLICT (job_id) DO UPDATE SET
+    requeues = S.last_chances.requeues + CASE WHEN S.last_chances.last_requeue_seq = $3 THEN 0 ELSE 1 END,
+    last_requeue_seq = $3, updated_at = now()`),
+		forgetLastChance: s(`DELETE FROM S.last_chances WHERE job_id = $1`),
 
 		status: s(`
 (SELECT 0 AS src, job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text AS duplicate_of,

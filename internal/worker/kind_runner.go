@@ -246,7 +246,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 	reqs := make([]idempotency.ClaimRequest, 0, len(ds))
 	good := make([]*queue.Delivery, 0, len(ds))
 	for _, d := range ds {
-		if turn == nil && !divert && k.lastDelivery(d) {
+		if turn == nil && !divert && d.DecodeErr == nil && k.lastDelivery(d) {
 			passed++
 			k.attempts.Go(func() { k.runAlone(k.runCtx, d) })
 			continue
@@ -496,6 +496,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		overdue = k.w.cfg.Metrics.Overrun(k.kind.Name)
 		a.unbeaten.Store(true)
 		a.unhold() // its message is left to lapse: a last chance waiting elsewhere may run
+		k.w.gate.addOverrun(1)
 		log.Warn("handler still running past its timeout; its slot stays taken until it returns, and its lease is left to lapse so another worker can take the job over",
 			"timeout", policy.Timeout, "running_for", time.Since(start).Round(time.Millisecond))
 	}, func(ctx context.Context) ([]byte, error) {
@@ -513,6 +514,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 	returned = true
 	if overdue != nil {
 		overdue()
+		k.w.gate.addOverrun(-1)
 	}
 	overMu.Unlock()
 	k.w.cfg.Metrics.Attempt(k.kind.Name, resultClass(v), time.Since(start))

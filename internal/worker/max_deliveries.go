@@ -69,7 +69,7 @@ func (w *Worker) strandedJob(ctx context.Context, adv *queue.Advisory) error {
 	// A malformed message cannot be run, alone or not: no second chance.
 	action, err := w.cfg.Ledger.MarkDead(ctx, idempotency.Record{
 		JobID: job.Env.ID, Kind: job.Env.Kind, Key: job.Env.Key, Reason: reason, Error: msg, EnqueuedAt: job.Env.EnqueuedAt,
-	}, job.DecodeErr != nil)
+	}, adv.Seq, job.DecodeErr != nil)
 	if err != nil {
 		return err
 	}

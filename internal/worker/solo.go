@@ -27,7 +27,10 @@ type soloGate struct {
 	held    int  // messages held (pulled, not yet settled or abandoned), plus pulls under way
 	queued  int  // last chances waiting for their turn
 	running bool // a last chance is running
-	changed chan struct{}
+	// overrunning counts handlers still running past their timeout: their messages are no
+	// longer counted in held (their leases are left to lapse), but they still run here.
+	overrunning int
+	changed     chan struct{}
 }
 
 func newSoloGate() *soloGate { return &soloGate{changed: make(chan struct{})} }
@@ -90,9 +93,10 @@ func (g *soloGate) done(n int) {
 // turn waits for the caller's turn to run alone. The caller holds one message (counted in
 // held); it is left out while waiting, so that several last chances can wait at once. Once
 // no other message is held and no other last chance runs, turn returns a func that ends the
-// turn; the caller's message is counted as held again. It returns nil when ctx ends (the
-// message is still counted as held).
-func (g *soloGate) turn(ctx context.Context) func() {
+// turn; the caller's message is counted as held again. alone is false when handlers past
+// their timeout still run in the process (they are not waited for: they may never return).
+// It returns a nil end when ctx ends (the message is still counted as held).
+func (g *soloGate) turn(ctx context.Context) (end func(), alone bool) {
 	g.mu.Lock()
 	g.held--
 	g.queued++
@@ -106,11 +110,12 @@ func (g *soloGate) turn(ctx context.Context) func() {
 		g.held++
 		g.signal()
 		g.mu.Unlock()
-		return nil
+		return nil, false
 	}
 	g.queued--
 	g.running = true
 	g.held++
+	alone = g.overrunning == 0
 	g.mu.Unlock()
 	var once sync.Once
 	return func() {
@@ -120,7 +125,7 @@ func (g *soloGate) turn(ctx context.Context) func() {
 			g.signal()
 			g.mu.Unlock()
 		})
-	}
+	}, alone
 }
 
 // soloTurn is the last chance an attempt runs in: released closes when the attempt no longer
@@ -156,7 +161,7 @@ func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
 			}
 		}
 	}()
-	end := gate.turn(ctx)
+	end, alone := gate.turn(ctx)
 	close(stopBeat)
 	handBack := func(delay time.Duration) {
 		_ = d.Nak(delay) // its deliveries run out: MarkDead publishes it again (no mark)
@@ -170,18 +175,31 @@ func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
 	defer end()
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
 	defer cancel()
-	if err := k.w.cfg.Ledger.MarkSolo(lctx, d.Env.ID, d.Env.Kind); err != nil {
+	if !alone {
+		// A handler past its timeout still runs here and may crash the process: this run
+		// proves nothing, so it is not marked (if the process dies, the job is published
+		// again rather than dead-lettered).
+		log.Warn("last chance: handlers past their timeout still run in this worker; running the job without marking it alone")
+	} else if err := k.w.cfg.Ledger.MarkSolo(lctx, d.Env.ID, d.Env.Kind, d.StreamSeq); err != nil {
 		log.Warn("last chance: ledger unavailable; handing the job back", "err", err)
 		handBack(claimFailedNak)
 		return
+	} else {
+		log.Info("last chance: running the job alone in the worker")
 	}
-	log.Info("last chance: running the job alone in the worker")
 	k.w.cfg.Metrics.LastChance(k.kind.Name)
 	turn := &soloTurn{released: make(chan struct{})}
 	if started, _ := k.claimAndDispatch(lctx, []*queue.Delivery{d}, false, turn); started == 0 {
 		return // settled without an attempt (a duplicate, a busy key, a failed claim)
 	}
 	<-turn.released
+}
+
+// addOverrun counts a handler that runs past its timeout (+1), or that returned after (-1).
+func (g *soloGate) addOverrun(n int) {
+	g.mu.Lock()
+	g.overrunning += n
+	g.mu.Unlock()
 }
 
 // heldNow is the number of messages held, for logs.

@@ -37,7 +37,7 @@ func TestSoloGateTurnWaitsUntilNothingElseIsHeld(t *testing.T) {
 
 	var end func()
 	got := make(chan struct{})
-	go func() { end = g.turn(ctx); close(got) }()
+	go func() { end, _ = g.turn(ctx); close(got) }()
 	notYet(t, got, "turn with 2 other messages held")
 
 	// New pulls wait while a last chance waits.
@@ -70,8 +70,8 @@ func TestSoloGateOneTurnAtATime(t *testing.T) {
 	ctx := context.Background()
 	g.add(2) // two last chances pulled together
 	first, second := make(chan func(), 1), make(chan func(), 1)
-	go func() { first <- g.turn(ctx) }()
-	go func() { second <- g.turn(ctx) }()
+	go func() { e, _ := g.turn(ctx); first <- e }()
+	go func() { e, _ := g.turn(ctx); second <- e }()
 
 	// Each waits for the other to leave held; one gets the turn, the other waits for it.
 	var endA func()
@@ -108,7 +108,7 @@ func TestSoloGateTurnGivesUpWhenStopping(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.add(2)
 	got := make(chan func(), 1)
-	go func() { got <- g.turn(ctx) }()
+	go func() { e, _ := g.turn(ctx); got <- e }()
 	select {
 	case <-got:
 		t.Fatal("turn with another message held")
@@ -124,4 +124,22 @@ func TestSoloGateTurnGivesUpWhenStopping(t *testing.T) {
 	require.Equal(t, 2, g.heldNow(), "the waiting message is counted as held again")
 	// Pulls are not blocked by a last chance that gave up.
 	require.True(t, g.enterPull(context.Background()))
+}
+
+func TestSoloGateTurnIsNotAloneBesideAnOverrunningHandler(t *testing.T) {
+	g := newSoloGate()
+	ctx := context.Background()
+	g.add(1)
+	g.addOverrun(1) // a handler past its timeout: its message no longer counts, it still runs
+	end, alone := g.turn(ctx)
+	require.NotNil(t, end, "an overrunning handler is not waited for")
+	require.False(t, alone)
+	end()
+	g.addOverrun(-1) // it returned
+	end, alone = g.turn(ctx)
+	require.NotNil(t, end)
+	require.True(t, alone)
+	end()
+	g.done(1)
+	require.Zero(t, g.heldNow())
 }
