@@ -2,11 +2,14 @@ package idempotency_test
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee/internal/idempotency"
@@ -312,4 +315,91 @@ func TestMarkDeadGivesBystandersAnotherChance(t *testing.T) {
 	n, err := l.Reap(ctx, 0, 100)
 	require.NoError(t, err)
 	require.Positive(t, n)
+}
+
+// The ledger plans its key lookups afresh at each run (pgx's unnamed statements); a pool set
+// up for a connection pooler, with the statement and description caches off, gets them with
+// text arguments instead. Every hot statement works both ways.
+func TestLedgerWorksWithoutStatementCaches(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(leveetest.DatabaseURL(t))
+	require.NoError(t, err)
+	cfg.ConnConfig.StatementCacheCapacity, cfg.ConnConfig.DescriptionCacheCapacity = 0, 0
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	ns := leveetest.Namespace(t)
+	_, err = idempotency.Migrate(ctx, pool, ns, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = idempotency.DropSchema(context.Background(), pool, ns) })
+	l, err := idempotency.New(idempotency.Config{Pool: pool, Schema: ns})
+	require.NoError(t, err)
+
+	res := claimOne(t, l, req("j1", "k1", "p", time.Minute))
+	require.Equal(t, idempotency.Claimed, res.Status)
+	lease := idempotency.Lease{Kind: "charge", Key: "k1", Fence: res.Fence}
+	alive, err := l.Heartbeat(ctx, []idempotency.Lease{lease}, time.Minute)
+	require.NoError(t, err)
+	require.True(t, alive[0])
+	require.True(t, finishOne(t, l, idempotency.Outcome{Lease: lease, State: idempotency.StateSucceeded, Result: []byte(`{"ok":1}`), Attempt: idempotency.AttemptSucceeded}))
+	st, err := l.Status(ctx, "j1")
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StateSucceeded, st.State)
+	require.JSONEq(t, `{"ok":1}`, string(st.Result))
+	require.Equal(t, idempotency.AlreadySucceeded, claimOne(t, l, req("j2", "k1", "p", time.Minute)).Status)
+	action, err := l.MarkDead(ctx, idempotency.Record{JobID: "j3", Kind: "charge", Key: "k3", Reason: "max_deliveries"}, 7, false)
+	require.NoError(t, err)
+	require.Equal(t, idempotency.StrandedRequeue, action)
+}
+
+// A ledger that was small when its statements first ran still looks keys up by index once it
+// is large: no claim, heartbeat or finish scans the whole table. (A prepared statement's
+// generic plan, fixed while the table was young, did: a one-key finish read all 100,000 rows.)
+func TestHotStatementsDoNotScanAGrownLedger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(leveetest.DatabaseURL(t))
+	require.NoError(t, err)
+	cfg.MaxConns = 1 // one connection, so that its plans are the ones reused
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	ns := leveetest.Namespace(t)
+	_, err = idempotency.Migrate(ctx, pool, ns, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = idempotency.DropSchema(context.Background(), pool, ns) })
+	l, err := idempotency.New(idempotency.Config{Pool: pool, Schema: ns})
+	require.NoError(t, err)
+
+	cycle := func(i int) {
+		id := fmt.Sprintf("j%d", i)
+		res := claimOne(t, l, req(id, id, "p", time.Minute))
+		require.Equal(t, idempotency.Claimed, res.Status)
+		lease := idempotency.Lease{Kind: "charge", Key: id, Fence: res.Fence}
+		_, err := l.Heartbeat(ctx, []idempotency.Lease{lease}, time.Minute)
+		require.NoError(t, err)
+		require.True(t, finishOne(t, l, idempotency.Outcome{Lease: lease, State: idempotency.StateSucceeded, Result: []byte(`1`)}))
+	}
+	for i := range 10 { // while the ledger is small
+		cycle(i)
+	}
+	_, err = pool.Exec(ctx, `INSERT INTO `+ns+`.keys (kind, key, job_id, payload_hash, state, attempts)
+		SELECT 'charge', 'bulk' || g, 'bulk' || g, '\x00', 'succeeded', 1 FROM generate_series(1, 30000) g`)
+	require.NoError(t, err)
+
+	seqRead := func() int64 {
+		var n int64
+		_, err := pool.Exec(ctx, "SELECT pg_stat_force_next_flush()")
+		require.NoError(t, err)
+		require.NoError(t, pool.QueryRow(ctx, `SELECT pg_stat_clear_snapshot() IS NULL,
+			COALESCE((SELECT seq_tup_read FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'keys'), 0)`, ns).Scan(new(bool), &n))
+		return n
+	}
+	before := seqRead()
+	for i := 10; i < 13; i++ {
+		cycle(i)
+	}
+	require.Less(t, seqRead()-before, int64(1000), "rows read by sequential scans of the ledger for 3 claims, heartbeats and finishes")
 }
