@@ -35,12 +35,6 @@ type Ledger struct {
 	schema        string
 	maxErrorBytes int
 	q             queries
-	// fresh makes Postgres plan a statement for its arguments at each execution (pgx's
-	// unnamed statements), for the statements that look keys up by key. A prepared
-	// statement's generic plan, chosen after five runs while the ledger was young and small,
-	// scans the whole table with a nested loop and is kept as the table grows until the next
-	// ANALYZE: a one-key finish took 90 ms, a heartbeat 50 ms, at 100,000 keys.
-	fresh pgx.QueryExecMode
 }
 
 // New returns a Ledger for cfg. It does not touch the database; call Migrate first.
@@ -58,12 +52,6 @@ func New(cfg Config) (*Ledger, error) {
 		return nil, fmt.Errorf("idempotency: Config.MaxErrorBytes must be positive, got %d", cfg.MaxErrorBytes)
 	}
 	l.q = newQueries(pgx.Identifier{schema}.Sanitize())
-	// Unnamed statements with a cached description cost no extra round trip; a pool whose
-	// description cache is off (set up for a pooler, say) sends text arguments instead.
-	l.fresh = pgx.QueryExecModeCacheDescribe
-	if cfg.Pool.Config().ConnConfig.DescriptionCacheCapacity == 0 {
-		l.fresh = pgx.QueryExecModeExec
-	}
 	return l, nil
 }
 
@@ -189,7 +177,7 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 		}
 	}
 
-	rows, err := l.pool.Query(ctx, l.q.claim, l.fresh, jobIDs, kinds, keys, hashes, enqueued, leases, fallOf)
+	rows, err := l.pool.Query(ctx, l.q.claim, jobIDs, kinds, keys, hashes, enqueued, leases, fallOf)
 	if err != nil {
 		return nil, fmt.Errorf("claim %d keys: %w", len(jobIDs), err)
 	}
@@ -279,7 +267,7 @@ func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration)
 		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Key, b.Key))
 	})
 	kinds, keys, fences := splitLeases(sorted)
-	rows, err := l.pool.Query(ctx, l.q.heartbeat, l.fresh, kinds, keys, fences, d.Seconds())
+	rows, err := l.pool.Query(ctx, l.q.heartbeat, kinds, keys, fences, d.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
 	}
@@ -422,7 +410,7 @@ func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (ap
 			workers[i] = &o.Worker
 		}
 	}
-	rows, err := db.Query(ctx, l.q.finish, l.fresh, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo, attempt, workers)
+	rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo, attempt, workers)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
 	}
@@ -553,3 +541,32 @@ func Truncate(s string, n int) string {
 	}
 	return s[:cut] + mark
 }
+
+// KeepPlansFresh runs ANALYZE on the keys table while it is young and has grown a lot since
+// Postgres last counted it, and reports whether it did. Sessions keep a prepared statement's
+// generic plan until the table's statistics change: a plan made while the ledger was small
+// seq-scans keys in a nested loop, and kept as the table grows it made a one-key finish take
+// 90 ms, a heartbeat 50 ms, at 100,000 keys (autovacuum's ANALYZE comes a minute or more
+// later). New statistics make every session plan again, by index once the table is large.
+// Workers call it every few seconds; it is a catalog read when there is nothing to do.
+func (l *Ledger) KeepPlansFresh(ctx context.Context) (bool, error) {
+	var counted, live float64
+	err := l.pool.QueryRow(ctx, l.q.keysGrowth).Scan(&counted, &live)
+	if err != nil {
+		return false, fmt.Errorf("read the ledger's table statistics: %w", err)
+	}
+	if counted >= matureKeys || live < max(2*counted, minGrowth) {
+		return false, nil
+	}
+	if _, err := l.pool.Exec(ctx, l.q.analyzeKeys); err != nil {
+		return false, fmt.Errorf("analyze the ledger's keys table: %w", err)
+	}
+	return true, nil
+}
+
+// A keys table counted at matureKeys rows or more has index plans that stay good as it grows;
+// below, it is analyzed each time it has doubled, once it holds minGrowth rows.
+const (
+	matureKeys = 200_000
+	minGrowth  = 1_000
+)

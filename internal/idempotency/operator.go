@@ -18,7 +18,7 @@ import (
 func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []byte) (before State, owner string, err error) {
 	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		var st string
-		err := tx.QueryRow(ctx, l.q.lockKeyOwner, l.fresh, kind, key).Scan(&st, &owner)
+		err := tx.QueryRow(ctx, l.q.lockKeyOwner, kind, key).Scan(&st, &owner)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
@@ -41,7 +41,7 @@ func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []
 		if before != StateDead {
 			return nil
 		}
-		_, err = tx.Exec(ctx, l.q.revive, l.fresh, kind, key, jobID, newHash)
+		_, err = tx.Exec(ctx, l.q.revive, kind, key, jobID, newHash)
 		return err
 	})
 	if err != nil && !isUndefinedTable(err) {
@@ -99,7 +99,7 @@ func (l *Ledger) MarkDead(ctx context.Context, rec Record, seq uint64, force boo
 			leaseLive bool
 			before    State
 		)
-		err := tx.QueryRow(ctx, l.q.lockKeyLease, l.fresh, rec.Kind, rec.Key).Scan(&st, &owner, &leaseLive)
+		err := tx.QueryRow(ctx, l.q.lockKeyLease, rec.Kind, rec.Key).Scan(&st, &owner, &leaseLive)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:
@@ -137,7 +137,7 @@ func (l *Ledger) MarkDead(ctx context.Context, rec Record, seq uint64, force boo
 		switch {
 		case (before == StateRunning || before == StateRetrying) && owner == rec.JobID:
 			action = StrandedDead
-			_, err := tx.Exec(ctx, l.q.markDead, l.fresh, rec.Kind, rec.Key, rec.Reason, Truncate(rec.Error, l.maxErrorBytes))
+			_, err := tx.Exec(ctx, l.q.markDead, rec.Kind, rec.Key, rec.Reason, Truncate(rec.Error, l.maxErrorBytes))
 			return err
 		}
 		action = StrandedDead

@@ -7,6 +7,7 @@ type queries struct {
 	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, reapAttempts, status, ping string
 	deleteRecord, lockKeyOwner, lockKeyLease, revive, markDead                              string
 	markSolo, lockLastChance, addRequeue, reapLastChances, forgetLastChance                 string
+	keysGrowth, analyzeKeys                                                                 string
 }
 
 func newQueries(schema string) queries {
@@ -130,6 +131,13 @@ ON CONFLICT (job_id) DO UPDATE SET
     requeues = S.last_chances.requeues + CASE WHEN S.last_chances.last_requeue_seq = $3 THEN 0 ELSE 1 END,
     last_requeue_seq = $3, updated_at = now()`),
 		forgetLastChance: s(`DELETE FROM S.last_chances WHERE job_id = $1`),
+
+		// The rows Postgres counted at the last ANALYZE (-1: never) and the live rows now.
+		keysGrowth: s(`
+SELECT c.reltuples::float8, COALESCE(st.n_live_tup, 0)::float8
+FROM pg_class c LEFT JOIN pg_stat_user_tables st ON st.relid = c.oid
+WHERE c.oid = 'S.keys'::regclass`),
+		analyzeKeys: s(`ANALYZE S.keys`),
 
 		status: s(`
 (SELECT 0 AS src, job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text AS duplicate_of,

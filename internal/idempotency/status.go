@@ -55,7 +55,7 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 		fallOf, fallTo              *string
 		firstFailed                 *time.Time
 	)
-	err := l.pool.QueryRow(ctx, l.q.status, l.fresh, id).Scan(&src, &st.JobID, &st.Kind, &st.Key, &state, &st.Attempts,
+	err := l.pool.QueryRow(ctx, l.q.status, id).Scan(&src, &st.JobID, &st.Kind, &st.Key, &state, &st.Attempts,
 		&reason, &lastErr, &res, &dupOf, &st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo, &firstFailed)
 	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
 		// No row, or no ledger yet (no worker has migrated this namespace): not in the ledger.

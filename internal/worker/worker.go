@@ -244,6 +244,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.ReapInterval > 0 {
 		hearts.Go(func() { w.reapLoop(heartCtx) })
 	}
+	hearts.Go(func() { w.plansLoop(heartCtx) })
 	w.log.Info("worker started", "worker", w.cfg.ID, "kinds", len(w.kinds),
 		"namespace", w.cfg.Queue.Names().Namespace(), "nats_server", w.cfg.Queue.ServerVersion())
 
@@ -307,6 +308,35 @@ func (w *Worker) reapLoop(ctx context.Context) {
 			w.log.Warn("reap finished keys", "err", err)
 		} else if n > 0 {
 			w.log.Info("reaped finished keys", "count", n, "retention", w.cfg.Retention)
+		}
+	}
+}
+
+// plansEvery is how often a worker checks whether the young ledger has grown enough to be
+// analyzed (idempotency.Ledger.KeepPlansFresh).
+const plansEvery = 2 * time.Second
+
+// plansLoop keeps the ledger's statistics, and so every session's query plans, in step with a
+// young ledger's growth. It stops at the first failure (ANALYZE needs the table's owner):
+// autovacuum then does the same, later.
+func (w *Worker) plansLoop(ctx context.Context) {
+	t := time.NewTicker(plansEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		analyzed, err := w.cfg.Ledger.KeepPlansFresh(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn("cannot keep the ledger's statistics fresh; autovacuum will (plans may scan the keys table until it does)", "err", err)
+			}
+			return
+		}
+		if analyzed {
+			w.log.Debug("analyzed the ledger's keys table: it had grown")
 		}
 	}
 }
