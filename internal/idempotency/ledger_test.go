@@ -416,3 +416,32 @@ func TestHotStatementsDoNotScanAGrownLedger(t *testing.T) {
 	}
 	require.Less(t, seqRead()-before, int64(1000), "rows read by sequential scans of the ledger for 3 claims, heartbeats and finishes")
 }
+
+// A role that does not own the ledger cannot ANALYZE it: KeepPlansFresh says so once (the
+// worker then stops trying) rather than having Postgres skip it with a warning every time.
+func TestKeepPlansFreshNeedsTheTableOwner(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ns := leveetest.Namespace(t)
+	leveetest.Ledger(t, ns) // migrated by the owner
+	admin := leveetest.Pool(t)
+	role := ns + "_reader"
+	_, err := admin.Exec(ctx, "CREATE ROLE "+role+" LOGIN")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = admin.Exec(context.Background(), "DROP OWNED BY "+role)
+		_, _ = admin.Exec(context.Background(), "DROP ROLE "+role)
+	})
+	_, err = admin.Exec(ctx, "GRANT USAGE ON SCHEMA "+ns+" TO "+role)
+	require.NoError(t, err)
+	cfg, err := pgxpool.ParseConfig(leveetest.DatabaseURL(t))
+	require.NoError(t, err)
+	cfg.ConnConfig.User = role
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	l, err := idempotency.New(idempotency.Config{Pool: pool, Schema: ns})
+	require.NoError(t, err)
+	_, err = l.KeepPlansFresh(ctx)
+	require.ErrorContains(t, err, "only the owner")
+}

@@ -132,9 +132,10 @@ ON CONFLICT (job_id) DO UPDATE SET
     last_requeue_seq = $3, updated_at = now()`),
 		forgetLastChance: s(`DELETE FROM S.last_chances WHERE job_id = $1`),
 
-		// The rows Postgres counted at the last ANALYZE (-1: never) and the live rows now.
+		// The rows Postgres counted at the last ANALYZE (-1: never), the live rows now, and
+		// whether this role may ANALYZE the table (its owner; a superuser is).
 		keysGrowth: s(`
-SELECT c.reltuples::float8, COALESCE(st.n_live_tup, 0)::float8
+SELECT c.reltuples::float8, COALESCE(st.n_live_tup, 0)::float8, pg_has_role(c.relowner, 'USAGE')
 FROM pg_class c LEFT JOIN pg_stat_user_tables st ON st.relid = c.oid
 WHERE c.oid = 'S.keys'::regclass`),
 		analyzeKeys: s(`ANALYZE S.keys`),
