@@ -3,6 +3,7 @@ package levee_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -183,6 +184,19 @@ func (b *bundle) dlqEntry(t *testing.T, id string) *queue.DeadLetterEntry {
 	}
 	require.NoError(t, err, "dead-letter copy of %s", id)
 	return e
+}
+
+// metricsText reads the /metrics page a worker's Handler serves at baseURL.
+func metricsText(t *testing.T, baseURL string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, baseURL+"/metrics", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
 }
 
 // kindConsumer opens kind's durable consumer, which a worker of kind created.

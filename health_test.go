@@ -111,14 +111,7 @@ func TestReadyzTransitionsAndMetrics(t *testing.T) {
 			require.Equal(t, levee.StateSucceeded, b.waitFinal(t, id, 40*time.Second).State)
 		}
 
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/metrics", nil)
-		require.NoError(t, err)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		require.NoError(t, err)
-		text := string(body)
+		text := metricsText(t, srv.URL)
 		require.Contains(t, text, `levee_jobs_finished_total{kind="charge",outcome="succeeded"} 5`)
 		require.Contains(t, text, `levee_attempts_total{kind="charge",result="retry"}`)
 		require.Contains(t, text, `levee_ledger_duration_seconds_count{op="claim"}`)

@@ -2,8 +2,6 @@ package levee_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
@@ -160,14 +158,7 @@ func TestLastDeliveryRunsAlone(t *testing.T) {
 		}
 		require.EqualValues(t, 1, lastSaw.Load(), "the last chance ran alone")
 		require.Greater(t, mostElse.Load(), int32(1), "the other jobs ran side by side (the test would prove nothing otherwise)")
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/metrics", nil)
-		require.NoError(t, err)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		require.NoError(t, err)
-		require.Contains(t, string(body), `levee_last_chances_total{kind="solo"} 1`)
+		require.Contains(t, metricsText(t, srv.URL), `levee_last_chances_total{kind="solo"} 1`)
 	})
 }
 
@@ -213,13 +204,6 @@ func TestLostAttemptsGetALastChanceAlone(t *testing.T) {
 		require.Equal(t, levee.StateSucceeded, st.State, "%+v", st)
 		require.Equal(t, 3, st.Attempts, "the last chance is attempt max_attempts+1")
 		require.EqualValues(t, 2, calls.Load())
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/metrics", nil)
-		require.NoError(t, err)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		require.NoError(t, err)
-		require.Contains(t, string(body), `levee_last_chances_total{kind="lost"} 1`)
+		require.Contains(t, metricsText(t, srv.URL), `levee_last_chances_total{kind="lost"} 1`)
 	})
 }

@@ -548,25 +548,28 @@ func Truncate(s string, n int) string {
 // seq-scans keys in a nested loop, and kept as the table grows it made a one-key finish take
 // 90 ms, a heartbeat 50 ms, at 100,000 keys (autovacuum's ANALYZE comes a minute or more
 // later). New statistics make every session plan again, by index once the table is large.
-// Workers call it every few seconds; it is a catalog read when there is nothing to do.
-func (l *Ledger) KeepPlansFresh(ctx context.Context) (bool, error) {
+// Workers call it every few seconds until it reports the table mature (counted at matureKeys
+// rows or more: its plans stay good as it grows); it is a catalog read when there is nothing
+// to do.
+func (l *Ledger) KeepPlansFresh(ctx context.Context) (analyzed, mature bool, err error) {
 	var counted, live float64
 	var owner bool
-	err := l.pool.QueryRow(ctx, l.q.keysGrowth).Scan(&counted, &live, &owner)
-	if err != nil {
-		return false, fmt.Errorf("read the ledger's table statistics: %w", err)
+	if err := l.pool.QueryRow(ctx, l.q.keysGrowth).Scan(&counted, &live, &owner); err != nil {
+		return false, false, fmt.Errorf("read the ledger's table statistics: %w", err)
 	}
-	if !owner {
+	switch {
+	case counted >= matureKeys:
+		return false, true, nil
+	case !owner:
 		// Postgres would skip the ANALYZE with a warning in its log, every time.
-		return false, errors.New("only the owner of the ledger's keys table may analyze it, and this role is not")
-	}
-	if counted >= matureKeys || live < max(2*counted, minGrowth) {
-		return false, nil
+		return false, false, errors.New("only the owner of the ledger's keys table may analyze it, and this role is not")
+	case live < max(2*counted, minGrowth):
+		return false, false, nil
 	}
 	if _, err := l.pool.Exec(ctx, l.q.analyzeKeys); err != nil {
-		return false, fmt.Errorf("analyze the ledger's keys table: %w", err)
+		return false, false, fmt.Errorf("analyze the ledger's keys table: %w", err)
 	}
-	return true, nil
+	return true, false, nil
 }
 
 // A keys table counted at matureKeys rows or more has index plans that stay good as it grows;

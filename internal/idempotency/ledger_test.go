@@ -322,19 +322,10 @@ func TestMarkDeadGivesBystandersAnotherChance(t *testing.T) {
 func TestLedgerWorksWithoutStatementCaches(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cfg, err := pgxpool.ParseConfig(leveetest.DatabaseURL(t))
-	require.NoError(t, err)
-	cfg.ConnConfig.StatementCacheCapacity, cfg.ConnConfig.DescriptionCacheCapacity = 0, 0
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	ns := leveetest.Namespace(t)
-	_, err = idempotency.Migrate(ctx, pool, ns, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = idempotency.DropSchema(context.Background(), pool, ns) })
-	l, err := idempotency.New(idempotency.Config{Pool: pool, Schema: ns})
-	require.NoError(t, err)
+	l := leveetest.LedgerOn(t, ownPool(t, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.StatementCacheCapacity, cfg.ConnConfig.DescriptionCacheCapacity = 0, 0
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	}), leveetest.Namespace(t))
 
 	res := claimOne(t, l, req("j1", "k1", "p", time.Minute))
 	require.Equal(t, idempotency.Claimed, res.Status)
@@ -360,18 +351,10 @@ func TestLedgerWorksWithoutStatementCaches(t *testing.T) {
 func TestHotStatementsDoNotScanAGrownLedger(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cfg, err := pgxpool.ParseConfig(leveetest.DatabaseURL(t))
-	require.NoError(t, err)
-	cfg.MaxConns = 1 // one connection, so that its plans are the ones reused
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	// One connection, so that its plans are the ones reused.
+	pool := ownPool(t, func(cfg *pgxpool.Config) { cfg.MaxConns = 1 })
 	ns := leveetest.Namespace(t)
-	_, err = idempotency.Migrate(ctx, pool, ns, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = idempotency.DropSchema(context.Background(), pool, ns) })
-	l, err := idempotency.New(idempotency.Config{Pool: pool, Schema: ns})
-	require.NoError(t, err)
+	l := leveetest.LedgerOn(t, pool, ns)
 
 	cycle := func(i int) {
 		id := fmt.Sprintf("j%d", i)
@@ -385,7 +368,7 @@ func TestHotStatementsDoNotScanAGrownLedger(t *testing.T) {
 	for i := range 10 { // while the ledger is small
 		cycle(i)
 	}
-	analyzed, err := l.KeepPlansFresh(ctx)
+	analyzed, _, err := l.KeepPlansFresh(ctx)
 	require.NoError(t, err)
 	require.False(t, analyzed, "a ledger of 10 keys has nothing to gain")
 	_, err = pool.Exec(ctx, `INSERT INTO `+ns+`.keys (kind, key, job_id, payload_hash, state, attempts)
@@ -394,11 +377,11 @@ func TestHotStatementsDoNotScanAGrownLedger(t *testing.T) {
 	_, err = pool.Exec(ctx, "SELECT pg_stat_force_next_flush()") // the insert's row counts, now
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		analyzed, err = l.KeepPlansFresh(ctx)
+		analyzed, _, err = l.KeepPlansFresh(ctx)
 		require.NoError(t, err)
 		return analyzed
 	}, 10*time.Second, 50*time.Millisecond, "the grown ledger is analyzed")
-	analyzed, err = l.KeepPlansFresh(ctx)
+	analyzed, _, err = l.KeepPlansFresh(ctx)
 	require.NoError(t, err)
 	require.False(t, analyzed, "once counted, it is not analyzed again until it doubles")
 
@@ -434,14 +417,43 @@ func TestKeepPlansFreshNeedsTheTableOwner(t *testing.T) {
 	})
 	_, err = admin.Exec(ctx, "GRANT USAGE ON SCHEMA "+ns+" TO "+role)
 	require.NoError(t, err)
-	cfg, err := pgxpool.ParseConfig(leveetest.DatabaseURL(t))
-	require.NoError(t, err)
-	cfg.ConnConfig.User = role
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := ownPool(t, func(cfg *pgxpool.Config) { cfg.ConnConfig.User = role })
 	l, err := idempotency.New(idempotency.Config{Pool: pool, Schema: ns})
 	require.NoError(t, err)
-	_, err = l.KeepPlansFresh(ctx)
+	_, _, err = l.KeepPlansFresh(ctx)
 	require.ErrorContains(t, err, "only the owner")
+}
+
+// ownPool is a pool of the test's own, to the test database, with the settings mutate makes.
+func ownPool(t *testing.T, mutate func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(leveetest.DatabaseURL(t))
+	require.NoError(t, err)
+	mutate(cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// Once Postgres has counted a large keys table, its plans stay index plans as it grows:
+// KeepPlansFresh reports it mature, and the workers stop checking.
+func TestKeepPlansFreshReportsAMatureLedger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ns := leveetest.Namespace(t)
+	l := leveetest.Ledger(t, ns)
+	_, mature, err := l.KeepPlansFresh(ctx)
+	require.NoError(t, err)
+	require.False(t, mature, "a new ledger is young")
+	pool := leveetest.Pool(t)
+	_, err = pool.Exec(ctx, `INSERT INTO `+ns+`.keys (kind, key, job_id, payload_hash, state, attempts)
+		SELECT 'charge', 'bulk' || g, 'bulk' || g, '\x00', 'succeeded', 1 FROM generate_series(1, 200000) g`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, "ANALYZE "+ns+".keys")
+	require.NoError(t, err)
+	analyzed, mature, err := l.KeepPlansFresh(ctx)
+	require.NoError(t, err)
+	require.False(t, analyzed)
+	require.True(t, mature)
 }

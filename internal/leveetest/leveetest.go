@@ -107,7 +107,12 @@ func Pool(t testing.TB) *pgxpool.Pool {
 // cleanup.
 func Ledger(t testing.TB, ns string) *idempotency.Ledger {
 	t.Helper()
-	pool := Pool(t)
+	return LedgerOn(t, Pool(t), ns)
+}
+
+// LedgerOn is Ledger through a pool of the caller's (one with its own settings).
+func LedgerOn(t testing.TB, pool *pgxpool.Pool, ns string) *idempotency.Ledger {
+	t.Helper()
 	ctx := context.Background()
 	_, err := idempotency.Migrate(ctx, pool, ns, nil)
 	require.NoError(t, err)

@@ -317,8 +317,8 @@ func (w *Worker) reapLoop(ctx context.Context) {
 const plansEvery = 2 * time.Second
 
 // plansLoop keeps the ledger's statistics, and so every session's query plans, in step with a
-// young ledger's growth. It stops at the first failure (ANALYZE needs the table's owner):
-// autovacuum then does the same, later.
+// young ledger's growth, until the ledger is mature. It stops at the first failure (ANALYZE
+// needs the table's owner): autovacuum then does the same, later.
 func (w *Worker) plansLoop(ctx context.Context) {
 	t := time.NewTicker(plansEvery)
 	defer t.Stop()
@@ -328,7 +328,10 @@ func (w *Worker) plansLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		analyzed, err := w.cfg.Ledger.KeepPlansFresh(ctx)
+		analyzed, mature, err := w.cfg.Ledger.KeepPlansFresh(ctx)
+		if mature {
+			return
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Warn("cannot keep the ledger's statistics fresh; autovacuum will (plans may scan the keys table until it does)", "err", err)
