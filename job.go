@@ -26,6 +26,11 @@ type Job struct {
 	MaxAttempts int
 	// EnqueuedAt is when the job was published.
 	EnqueuedAt time.Time
+	// Fence identifies this attempt's claim of the job's key in the ledger: every claim of a
+	// key (a retry, or a takeover from a worker that died or lost its lease) has a higher
+	// fence than the claims before it. A downstream that stores the highest fence it has
+	// seen per key can refuse a call carrying a lower one: a stale worker's late write.
+	Fence int64
 }
 
 // Decode unmarshals the payload into v.

@@ -135,7 +135,7 @@ func adapt(work func(context.Context, *Job) (any, error)) worker.Handler {
 	return func(ctx context.Context, att worker.Attempt) ([]byte, error) {
 		job := &Job{
 			ID: att.ID, Kind: att.Kind, Key: att.Key, Payload: att.Payload,
-			Attempt: att.Number, MaxAttempts: att.MaxAttempts, EnqueuedAt: att.EnqueuedAt,
+			Attempt: att.Number, MaxAttempts: att.MaxAttempts, EnqueuedAt: att.EnqueuedAt, Fence: att.Fence,
 		}
 		res, err := work(ctx, job)
 		if err != nil {

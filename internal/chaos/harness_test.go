@@ -63,7 +63,9 @@ func binaries(t *testing.T) (worker, natsd string) {
 				}
 				continue
 			}
-			cmd := exec.CommandContext(context.Background(), "go", "build", "-o", filepath.Join(buildDir, name), pkg)
+			// The chaos tag builds the worker's crash hooks (LEVEE_TEST_CRASH) in; production
+			// binaries have none.
+			cmd := exec.CommandContext(context.Background(), "go", "build", "-tags", "chaos", "-o", filepath.Join(buildDir, name), pkg)
 			cmd.Env = append(os.Environ(), "GOFLAGS=")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build %s: %w\n%s", pkg, err, out)

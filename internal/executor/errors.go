@@ -85,6 +85,9 @@ const (
 	ReasonMaxDeliveries  = "max_deliveries"
 	ReasonDisallowedURL  = "url_not_allowed"
 	ReasonPayloadInvalid = "invalid_payload"
+	// ReasonUnstorable: the attempt's outcome (its result or error text) could not be stored
+	// in the ledger even after it was made storable; the job is dead rather than run again.
+	ReasonUnstorable = "unstorable_result"
 	// ReasonFellBack: not dead-lettered but handed to the kind's fallback kind.
 	ReasonFellBack = "fell_back"
 )

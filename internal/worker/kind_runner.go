@@ -251,7 +251,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, ds []*queue.Delivery,
 			k.attempts.Go(func() { k.runAlone(k.runCtx, d) })
 			continue
 		}
-		testCrash.at(crashBeforeClaim, d.Env.Key, 0) // test-only (EnvTestCrash); nothing in production
+		crashAt(crashBeforeClaim, d.Env.Key, 0) // a no-op unless built with -tags chaos (testhook.go)
 		if d.DecodeErr != nil {
 			k.deadLetterUnowned(ctx, d, executor.ReasonMalformed, d.DecodeErr.Error())
 			release(1)
@@ -474,7 +474,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		}
 	}
 
-	att := Attempt{Envelope: d.Env, Number: number, MaxAttempts: maxAttempts}
+	att := Attempt{Envelope: d.Env, Number: number, MaxAttempts: maxAttempts, Fence: a.lease.Fence}
 	start := time.Now()
 	var tx pgx.Tx // set while a TxHandler's transaction is open
 	defer func() {
@@ -509,7 +509,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt, number int) {
 		}
 		return k.kind.TxHandler(ctx, tx, att)
 	})
-	testCrash.at(crashAfterCall, d.Env.Key, number) // test-only (EnvTestCrash); nothing in production
+	crashAt(crashAfterCall, d.Env.Key, number) // a no-op unless built with -tags chaos (testhook.go)
 	overMu.Lock()
 	returned = true
 	if overdue != nil {

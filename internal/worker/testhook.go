@@ -1,3 +1,9 @@
+//go:build chaos
+
+// This file exists only in binaries built with the chaos build tag (the fault-injection
+// suite builds its worker with -tags chaos). A production build has testhook_off.go instead,
+// whose crashAt does nothing: no environment variable can make a production worker kill itself.
+
 package worker
 
 import (
@@ -5,8 +11,8 @@ import (
 	"strings"
 )
 
-// EnvTestCrash is a TEST-ONLY setting read by the worker at start, for the fault-injection
-// suite (internal/chaos). Never set it in production: it kills the worker process.
+// EnvTestCrash is read at start by a worker built with -tags chaos, for the fault-injection
+// suite (internal/chaos). Production builds do not read it.
 //
 //	LEVEE_TEST_CRASH=after-call:<key-substring>
 //	    kill -9 the process right after the handler returns (the downstream call is made) and
@@ -44,6 +50,9 @@ func parseTestCrashes(v string) crashHooks {
 	}
 	return hs
 }
+
+// crashAt kills the process when a hook of EnvTestCrash matches point and key.
+func crashAt(point, key string, attempt int) { testCrash.at(point, key, attempt) }
 
 // at runs every hook's at.
 func (hs crashHooks) at(point, key string, attempt int) {

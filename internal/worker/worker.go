@@ -33,6 +33,9 @@ type Attempt struct {
 	Number int
 	// MaxAttempts is the effective budget (the job's header, else the kind's policy).
 	MaxAttempts int
+	// Fence identifies this attempt's claim of the key: every claim of a key has a higher
+	// fence than the claims before it.
+	Fence int64
 }
 
 // Kind configures one kind served by the worker.

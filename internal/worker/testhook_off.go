@@ -1,0 +1,12 @@
+//go:build !chaos
+
+package worker
+
+// Crash points of the fault-injection hooks; see testhook.go, built only with -tags chaos.
+const (
+	crashAfterCall   = "after-call"
+	crashBeforeClaim = "before-claim"
+)
+
+// crashAt does nothing: crash hooks exist only in binaries built with -tags chaos.
+func crashAt(string, string, int) {}
