@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -64,6 +66,18 @@ func ValidateID(id string) error {
 		}
 	}
 	return nil
+}
+
+// BoundedID returns id when it is a valid job id, else a stand-in that is one: "malformed-"
+// and 32 hex digits of the id's SHA-256 (the same for the same id). A message whose id cannot be
+// stored (a 3,500-byte subject token, say) is recorded and dead-lettered under its stand-in
+// (design rule 28).
+func BoundedID(id string) string {
+	if ValidateID(id) == nil {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "malformed-" + hex.EncodeToString(sum[:16])
 }
 
 // ValidateKey reports whether key can be an idempotency key: non-empty, at most MaxKeyLen

@@ -225,3 +225,14 @@ func TestServerAtLeast(t *testing.T) {
 		})
 	}
 }
+
+func TestBoundedID(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "01JD2Q", queue.BoundedID("01JD2Q"))
+	long := strings.Repeat("x", 3500)
+	b := queue.BoundedID(long)
+	require.NoError(t, queue.ValidateID(b))
+	require.Equal(t, b, queue.BoundedID(long), "the same id has the same stand-in")
+	require.NotEqual(t, b, queue.BoundedID(long+"y"))
+	require.NoError(t, queue.ValidateID(queue.BoundedID("bad id")))
+}

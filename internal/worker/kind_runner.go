@@ -415,7 +415,7 @@ func (k *kindRunner) ensureDeadLettered(ctx context.Context, d *queue.Delivery, 
 
 // start runs the attempt of a claimed job in its own goroutine.
 func (k *kindRunner) start(d *queue.Delivery, res idempotency.ClaimResult, turn *soloTurn) {
-	ctx, cancel := context.WithCancelCause(k.hardCtx)
+	ctx, cancel := context.WithCancelCause(context.WithValue(k.hardCtx, workerIDKey{}, k.w.cfg.ID))
 	a := &attempt{d: d, lease: idempotency.Lease{Kind: d.Env.Kind, Key: d.Env.Key, Fence: res.Fence}, cancel: cancel, turn: turn}
 	var once sync.Once
 	a.unhold = func() {

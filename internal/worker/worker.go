@@ -60,6 +60,16 @@ type Kind struct {
 	FallbackAfter time.Duration
 }
 
+type workerIDKey struct{}
+
+// IDFrom returns the id of the worker running the attempt whose context is ctx ("" outside
+// an attempt). The fault-injection build of the http kind sends it to its downstream, so that
+// the chaos suite can tell which worker made a call.
+func IDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(workerIDKey{}).(string)
+	return id
+}
+
 // Hooks are test seams. Production code leaves them nil.
 type Hooks struct {
 	// SkipAck, when it returns true, drops the ack after a successful commit, as if the ack
