@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/internal/worker"
 )
 
 // ErrKindServed is returned by CaptureOrphans for a kind that a worker serves: its durable
@@ -153,33 +152,17 @@ func (c *Client) capture(ctx context.Context, r *queue.OrphanReader, kind string
 	return captured, nil
 }
 
-// captureOne records d dead, copies it to the DLQ and acks it. It reports whether it
-// dead-lettered d: false with a nil error means d's key had succeeded, and d was acked as a
-// duplicate.
+// captureOne records d dead, copies it to the DLQ and acks it, through the worker's one
+// dead-letter path (design rule 32). It reports whether it dead-lettered d: false with a nil
+// error means d's key had succeeded, and d was acked as a duplicate.
 func (c *Client) captureOne(ctx context.Context, r *queue.OrphanReader, kind string, d *queue.Delivery) (bool, error) {
-	env := d.Env
-	reason := executor.ReasonNoHandler
-	msg := fmt.Sprintf("no worker serves kind %q: captured from the work stream", kind)
-	if d.DecodeErr != nil {
-		reason, msg = executor.ReasonMalformed, d.DecodeErr.Error()
-	}
-	action, err := c.ledger.MarkDead(ctx, idempotency.Record{
-		JobID: env.ID, Kind: env.Kind, Key: env.Key, Reason: reason, Error: msg, EnqueuedAt: env.EnqueuedAt,
-	}, d.StreamSeq, true)
+	action, err := worker.SettleStranded(ctx, c.ledger, c.q, worker.Stranded{
+		Job:    &queue.StoredJob{Env: d.Env, DecodeErr: d.DecodeErr, Data: d.Data(), Header: d.Headers(), Seq: d.StreamSeq},
+		Reason: executor.ReasonNoHandler, Error: fmt.Sprintf("no worker serves kind %q: captured from the work stream", kind),
+		Worker: captureWorker, Force: true,
+	}, func(ctx context.Context) error { return r.Ack(ctx, d) })
 	if err != nil {
 		return false, err
 	}
-	if action == idempotency.StrandedDone {
-		return false, r.Ack(ctx, d) // the key's effect is done: a duplicate, nothing to keep
-	}
-	err = c.q.DeadLetter(ctx, env, d.Data(), nats.Header(d.Headers()), queue.DeadInfo{
-		Reason: reason, LastError: msg, Worker: captureWorker, SourceSeq: d.StreamSeq,
-	})
-	if err != nil {
-		return false, err
-	}
-	if err := r.Ack(ctx, d); err != nil {
-		return false, err
-	}
-	return true, nil
+	return action == idempotency.StrandedDead, nil
 }

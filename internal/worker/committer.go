@@ -2,26 +2,41 @@ package worker
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 
+	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/metrics"
 )
 
-// committer group-commits attempt outcomes (DESIGN rule 15): outcomes that arrive while a
+// committer group-commits attempt outcomes (design rule 15): outcomes that arrive while a
 // commit is in flight are written together by the next one, in one statement and one
 // transaction, so the ledger's commit rate no longer caps throughput at the disk's fsync rate.
 // A lone outcome is committed at once (no added delay); under load batches grow by themselves,
-// up to maxBatch. Each caller waits for its own result and only then acks: commit before ack
+// up to maxBatch. Each caller waits for its own answer and only then acks: commit before ack
 // holds per job.
+//
+// A row that Postgres refuses never fails its neighbours (design rule 28): a batch refused
+// for its data is split until the row is alone, and that row is replaced by a substitute
+// that can be stored (the job dead with reason unstorable_result). Other failures (a lost
+// connection, a timeout) are answered to every caller of the batch, who retry (design rule
+// 30). After close, callers commit on their own (design rule 33).
 type committer struct {
-	ledger   *idempotency.Ledger
+	ledger interface {
+		Finish(ctx context.Context, outs []idempotency.Outcome) ([]bool, error)
+	}
 	metrics  *metrics.Metrics
 	maxBatch int
 
 	reqs chan commitReq
 	stop chan struct{}
 	done chan struct{}
+
+	mu      sync.RWMutex
+	closed  bool
+	sending sync.WaitGroup // finish calls whose request is on its way into reqs
 }
 
 type commitReq struct {
@@ -29,22 +44,30 @@ type commitReq struct {
 	res chan commitRes
 }
 
+// commitRes answers one commit.
 type commitRes struct {
+	// applied is false when the fence no longer held: another owner finishes the job.
 	applied bool
 	err     error
+	// stored is what was written: the outcome, or its substitute when the outcome itself
+	// could not be stored (substituted).
+	stored      idempotency.Outcome
+	substituted bool
 }
 
 // commitTimeout bounds one group commit.
 const commitTimeout = 15 * time.Second
 
-func newCommitter(l *idempotency.Ledger, m *metrics.Metrics, maxBatch int) *committer {
+func newCommitter(l interface {
+	Finish(ctx context.Context, outs []idempotency.Outcome) ([]bool, error)
+}, m *metrics.Metrics, maxBatch int) *committer {
 	return &committer{
 		ledger: l, metrics: m, maxBatch: maxBatch,
 		reqs: make(chan commitReq, maxBatch), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }
 
-// run commits batches until close is called and everything queued is committed.
+// run commits batches until close is called and everything sent before it is committed.
 func (c *committer) run() {
 	defer close(c.done)
 	for {
@@ -82,37 +105,94 @@ func (c *committer) flush(batch []commitReq) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
+	for i, res := range c.write(ctx, outs) {
+		batch[i].res <- res
+	}
+}
+
+// write commits outs and answers each. A batch refused because of its data is split in
+// halves, recursively; a lone refused outcome is replaced by its substitute.
+func (c *committer) write(ctx context.Context, outs []idempotency.Outcome) []commitRes {
+	res := make([]commitRes, len(outs))
 	start := time.Now()
 	applied, err := c.ledger.Finish(ctx, outs)
 	c.metrics.Ledger("finish", start)
-	for i, r := range batch {
-		if err != nil {
-			r.res <- commitRes{err: err}
-			continue
+	switch {
+	case err == nil:
+		for i := range outs {
+			res[i] = commitRes{applied: applied[i], stored: outs[i]}
 		}
-		r.res <- commitRes{applied: applied[i]}
+		return res
+	case !idempotency.Unstorable(err):
+		for i := range res {
+			res[i] = commitRes{err: err}
+		}
+		return res
+	case len(outs) > 1:
+		half := len(outs) / 2
+		return append(c.write(ctx, outs[:half]), c.write(ctx, outs[half:])...)
 	}
+	sub := substitute(outs[0], err)
+	start = time.Now()
+	applied, serr := c.ledger.Finish(ctx, []idempotency.Outcome{sub})
+	c.metrics.Ledger("finish", start)
+	if serr != nil {
+		return []commitRes{{err: fmt.Errorf("store the substitute of an unstorable outcome: %w (the outcome: %w)", serr, err)}}
+	}
+	return []commitRes{{applied: applied[0], stored: sub, substituted: true}}
 }
 
-// finish commits out with the next group and reports whether its fence still held. After the
-// committer has stopped (a handler that outlived the shutdown), it commits on its own.
-func (c *committer) finish(ctx context.Context, out idempotency.Outcome) (bool, error) {
+// substitute is what is stored instead of an outcome that Postgres refused even after the
+// ledger made its texts storable: the job dead with reason unstorable_result, without the
+// result. The attempt's effect may have happened; the DLQ copy says so.
+func substitute(out idempotency.Outcome, err error) idempotency.Outcome {
+	sub := out
+	sub.State, sub.Reason, sub.Result = idempotency.StateDead, executor.ReasonUnstorable, nil
+	sub.RetryIn, sub.Release, sub.FallbackTo = 0, false, ""
+	sub.Error = fmt.Sprintf("the attempt ended %s but its outcome could not be stored: %v", describe(out), err)
+	return sub
+}
+
+func describe(out idempotency.Outcome) string {
+	switch {
+	case out.State == idempotency.StateSucceeded:
+		return "in success (its effect may have happened)"
+	case out.Release:
+		return "unfinished"
+	}
+	return string(out.State)
+}
+
+// finish commits out with the next group and answers it. After close (a handler that
+// returned after shutdown), it commits out on its own at once: a request is never queued
+// where nobody reads it (design rule 33). ctx bounds only the wait to hand the request over;
+// once handed over, the answer is awaited (the commit is bounded by commitTimeout).
+func (c *committer) finish(ctx context.Context, out idempotency.Outcome) commitRes {
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		return c.write(ctx, []idempotency.Outcome{out})[0]
+	}
+	c.sending.Add(1)
+	c.mu.RUnlock()
 	res := make(chan commitRes, 1)
 	select {
 	case c.reqs <- commitReq{out: out, res: res}:
-	case <-c.done:
-		applied, err := c.ledger.Finish(ctx, []idempotency.Outcome{out})
-		if err != nil {
-			return false, err
-		}
-		return applied[0], nil
+		c.sending.Done()
+	case <-ctx.Done():
+		c.sending.Done()
+		return commitRes{err: fmt.Errorf("hand the outcome to the committer: %w", context.Cause(ctx))}
 	}
-	r := <-res
-	return r.applied, r.err
+	return <-res
 }
 
-// close stops the committer once everything queued is committed, and waits for it.
+// close stops the committer once everything sent before it is committed, and waits for it.
+// Later commits are made by their callers.
 func (c *committer) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.sending.Wait()
 	close(c.stop)
 	<-c.done
 }

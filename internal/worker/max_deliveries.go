@@ -56,40 +56,23 @@ func (w *Worker) strandedJob(ctx context.Context, adv *queue.Advisory) error {
 	if err != nil {
 		return err
 	}
-	reason, msg := executor.ReasonMaxDeliveries,
-		fmt.Sprintf("delivered %d times without an outcome (it crashed or hung the workers that took it)", adv.Deliveries)
-	if job.DecodeErr != nil {
-		reason, msg = executor.ReasonMalformed, job.DecodeErr.Error()
-	}
-	log := w.log.With("job_id", job.Env.ID, "kind", job.Env.Kind, "key", job.Env.Key, "reason", reason)
-	if job.Env.ID == "" {
-		log.Warn("job message with no valid id ran out of deliveries; deleting it", "seq", adv.Seq, "error", msg)
-		return q.DeleteJob(ctx, adv.Seq)
-	}
-	// A malformed message cannot be run, alone or not: no second chance.
-	action, err := w.cfg.Ledger.MarkDead(ctx, idempotency.Record{
-		JobID: job.Env.ID, Kind: job.Env.Kind, Key: job.Env.Key, Reason: reason, Error: msg, EnqueuedAt: job.Env.EnqueuedAt,
-	}, adv.Seq, job.DecodeErr != nil)
+	msg := fmt.Sprintf("delivered %d times without an outcome (it crashed or hung the workers that took it)", adv.Deliveries)
+	action, err := SettleStranded(ctx, w.cfg.Ledger, q, Stranded{
+		Job: job, Reason: executor.ReasonMaxDeliveries, Error: msg, Worker: w.cfg.ID,
+		RequeueID: fmt.Sprintf("requeue:%s:%d", job.Env.ID, adv.Seq),
+	}, func(ctx context.Context) error { return q.DeleteJob(ctx, adv.Seq) })
 	if err != nil {
 		return err
 	}
+	log := w.log.With("job_id", job.Env.ID, "kind", job.Env.Kind, "key", job.Env.Key)
 	switch action {
 	case idempotency.StrandedRequeue:
 		// Healthy, only out of deliveries (a long outage, a key busy under another job), or
 		// never run alone (a bystander of a message that crashed the workers holding both):
-		// publish it again as a new message with a fresh delivery count.
-		if err := q.Replay(ctx, job.Env, fmt.Sprintf("requeue:%s:%d", job.Env.ID, adv.Seq)); err != nil {
-			return err
-		}
+		// published again as a new message with a fresh delivery count.
 		log.Info("job ran out of deliveries without having run alone, or while its key is healthy; published again", "deliveries", adv.Deliveries)
 	case idempotency.StrandedDead:
-		err := q.DeadLetter(ctx, job.Env, job.Data, job.Header, queue.DeadInfo{
-			Reason: reason, LastError: msg, Worker: w.cfg.ID, SourceSeq: adv.Seq, FailedAt: time.Now(),
-		})
-		if err != nil {
-			return err
-		}
-		log.Warn("job dead-lettered after its deliveries ran out", "error", msg)
+		log.Warn("job dead-lettered after its deliveries ran out", "error", msg, "malformed", job.DecodeErr != nil)
 	}
-	return q.DeleteJob(ctx, adv.Seq)
+	return nil
 }

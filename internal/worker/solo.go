@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/levee-dev/levee/internal/queue"
 )
 
 // A poison message crashes the worker process that holds it, and with it every other message
@@ -135,18 +133,18 @@ type soloTurn struct{ released chan struct{} }
 // lastDelivery reports whether d is on the last delivery the kind's consumer allows
 // (max_deliveries exceeds max_attempts, so it is at least 2: a first delivery is never the
 // last).
-func (k *kindRunner) lastDelivery(d *queue.Delivery) bool {
-	return d.NumDelivered >= uint64(k.kind.MaxDeliver)
+func (k *kindRunner) lastDelivery(j *job) bool {
+	return j.delivered >= uint64(k.kind.MaxDeliver)
 }
 
-// runAlone gives d its last chance: it waits for its turn (telling the server the message is
+// runAlone gives j its last chance: it waits for its turn (telling the server the message is
 // in progress meanwhile), marks the job in the ledger, claims it and runs its attempt alone,
-// and ends the turn when the attempt no longer holds the message. d is counted as held by the
+// and ends the turn when the attempt no longer holds the message. j is counted as held by the
 // caller and holds a bulkhead reservation; runAlone settles both. ctx is the pull loop's: when
 // it ends before the turn comes, the message is handed back.
-func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
+func (k *kindRunner) runAlone(ctx context.Context, j *job) {
 	gate := k.w.gate
-	log := k.logger().With("job_id", d.Env.ID, "key", d.Env.Key, "delivery", d.NumDelivered)
+	log := k.log.With("job_id", j.env.ID, "key", j.env.Key, "delivery", j.delivered)
 	log.Info("last chance: waiting to run this job alone in the worker", "held", gate.heldNow())
 	stopBeat := make(chan struct{})
 	go func() {
@@ -157,14 +155,14 @@ func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
 			case <-stopBeat:
 				return
 			case <-t.C:
-				_ = d.InProgress()
+				_ = j.msg.InProgress()
 			}
 		}
 	}()
 	end, alone := gate.turn(ctx)
 	close(stopBeat)
 	handBack := func(delay time.Duration) {
-		_ = d.Nak(delay) // its deliveries run out: MarkDead publishes it again (no mark)
+		_ = j.msg.Nak(delay) // its deliveries run out: MarkDead publishes it again (no mark)
 		k.pipeline.Release(1)
 		gate.done(1)
 	}
@@ -180,16 +178,16 @@ func (k *kindRunner) runAlone(ctx context.Context, d *queue.Delivery) {
 		// proves nothing, so it is not marked (if the process dies, the job is published
 		// again rather than dead-lettered).
 		log.Warn("last chance: handlers past their timeout still run in this worker; running the job without marking it alone")
-	} else if err := k.w.cfg.Ledger.MarkSolo(lctx, d.Env.ID, d.Env.Kind, d.StreamSeq); err != nil {
+	} else if err := k.ledger.MarkSolo(lctx, j.env.ID, j.env.Kind, j.seq); err != nil {
 		log.Warn("last chance: ledger unavailable; handing the job back", "err", err)
 		handBack(claimFailedNak)
 		return
 	} else {
 		log.Info("last chance: running the job alone in the worker")
 	}
-	k.w.cfg.Metrics.LastChance(k.kind.Name)
+	k.metrics.LastChance(k.kind.Name)
 	turn := &soloTurn{released: make(chan struct{})}
-	if started, _ := k.claimAndDispatch(lctx, []*queue.Delivery{d}, false, turn); started == 0 {
+	if started, _ := k.claimAndDispatch(lctx, []*job{j}, false, turn); started == 0 {
 		return // settled without an attempt (a duplicate, a busy key, a failed claim)
 	}
 	<-turn.released

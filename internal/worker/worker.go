@@ -167,7 +167,7 @@ func New(cfg Config) (*Worker, error) {
 		if k.MaxDeliver <= pl.Policy().MaxAttempts {
 			return nil, fmt.Errorf("kind %q: max_deliveries (%d) must exceed max_attempts (%d): attempts are counted in Postgres, deliveries are only the safety net", k.Name, k.MaxDeliver, pl.Policy().MaxAttempts)
 		}
-		w.kinds = append(w.kinds, &kindRunner{w: w, kind: k, pipeline: pl, inflight: map[*attempt]struct{}{}})
+		w.kinds = append(w.kinds, newKindRunner(w, k, pl))
 	}
 	return w, nil
 }
@@ -247,7 +247,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	heartCtx, heartStop := context.WithCancel(context.WithoutCancel(ctx))
 	var hearts sync.WaitGroup
 	for _, k := range w.kinds {
-		hearts.Go(func() { k.heartbeatLoop(heartCtx) })
+		hearts.Go(func() { k.leases.run(heartCtx) })
 	}
 	hearts.Go(func() {
 		if err := fleet.Run(heartCtx); err != nil {

@@ -1,0 +1,162 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/queue"
+)
+
+// claimAndDispatch claims the keys of a pulled group in one statement (design rule 9) and
+// dispatches each job: a claimed job starts an attempt, or with divert (breaker open past
+// fallback_after) is handed to the fallback kind without one; a job whose key is finished is
+// settled as a duplicate; a busy key is handed back for later; a malformed job, or one whose
+// key another job used with another payload, is dead-lettered. A message on its last
+// delivery goes to runAlone instead (unless turn says this is its turn alone already).
+//
+// Each job holds one bulkhead reservation (none in divert mode), released here or when its
+// attempt ends. Every job in js is counted as held by the solo gate; claimAndDispatch settles
+// the count of those it neither started nor handed on. It returns the number of attempts
+// started, and the claim's error: then every job was handed back for redelivery.
+func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert bool, turn *soloTurn) (started int, err error) {
+	release := k.pipeline.Release
+	if divert {
+		release = func(int) {}
+	}
+	passed := 0 // started, or handed to runAlone: they settle their own count
+	defer func() { k.w.gate.done(len(js) - passed) }()
+	reqs := make([]idempotency.ClaimRequest, 0, len(js))
+	good := make([]*job, 0, len(js))
+	for _, j := range js {
+		if turn == nil && !divert && j.decodeErr == nil && k.lastDelivery(j) {
+			passed++
+			k.attempts.Go(func() { k.runAlone(k.runCtx, j) })
+			continue
+		}
+		crashAt(crashBeforeClaim, j.env.Key, 0) // a no-op unless built with -tags chaos (testhook.go)
+		if err := storable(j); err != nil {
+			// Never sent to the ledger, so that it cannot fail the claim of its group (design
+			// rule 28).
+			k.deadLetter(ctx, j, death{reason: executor.ReasonMalformed, msg: err.Error()}, false)
+			release(1)
+			continue
+		}
+		if divert && j.env.FallbackOf != "" {
+			_ = j.msg.Nak(k.kind.FallbackAfter) // a fallback job never falls back again: it waits
+			continue
+		}
+		good = append(good, j)
+		reqs = append(reqs, idempotency.ClaimRequest{
+			JobID:       j.env.ID,
+			Kind:        j.env.Kind,
+			Key:         j.env.Key,
+			PayloadHash: j.env.PayloadHash(),
+			EnqueuedAt:  j.env.EnqueuedAt,
+			FallbackOf:  j.env.FallbackOf,
+			Lease:       k.leases.times.stored(),
+		})
+	}
+	if len(reqs) == 0 {
+		return 0, nil
+	}
+	sent := time.Now()
+	results, err := k.ledger.Claim(ctx, reqs)
+	k.metrics.Ledger("claim", sent)
+	if err != nil {
+		for _, j := range good {
+			_ = j.msg.Nak(claimFailedNak)
+		}
+		release(len(good))
+		return 0, err
+	}
+	// Duplicates are recorded first and acked after: commit, then ack (design rule 3).
+	type settle struct {
+		j      *job
+		reason string // "" acks, else terms with this reason
+	}
+	var (
+		records []idempotency.Record
+		settles []settle
+	)
+	for i, res := range results {
+		j := good[i]
+		switch res.Status {
+		case idempotency.Claimed:
+			if divert {
+				a := &attempt{j: j, fence: res.Fence, number: res.Attempts}
+				k.settle(ctx, a, ending{
+					out: idempotency.Outcome{Lease: a.ledgerLease(), State: idempotency.StateDead, Reason: executor.ReasonFellBack,
+						Error: "breaker open longer than fallback_after", FallbackTo: FallbackID(j.env.ID), Worker: k.w.cfg.ID},
+					then: thenFallBack,
+				}, nil, k.log.With("job_id", j.env.ID, "key", j.env.Key))
+				continue
+			}
+			k.start(j, res, sent, turn)
+			passed++
+			started++
+			continue
+		case idempotency.Busy:
+			_ = j.msg.Nak(res.Wait)
+		case idempotency.AlreadySucceeded:
+			if res.Owner != j.env.ID {
+				records = append(records, record(j, idempotency.StateSucceeded, "", res.Owner))
+			}
+			settles = append(settles, settle{j: j})
+		case idempotency.AlreadyDead:
+			if res.Owner == j.env.ID {
+				// Our own dead job redelivered: make sure its DLQ copy exists, then term.
+				k.ensureDeadLettered(ctx, j, res)
+				break
+			}
+			records = append(records, record(j, idempotency.StateDead, res.Reason, res.Owner))
+			settles = append(settles, settle{j: j, reason: res.Reason})
+		case idempotency.PayloadMismatch:
+			k.deadLetter(ctx, j, death{reason: executor.ReasonKeyReused,
+				msg: "idempotency key " + j.env.Key + " was used by job " + res.Owner + " with a different payload"}, false)
+		default:
+			// A request the ledger could not store (it checks too): never retried.
+			k.deadLetter(ctx, j, death{reason: executor.ReasonMalformed, msg: "the job's id, kind or key cannot be stored"}, false)
+		}
+		release(1)
+	}
+	if err := k.ledger.AddRecords(ctx, records); err != nil {
+		k.log.Warn("record duplicate jobs; they will be redelivered", "err", err, "count", len(records))
+		for _, st := range settles {
+			_ = st.j.msg.Nak(claimFailedNak)
+		}
+		return started, nil
+	}
+	for _, st := range settles {
+		if st.reason == "" {
+			_ = st.j.msg.Ack()
+		} else {
+			_ = st.j.msg.Term(st.reason)
+		}
+		k.metrics.Finished(k.kind.Name, "duplicate", st.j.env.EnqueuedAt)
+	}
+	return started, nil
+}
+
+// storable reports why a job cannot be claimed (nil when it can): a message that failed to
+// decode, or whose id, kind or key the ledger could not store.
+func storable(j *job) error {
+	if j.decodeErr != nil {
+		return j.decodeErr
+	}
+	if err := queue.ValidateID(j.env.ID); err != nil {
+		return err
+	}
+	if err := queue.ValidateKind(j.env.Kind); err != nil {
+		return err
+	}
+	return queue.ValidateKey(j.env.Key)
+}
+
+func record(j *job, st idempotency.State, reason, owner string) idempotency.Record {
+	return idempotency.Record{
+		JobID: j.env.ID, Kind: j.env.Kind, Key: j.env.Key, State: st, Reason: reason,
+		DuplicateOf: owner, EnqueuedAt: j.env.EnqueuedAt,
+	}
+}

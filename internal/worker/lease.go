@@ -1,0 +1,256 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/metrics"
+)
+
+// leaseTimes are one kind's lease durations (design rule 29).
+type leaseTimes struct {
+	lease  time.Duration // L: the kind's ack_wait
+	every  time.Duration // h = L/3: how often leases are extended
+	margin time.Duration // m: how long before anyone may take a key over the worker stops
+}
+
+func newLeaseTimes(ackWait time.Duration) leaseTimes {
+	return leaseTimes{lease: ackWait, every: ackWait / 3, margin: min(max(ackWait/10, 250*time.Millisecond), 5*time.Second)}
+}
+
+// held is how long after sending a claim or an extension that Postgres confirmed the worker
+// counts the lease as its own: L + h, so that a Postgres outage shorter than L never
+// cancels an attempt whose lease was extended at most h before it began.
+func (t leaseTimes) held() time.Duration { return t.lease + t.every }
+
+// stored is the lease written to Postgres: m longer than held, so that the worker cancels
+// an attempt at least m before the database lets anyone take its key over (its now() was at
+// least the send time).
+func (t leaseTimes) stored() time.Duration { return t.held() + t.margin }
+
+// retry is how soon a failed extension is tried again.
+func (t leaseTimes) retry() time.Duration { return max(t.every/4, 100*time.Millisecond) }
+
+// leaseState says what the lease keeper does for an attempt.
+type leaseState int
+
+const (
+	// leaseHeld: extended in Postgres and kept in progress in JetStream.
+	leaseHeld leaseState = iota
+	// leaseLost: its deadline passed unconfirmed, or Postgres said the fence moved on. The
+	// handler was cancelled (ErrLeaseLost); nothing is extended, the message is left to
+	// lapse. A fenced commit may still land if nobody took the key over.
+	leaseLost
+	// leaseLeft: the handler runs past its timeout ignoring its context; its lease is left
+	// to lapse so that another worker retries the job (design rule 21).
+	leaseLeft
+)
+
+// attemptLease is an attempt's lease as its worker knows it.
+type attemptLease struct {
+	mu    sync.Mutex
+	state leaseState
+	// until is the monotonic time up to which the lease is known to hold.
+	until time.Time
+	// settling is set once the handler returned: the outcome is being committed, and the
+	// message stays in progress past until, while the commit is retried (design rule 30).
+	settling bool
+	timer    stopper
+}
+
+// leaseKeeper keeps the leases of one kind's attempts: every h it tells JetStream that their
+// messages are in progress and extends their leases in Postgres in one statement; an attempt
+// whose lease can no longer be known to hold is cancelled with idempotency.ErrLeaseLost
+// (design rule 29).
+type leaseKeeper struct {
+	times   leaseTimes
+	clock   clock
+	ledger  interface {
+		Heartbeat(ctx context.Context, leases []idempotency.Lease, d time.Duration) ([]bool, error)
+	}
+	log     *slog.Logger
+	metrics *metrics.Metrics
+
+	mu   sync.Mutex
+	held map[*attempt]struct{}
+}
+
+// register starts keeping a's lease, which Postgres granted to a statement sent at sent.
+func (lk *leaseKeeper) register(a *attempt, sent time.Time) {
+	l := &a.lease
+	l.mu.Lock()
+	l.until = sent.Add(lk.times.held())
+	l.timer = lk.clock.AfterFunc(l.until.Sub(lk.clock.Now()), func() { lk.expire(a) })
+	l.mu.Unlock()
+	lk.mu.Lock()
+	lk.held[a] = struct{}{}
+	lk.mu.Unlock()
+}
+
+// unregister stops keeping a's lease.
+func (lk *leaseKeeper) unregister(a *attempt) {
+	lk.mu.Lock()
+	delete(lk.held, a)
+	lk.mu.Unlock()
+	a.lease.mu.Lock()
+	if a.lease.timer != nil {
+		a.lease.timer.Stop()
+	}
+	a.lease.mu.Unlock()
+}
+
+// expire runs at a's deadline: unless an extension moved it meanwhile, a running attempt
+// loses its lease and its handler is cancelled. An attempt whose handler returned keeps its
+// message in progress while its commit is retried; the commit is fenced, so it lands only if
+// nobody took the key over.
+func (lk *leaseKeeper) expire(a *attempt) {
+	l := &a.lease
+	l.mu.Lock()
+	if l.state != leaseHeld || l.settling {
+		l.mu.Unlock()
+		return
+	}
+	if left := l.until.Sub(lk.clock.Now()); left > 0 {
+		l.timer = lk.clock.AfterFunc(left, func() { lk.expire(a) })
+		l.mu.Unlock()
+		return
+	}
+	l.state = leaseLost
+	l.mu.Unlock()
+	lk.log.Warn("lease can no longer be known to hold (Postgres has not confirmed an extension in time); cancelling the attempt, which another worker may take over once its lease expires",
+		"job_id", a.j.env.ID, "key", a.j.env.Key, "fence", a.fence, "lease", lk.times.lease)
+	a.cancel(idempotency.ErrLeaseLost)
+}
+
+// lose records that Postgres no longer has a's fence running: another owner took the key
+// over, or a's own commit landed (the commit's answer says which). A running handler is
+// cancelled.
+func (lk *leaseKeeper) lose(a *attempt) {
+	l := &a.lease
+	l.mu.Lock()
+	if l.state != leaseHeld {
+		l.mu.Unlock()
+		return
+	}
+	l.state = leaseLost
+	settling := l.settling
+	l.mu.Unlock()
+	if !settling {
+		a.cancel(idempotency.ErrLeaseLost)
+	}
+}
+
+// leave stops keeping the lease of an attempt whose handler ignores its timeout.
+func (lk *leaseKeeper) leave(a *attempt) {
+	a.lease.mu.Lock()
+	if a.lease.state == leaseHeld {
+		a.lease.state = leaseLeft
+	}
+	a.lease.mu.Unlock()
+}
+
+// settling marks a's handler as returned; it reports whether the lease is still held.
+func (lk *leaseKeeper) settling(a *attempt) bool {
+	a.lease.mu.Lock()
+	defer a.lease.mu.Unlock()
+	a.lease.settling = true
+	return a.lease.state == leaseHeld
+}
+
+// drop stops keeping a's message in progress: a commit retried past its patience is given up.
+func (lk *leaseKeeper) drop(a *attempt) {
+	a.lease.mu.Lock()
+	if a.lease.state == leaseHeld {
+		a.lease.state = leaseLost
+	}
+	a.lease.mu.Unlock()
+}
+
+// extend moves a's deadline to until, if its lease is still held.
+func (lk *leaseKeeper) extend(a *attempt, until time.Time) {
+	l := &a.lease
+	l.mu.Lock()
+	if l.state == leaseHeld && until.After(l.until) {
+		l.until = until
+	}
+	l.mu.Unlock()
+}
+
+// keeping returns the attempts whose leases are to be kept now: held, and either within
+// their deadline or settling.
+func (lk *leaseKeeper) keeping(now time.Time) []*attempt {
+	lk.mu.Lock()
+	as := make([]*attempt, 0, len(lk.held))
+	for a := range lk.held {
+		as = append(as, a)
+	}
+	lk.mu.Unlock()
+	out := as[:0]
+	for _, a := range as {
+		l := &a.lease
+		l.mu.Lock()
+		keep := l.state == leaseHeld && (l.settling || now.Before(l.until))
+		l.mu.Unlock()
+		if keep {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// run keeps leases until ctx ends: every h, and within a fraction of h after a failed
+// extension, so that a short Postgres outage is bridged (design rule 29).
+func (lk *leaseKeeper) run(ctx context.Context) {
+	wait := lk.times.every
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if lk.beat(ctx) {
+			wait = lk.times.every
+		} else {
+			wait = lk.times.retry()
+		}
+	}
+}
+
+// beat extends the kept leases once. It tells JetStream first (a slow ledger must not let
+// AckWait pass and cause a pointless redelivery), then Postgres, and moves each confirmed
+// attempt's deadline to the send time plus held. It reports false when Postgres failed.
+func (lk *leaseKeeper) beat(ctx context.Context) bool {
+	as := lk.keeping(lk.clock.Now())
+	if len(as) == 0 {
+		return true
+	}
+	leases := make([]idempotency.Lease, len(as))
+	for i, a := range as {
+		leases[i] = a.ledgerLease()
+		_ = a.j.msg.InProgress()
+	}
+	hctx, cancel := context.WithTimeout(ctx, lk.times.every)
+	defer cancel()
+	sent := lk.clock.Now()
+	alive, err := lk.ledger.Heartbeat(hctx, leases, lk.times.stored())
+	lk.metrics.Ledger("heartbeat", sent)
+	if err != nil {
+		if ctx.Err() == nil {
+			lk.log.Warn("extending leases failed; trying again soon", "err", err, "attempts", len(as), "retry_in", lk.times.retry())
+		}
+		return false
+	}
+	for i, a := range as {
+		if alive[i] {
+			lk.extend(a, sent.Add(lk.times.held()))
+		} else {
+			lk.lose(a)
+		}
+	}
+	return true
+}
