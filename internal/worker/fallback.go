@@ -88,4 +88,3 @@ func FallbackID(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return "fallback-" + hex.EncodeToString(sum[:20])
 }
-

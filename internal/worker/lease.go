@@ -66,9 +66,9 @@ type attemptLease struct {
 // whose lease can no longer be known to hold is cancelled with idempotency.ErrLeaseLost
 // (design rule 29).
 type leaseKeeper struct {
-	times   leaseTimes
-	clock   clock
-	ledger  interface {
+	times  leaseTimes
+	clock  clock
+	ledger interface {
 		Heartbeat(ctx context.Context, leases []idempotency.Lease, d time.Duration) ([]bool, error)
 	}
 	log     *slog.Logger

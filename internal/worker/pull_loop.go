@@ -125,4 +125,3 @@ func nakDelay(claimErr error) time.Duration {
 	}
 	return 0
 }
-
