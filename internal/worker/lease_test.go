@@ -1,0 +1,137 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/idempotency"
+)
+
+func TestLeaseTimes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		ackWait, every, margin time.Duration
+	}{
+		{2 * time.Second, 666666666, 250 * time.Millisecond},
+		{30 * time.Second, 10 * time.Second, 3 * time.Second},
+		{2 * time.Minute, 40 * time.Second, 5 * time.Second},
+	} {
+		lt := newLeaseTimes(tc.ackWait)
+		require.Equal(t, tc.every, lt.every, tc.ackWait)
+		require.Equal(t, tc.margin, lt.margin, tc.ackWait)
+		require.Equal(t, tc.ackWait+tc.every, lt.held())
+		require.Equal(t, lt.margin, lt.stored()-lt.held(), "Postgres holds the key m longer than the worker does")
+	}
+}
+
+func cause(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	default:
+		return nil
+	}
+}
+
+// A worker that cannot extend its lease cancels the attempt once the lease can no longer be
+// known to hold, and stops telling JetStream it is in progress (design rule 29).
+func TestLeaseDeadlineCancelsTheAttempt(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	r.ledger.beatFunc = func([]idempotency.Lease) ([]bool, error) { return nil, errors.New("connection refused") }
+	lk := r.k.leases
+	_, m, ctx := r.newAttempt("job-1", 1)
+	held := lk.times.held()
+
+	for elapsed := time.Duration(0); elapsed < held-lk.times.retry(); elapsed += lk.times.retry() {
+		require.False(t, lk.beat(context.Background()), "Postgres is unreachable")
+		r.clock.Advance(lk.times.retry())
+		require.NoError(t, cause(*ctx), "cancelled before its lease could lapse, at %s", elapsed)
+	}
+	r.clock.Advance(held) // well past the deadline
+	require.ErrorIs(t, cause(*ctx), idempotency.ErrLeaseLost)
+	_, _, _, before := m.snapshot()
+	require.Empty(t, lk.keeping(r.clock.Now()))
+	lk.beat(context.Background())
+	_, _, _, after := m.snapshot()
+	require.Equal(t, before, after, "no InProgress once the lease is lost")
+}
+
+// A Postgres blip shorter than the lease ends with the lease extended and the attempt running.
+func TestLeaseBridgesABlipShorterThanTheLease(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	lk := r.k.leases
+	a, _, ctx := r.newAttempt("job-1", 1)
+	down := true
+	r.ledger.beatFunc = func(ls []idempotency.Lease) ([]bool, error) {
+		if down {
+			return nil, errors.New("connection refused")
+		}
+		return []bool{true}, nil
+	}
+	// The worst case: the last extension was a whole interval before the blip began.
+	r.clock.Advance(lk.times.every)
+	blip := lk.times.lease - 2*lk.times.retry()
+	for elapsed := time.Duration(0); elapsed < blip; elapsed += lk.times.retry() {
+		lk.beat(context.Background())
+		r.clock.Advance(lk.times.retry())
+	}
+	down = false
+	require.True(t, lk.beat(context.Background()))
+	require.NoError(t, cause(*ctx), "cancelled by a blip of %s, shorter than the lease %s", blip, lk.times.lease)
+	r.clock.Advance(lk.times.held() - time.Millisecond)
+	require.NoError(t, cause(*ctx))
+	require.Contains(t, lk.keeping(r.clock.Now()), a)
+}
+
+// An attempt whose handler returned keeps its message in progress past its deadline while
+// its commit is retried; its (fenced) commit decides.
+func TestLeaseKeepsASettlingAttemptInProgress(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	r.ledger.beatFunc = func([]idempotency.Lease) ([]bool, error) { return nil, errors.New("connection refused") }
+	lk := r.k.leases
+	a, m, ctx := r.newAttempt("job-1", 1)
+	require.True(t, lk.settling(a))
+	r.clock.Advance(3 * lk.times.held())
+	require.NoError(t, cause(*ctx))
+	_, _, _, before := m.snapshot()
+	lk.beat(context.Background())
+	_, _, _, after := m.snapshot()
+	require.Equal(t, before+1, after, "still in progress")
+	lk.drop(a)
+	require.Empty(t, lk.keeping(r.clock.Now()))
+}
+
+// Postgres saying the fence moved on cancels the attempt at once.
+func TestLeaseFenceMovedOnCancelsTheAttempt(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	r.ledger.beatFunc = func([]idempotency.Lease) ([]bool, error) { return []bool{false}, nil }
+	lk := r.k.leases
+	_, _, ctx := r.newAttempt("job-1", 1)
+	require.True(t, lk.beat(context.Background()))
+	require.ErrorIs(t, cause(*ctx), idempotency.ErrLeaseLost)
+	require.Empty(t, lk.keeping(r.clock.Now()))
+}
+
+// An attempt whose handler ignores its timeout is left to lapse, and never extended again.
+func TestLeaseLeavesAnOverrunningAttempt(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	lk := r.k.leases
+	a, _, _ := r.newAttempt("job-1", 1)
+	lk.leave(a)
+	require.Empty(t, lk.keeping(r.clock.Now()))
+	require.True(t, lk.beat(context.Background()))
+	r.ledger.mu.Lock()
+	beats := r.ledger.beats
+	r.ledger.mu.Unlock()
+	require.Zero(t, beats, "nothing to extend")
+}

@@ -1,0 +1,288 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/idempotency"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+func success(a *attempt, result string) ending {
+	return ending{out: idempotency.Outcome{Lease: a.ledgerLease(), State: idempotency.StateSucceeded, Result: []byte(result),
+		Attempt: idempotency.AttemptSucceeded}, then: thenAck}
+}
+
+// A Postgres blip while an attempt's outcome is committed must not run the job again: the
+// commit is retried, the message kept in progress meanwhile, and acked once it applies
+// (design rule 30).
+func TestSettleRetriesAFailingCommitUntilItApplies(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	var mu sync.Mutex
+	fails := 2
+	r.ledger.finishFunc = func(outs []idempotency.Outcome) ([]bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fails > 0 {
+			fails--
+			return nil, errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
+		}
+		return []bool{true}, nil
+	}
+	a, m, _ := r.newAttempt("job-1", 1)
+	r.k.leases.settling(a)
+	r.k.settle(context.Background(), a, success(a, `{"ok":true}`), nil, discard)
+	acks, naks, terms, _ := m.snapshot()
+	require.Equal(t, 1, acks)
+	require.Empty(t, naks)
+	require.Empty(t, terms)
+	require.Len(t, r.ledger.finishCalls(), 3, "two failed tries, then the one that applied")
+	require.Contains(t, r.k.leases.keeping(r.clock.Now()), a, "kept in progress while the commit was retried")
+}
+
+// A commit that finds the fence moved on writes nothing more and acks nothing: another worker
+// finishes the job.
+func TestSettleLeaseLostBeforeCommit(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	r.ledger.finishFunc = func(outs []idempotency.Outcome) ([]bool, error) { return []bool{false}, nil }
+	a, m, _ := r.newAttempt("job-1", 1)
+	r.k.settle(context.Background(), a, success(a, `{}`), nil, discard)
+	acks, naks, terms, _ := m.snapshot()
+	require.Zero(t, acks)
+	require.Empty(t, naks)
+	require.Empty(t, terms)
+}
+
+// At a hard shutdown a failing commit is tried once and given up; the message is no longer
+// kept in progress, so the job runs again elsewhere once its lease lapses.
+func TestSettleGivesUpAtHardShutdown(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	r.ledger.finishFunc = func(outs []idempotency.Outcome) ([]bool, error) { return nil, errors.New("connection refused") }
+	a, m, _ := r.newAttempt("job-1", 1)
+	r.k.leases.settling(a)
+	r.hard()
+	done := make(chan struct{})
+	go func() {
+		r.k.settle(context.Background(), a, success(a, `{}`), nil, discard)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("settle kept retrying after the hard shutdown")
+	}
+	acks, naks, _, _ := m.snapshot()
+	require.Zero(t, acks)
+	require.Empty(t, naks)
+	require.Len(t, r.ledger.finishCalls(), 1)
+	require.NotContains(t, r.k.leases.keeping(r.clock.Now()), a, "no longer kept in progress")
+}
+
+// A dead outcome is committed, then copied to the DLQ, and only then terminated; a failed
+// copy hands the message back for the redelivery to copy again (design rule 32).
+func TestSettleDeadLettersAfterTheCommit(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	a, m, _ := r.newAttempt("job-1", 2)
+	dead := ending{out: idempotency.Outcome{Lease: a.ledgerLease(), State: idempotency.StateDead,
+		Reason: executor.ReasonPermanent, Error: "402 Payment Required"}, then: thenDeadLetter, attempts: 2}
+	r.k.settle(context.Background(), a, dead, nil, discard)
+	_, naks, terms, _ := m.snapshot()
+	require.Empty(t, naks)
+	require.Equal(t, []string{executor.ReasonPermanent}, terms)
+	require.Len(t, r.queue.copies, 1)
+	require.Equal(t, executor.ReasonPermanent, r.queue.copies[0].Reason)
+	require.Equal(t, 2, r.queue.copies[0].Attempts)
+	require.Equal(t, "402 Payment Required", r.queue.copies[0].LastError)
+	require.Equal(t, uint64(7), r.queue.copies[0].SourceSeq)
+	require.Len(t, r.ledger.finishCalls(), 1)
+
+	r2 := newRig(t, executor.Policy{})
+	r2.queue.copyErr = errors.New("nats: timeout")
+	a, m, _ = r2.newAttempt("job-2", 1)
+	dead.out.Lease = a.ledgerLease()
+	r2.k.settle(context.Background(), a, dead, nil, discard)
+	_, naks, terms, _ = m.snapshot()
+	require.Equal(t, []time.Duration{claimFailedNak}, naks)
+	require.Empty(t, terms, "not terminated without its copy")
+}
+
+// An outcome that Postgres refuses is replaced by its substitute and the job is
+// dead-lettered with reason unstorable_result, rather than run again (design rule 28).
+func TestSettleSubstitutesAnUnstorableOutcome(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	r.ledger.finishFunc = refuseResults("poison")
+	a, m, _ := r.newAttempt("job-1", 1)
+	r.k.settle(context.Background(), a, success(a, `{"body":"poison"}`), nil, discard)
+	acks, _, terms, _ := m.snapshot()
+	require.Zero(t, acks)
+	require.Equal(t, []string{executor.ReasonUnstorable}, terms)
+	require.Len(t, r.queue.copies, 1)
+	require.Contains(t, r.queue.copies[0].LastError, "its effect may have happened")
+	calls := r.ledger.finishCalls()
+	require.Len(t, calls, 2)
+	require.Equal(t, idempotency.StateDead, calls[1][0].State)
+	require.Nil(t, calls[1][0].Result)
+}
+
+// refuseResults makes Finish fail the whole statement, as Postgres does, when any outcome's
+// result contains marker.
+func refuseResults(marker string) func([]idempotency.Outcome) ([]bool, error) {
+	return func(outs []idempotency.Outcome) ([]bool, error) {
+		applied := make([]bool, len(outs))
+		for i, o := range outs {
+			if strings.Contains(string(o.Result), marker) {
+				return nil, fmt.Errorf("finish %d outcomes: %w", len(outs), pgErr("22P05"))
+			}
+			applied[i] = true
+		}
+		return applied, nil
+	}
+}
+
+// One unstorable row never fails its neighbours: the batch is split until the row is alone.
+func TestCommitterIsolatesTheUnstorableRow(t *testing.T) {
+	t.Parallel()
+	fl := &fakeLedger{finishFunc: refuseResults("poison")}
+	c := newCommitter(fl, nil, 64)
+	outs := make([]idempotency.Outcome, 64)
+	for i := range outs {
+		outs[i] = idempotency.Outcome{Lease: idempotency.Lease{Kind: "k", Key: fmt.Sprint(i), Fence: 1},
+			State: idempotency.StateSucceeded, Result: []byte(`{}`)}
+	}
+	outs[37].Result = []byte(`{"poison":true}`)
+	res := c.write(context.Background(), outs)
+	require.Len(t, res, 64)
+	for i, r := range res {
+		require.NoError(t, r.err, i)
+		require.True(t, r.applied, i)
+		if i == 37 {
+			require.True(t, r.substituted)
+			require.Equal(t, executor.ReasonUnstorable, r.stored.Reason)
+			continue
+		}
+		require.False(t, r.substituted, i)
+		require.Equal(t, outs[i], r.stored)
+	}
+	require.LessOrEqual(t, len(fl.finishCalls()), 2*7+2, "a bisection, not a commit per row")
+}
+
+// Every outcome handed to the committer is answered, also when it races the committer's close
+// (design rule 33): a handler that returns during shutdown must have its outcome written.
+func TestCommitterAnswersEveryCommitAroundClose(t *testing.T) {
+	t.Parallel()
+	for range 200 {
+		fl := &fakeLedger{}
+		c := newCommitter(fl, nil, 4)
+		go c.run()
+		var wg sync.WaitGroup
+		answered := make(chan commitRes, 20)
+		for i := range 20 {
+			wg.Go(func() {
+				out := idempotency.Outcome{Lease: idempotency.Lease{Kind: "k", Key: fmt.Sprint(i), Fence: 1}, State: idempotency.StateSucceeded}
+				answered <- c.finish(context.Background(), out)
+			})
+		}
+		c.close()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of 20 commits never answered", 20-len(answered))
+		}
+		close(answered)
+		for res := range answered {
+			require.NoError(t, res.err)
+			require.True(t, res.applied)
+		}
+		n := 0
+		for _, call := range fl.finishCalls() {
+			n += len(call)
+		}
+		require.Equal(t, 20, n, "every outcome written once")
+	}
+}
+
+// A transient failure is answered to every caller of the batch, who retry.
+func TestCommitterAnswersAFailureToTheWholeBatch(t *testing.T) {
+	t.Parallel()
+	fl := &fakeLedger{finishFunc: func(outs []idempotency.Outcome) ([]bool, error) { return nil, pgErr("57P01") }}
+	c := newCommitter(fl, nil, 64)
+	res := c.write(context.Background(), make([]idempotency.Outcome, 5))
+	for _, r := range res {
+		require.Error(t, r.err)
+		require.False(t, r.substituted)
+	}
+	require.Len(t, fl.finishCalls(), 1, "not split: the data was not the problem")
+}
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	retry := func(err error) executor.Verdict { return executor.Verdict{Class: executor.Retry, Err: err} }
+	for _, tc := range []struct {
+		name     string
+		v        executor.Verdict
+		number   int
+		fallback string
+		open     bool
+		want     then
+		state    idempotency.State
+		reason   string
+		release  bool
+	}{
+		{name: "success acks", v: executor.Verdict{Class: executor.Succeeded}, number: 1, want: thenAck, state: idempotency.StateSucceeded},
+		{name: "lease lost writes nothing", v: executor.Verdict{Class: executor.Abandoned, Err: idempotency.ErrLeaseLost}, number: 1, want: thenNothing},
+		{name: "shutdown gives the key back", v: executor.Verdict{Class: executor.Abandoned, Err: errShutdown}, number: 1,
+			want: thenNakNow, state: idempotency.StateRetrying, release: true},
+		{name: "permanent dies", v: executor.Verdict{Class: executor.Dead, Reason: executor.ReasonPermanent, Err: errors.New("400")}, number: 1,
+			want: thenDeadLetter, state: idempotency.StateDead, reason: executor.ReasonPermanent},
+		{name: "retry below the budget", v: retry(errors.New("503")), number: 2, want: thenNak, state: idempotency.StateRetrying},
+		{name: "retry at the budget dies", v: retry(errors.New("503")), number: 5, want: thenDeadLetter,
+			state: idempotency.StateDead, reason: executor.ReasonMaxAttempts},
+		{name: "retry at the budget falls back", v: retry(errors.New("503")), number: 5, fallback: "backup", want: thenFallBack,
+			state: idempotency.StateDead, reason: executor.ReasonFellBack},
+		{name: "an outage spends no attempt", v: retry(errors.New("503")), number: 5, open: true, want: thenNak,
+			state: idempotency.StateRetrying, release: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, executor.Policy{MaxAttempts: 5, Breaker: executor.BreakerConfig{MinCalls: 1, FailureRate: 0.5}})
+			r.k.kind.Fallback = tc.fallback
+			if tc.open {
+				r.k.pipeline.Breaker().Record(true)
+				require.Equal(t, executor.BreakerOpen, r.k.pipeline.Breaker().State())
+			}
+			a, _, _ := r.newAttempt("job-1", tc.number)
+			e := r.k.decide(a, tc.v, []byte(`{}`), 5, 0.5)
+			require.Equal(t, tc.want, e.then)
+			if tc.want == thenNothing {
+				return
+			}
+			require.Equal(t, tc.state, e.out.State)
+			require.Equal(t, tc.reason, e.out.Reason)
+			require.Equal(t, tc.release, e.out.Release)
+			require.Equal(t, a.fence, e.out.Fence)
+			if tc.want == thenNak {
+				require.Positive(t, e.out.RetryIn)
+			}
+			if tc.want == thenFallBack {
+				require.Equal(t, FallbackID("job-1"), e.out.FallbackTo)
+			}
+		})
+	}
+}
