@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/idempotency"
 )
 
 // PermanentError marks an error that retrying cannot fix. Test with errors.As.
@@ -20,6 +21,11 @@ func Permanent(err error) error { return executor.Permanent(err) }
 // RetryAfter asks for the next attempt no sooner than d (for example an HTTP Retry-After). It
 // uses an attempt like any retry.
 func RetryAfter(d time.Duration, err error) error { return executor.RetryAfter(d, err) }
+
+// ErrLeaseLost is the cause (context.Cause) of a handler's context ending because its worker
+// lost the job's lease: Postgres did not confirm an extension in time, or another worker took
+// the job over. The attempt writes nothing more; the job runs again elsewhere (design rule 29).
+var ErrLeaseLost = idempotency.ErrLeaseLost
 
 // ErrJobNotFound is returned by Client.Status for an id that is neither in the stream nor in
 // the ledger.

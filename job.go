@@ -44,7 +44,8 @@ func (j *Job) Decode(v any) error {
 // Handler runs one attempt of a job. It returns a result, stored as JSON and reported by
 // status (nil for none), or an error: retried by default, see Permanent and RetryAfter.
 // The context ends at the attempt's timeout, at a hard shutdown, or when the worker loses
-// the job's lease; a handler must return soon after.
+// the job's lease (its cause is then ErrLeaseLost); a handler must return soon after, and
+// should stop calling downstreams: another worker may take the job over.
 type Handler interface {
 	Work(ctx context.Context, job *Job) (any, error)
 }
