@@ -58,7 +58,9 @@ type attemptLease struct {
 	// settling is set once the handler returned: the outcome is being committed, and the
 	// message stays in progress past until, while the commit is retried (design rule 30).
 	settling bool
-	timer    stopper
+	// done is set once the attempt is no longer kept: a deadline firing late does nothing.
+	done  bool
+	timer stopper
 }
 
 // leaseKeeper keeps the leases of one kind's attempts: every h it tells JetStream that their
@@ -96,6 +98,7 @@ func (lk *leaseKeeper) unregister(a *attempt) {
 	delete(lk.held, a)
 	lk.mu.Unlock()
 	a.lease.mu.Lock()
+	a.lease.done = true
 	if a.lease.timer != nil {
 		a.lease.timer.Stop()
 	}
@@ -109,7 +112,7 @@ func (lk *leaseKeeper) unregister(a *attempt) {
 func (lk *leaseKeeper) expire(a *attempt) {
 	l := &a.lease
 	l.mu.Lock()
-	if l.state != leaseHeld || l.settling {
+	if l.done || l.state != leaseHeld || l.settling {
 		l.mu.Unlock()
 		return
 	}
