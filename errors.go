@@ -1,11 +1,13 @@
 package levee
 
 import (
+	"context"
 	"errors"
 	"time"
 
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/worker"
 )
 
 // PermanentError marks an error that retrying cannot fix. Test with errors.As.
@@ -26,6 +28,15 @@ func RetryAfter(d time.Duration, err error) error { return executor.RetryAfter(d
 // lost the job's lease: Postgres did not confirm an extension in time, or another worker took
 // the job over. The attempt writes nothing more; the job runs again elsewhere (design rule 29).
 var ErrLeaseLost = idempotency.ErrLeaseLost
+
+// CheckLease returns nil while the lease of the attempt whose context is ctx is known to hold,
+// and otherwise why the attempt must stop (ErrLeaseLost, its timeout, a shutdown). Call it right
+// before an irreversible call: it judges the lease's deadline at that moment, so a worker
+// process woken after being frozen past its lease stops before calling, even before its timers
+// have cancelled the context. (A downstream that refuses calls carrying a lower Job.Fence than
+// it has seen is the complete defence against a stale worker.) Outside an attempt it returns
+// ctx.Err().
+func CheckLease(ctx context.Context) error { return worker.CheckLease(ctx) }
 
 // ErrJobNotFound is returned by Client.Status for an id that is neither in the stream nor in
 // the ledger.

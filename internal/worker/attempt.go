@@ -39,7 +39,23 @@ func (a *attempt) ledgerLease() idempotency.Lease {
 // start runs the attempt of a claimed job in its own goroutine. sent is when the claim
 // statement was sent: the lease holds from then (design rule 29).
 func (k *kindRunner) start(j *job, res idempotency.ClaimResult, sent time.Time, turn *soloTurn) {
-	ctx, cancel := context.WithCancelCause(context.WithValue(k.hardCtx, workerIDKey{}, k.w.cfg.ID))
+	a, ctx := k.newAttempt(j, res, turn)
+	k.leases.register(a, sent)
+	k.attempts.Go(func() {
+		defer func() {
+			k.leases.unregister(a)
+			a.cancel(nil)
+			a.unhold()
+		}()
+		k.run(ctx, a)
+	})
+}
+
+// newAttempt returns the attempt of a claimed job and the context its handler runs in: ended
+// by a hard shutdown or a lost lease (a.cancel), it also carries the worker's id and the
+// lease check behind CheckLease.
+func (k *kindRunner) newAttempt(j *job, res idempotency.ClaimResult, turn *soloTurn) (*attempt, context.Context) {
+	actx, cancel := context.WithCancelCause(context.WithValue(k.hardCtx, workerIDKey{}, k.w.cfg.ID))
 	a := &attempt{j: j, fence: res.Fence, number: res.Attempts, cancel: cancel, turn: turn}
 	var once sync.Once
 	a.unhold = func() {
@@ -50,15 +66,14 @@ func (k *kindRunner) start(j *job, res idempotency.ClaimResult, sent time.Time, 
 			}
 		})
 	}
-	k.leases.register(a, sent)
-	k.attempts.Go(func() {
-		defer func() {
-			k.leases.unregister(a)
-			cancel(nil)
-			a.unhold()
-		}()
-		k.run(ctx, a)
+	ctx := context.WithValue(actx, leaseCheckKey{}, func() error {
+		k.leases.expire(a)
+		if actx.Err() != nil {
+			return context.Cause(actx)
+		}
+		return nil
 	})
+	return a, ctx
 }
 
 // run runs one claimed attempt, settles its admission (telling the breaker what the

@@ -58,6 +58,14 @@ func (c *fakeClock) AfterFunc(d time.Duration, f func()) stopper {
 	return call
 }
 
+// Set moves time to t without running anything: a process woken after being frozen, its
+// timers not yet run.
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
+}
+
 // Advance moves time on by d and runs, in time order, every call that falls due (including
 // calls scheduled by those calls).
 func (c *fakeClock) Advance(d time.Duration) {

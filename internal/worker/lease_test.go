@@ -10,6 +10,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/queue"
 )
 
 func TestLeaseTimes(t *testing.T) {
@@ -134,4 +135,25 @@ func TestLeaseLeavesAnOverrunningAttempt(t *testing.T) {
 	beats := r.ledger.beats
 	r.ledger.mu.Unlock()
 	require.Zero(t, beats, "nothing to extend")
+}
+
+// A process woken after being frozen past its lease stops before its next call even when its
+// deadline timer has not run yet: CheckLease judges the deadline at the moment of the call.
+func TestCheckLeaseJudgesTheDeadlineWhenCalled(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	m := &fakeMsg{}
+	j := &job{msg: m, env: queue.Envelope{ID: "job-1", Kind: "charge", Key: "job-1"}}
+	r.k.w.gate.add(1)
+	a, ctx := r.k.newAttempt(j, idempotency.ClaimResult{Status: idempotency.Claimed, Fence: 4, Attempts: 1}, nil)
+	r.k.leases.register(a, r.clock.Now())
+	require.NoError(t, CheckLease(ctx))
+	require.Equal(t, "w1", IDFrom(ctx))
+
+	r.clock.Set(r.clock.Now().Add(r.k.leases.times.held() + time.Second)) // frozen: no timer ran
+	require.NoError(t, ctx.Err(), "nothing cancelled the context yet")
+	require.ErrorIs(t, CheckLease(ctx), idempotency.ErrLeaseLost)
+	require.ErrorIs(t, context.Cause(ctx), idempotency.ErrLeaseLost, "and now it is cancelled")
+	require.NoError(t, CheckLease(context.Background()), "outside an attempt")
+	a.unhold()
 }

@@ -60,7 +60,27 @@ type Kind struct {
 	FallbackAfter time.Duration
 }
 
-type workerIDKey struct{}
+type (
+	workerIDKey   struct{}
+	leaseCheckKey struct{}
+)
+
+// CheckLease returns nil while the lease of the attempt whose context is ctx is known to hold,
+// and otherwise the reason it ended (idempotency.ErrLeaseLost, the attempt's timeout, a
+// shutdown). It judges the deadline at the moment of the call, so that a process woken after
+// being frozen past its lease stops before its next call even if its timers have not run yet
+// (design rule 29). Outside an attempt it returns ctx.Err().
+func CheckLease(ctx context.Context) error {
+	if check, ok := ctx.Value(leaseCheckKey{}).(func() error); ok {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return nil
+}
 
 // IDFrom returns the id of the worker running the attempt whose context is ctx ("" outside
 // an attempt). The fault-injection build of the http kind sends it to its downstream, so that
