@@ -107,7 +107,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 		default:
 			k.leases.settling(a)
 			k.settle(ctx, a, k.giveUp(a, a.number-1, "attempt budget spent: its attempts ended without an outcome "+
-				"(their workers died, froze or could not reach Postgres to record one), and its last chance, run alone, too"), nil, log)
+				"(their workers died, froze or could not reach Postgres to record one), and its last chance, run alone, was lost too"), nil, log)
 			return
 		}
 	}
