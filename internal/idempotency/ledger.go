@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/levee-dev/levee/internal/queue"
 )
 
 // Config configures a Ledger.
@@ -261,8 +263,12 @@ func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration)
 	if len(leases) == 0 {
 		return alive, nil
 	}
-	// Sorted like claims (see Claim), so that the two cannot deadlock.
-	sorted := slices.Clone(leases)
+	// Sorted like claims (see Claim), so that the two cannot deadlock. A lease that names a
+	// key that cannot be stored matches no row: it is lost, and not sent (design rule 28).
+	sorted := slices.DeleteFunc(slices.Clone(leases), func(le Lease) bool { return !storableLease(le) })
+	if len(sorted) == 0 {
+		return alive, nil
+	}
 	slices.SortFunc(sorted, func(a, b Lease) int {
 		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Key, b.Key))
 	})
@@ -275,12 +281,12 @@ func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration)
 	if err := collectOrdinals(rows, sortedAlive); err != nil {
 		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
 	}
-	pos := make(map[Lease]int, len(leases))
-	for i, le := range leases {
-		pos[le] = i
-	}
+	held := make(map[Lease]bool, len(sorted))
 	for i, le := range sorted {
-		alive[pos[le]] = sortedAlive[i]
+		held[le] = held[le] || sortedAlive[i]
+	}
+	for i, le := range leases {
+		alive[i] = held[le]
 	}
 	return alive, nil
 }
@@ -380,44 +386,81 @@ func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (ap
 		attempt  = make([]*string, n)
 		workers  = make([]*string, n)
 	)
+	// Every text is made storable here (design rule 28), so that no outcome can fail the
+	// others of its group commit. An outcome whose lease names a key that cannot be stored
+	// matches no row: it is not applied, and not sent.
+	var idx []int // the outcomes sent, when some are not
+	txt := newTexts(6 * n)
 	for i, o := range outcomes {
 		switch o.State {
 		case StateSucceeded, StateRetrying, StateDead:
 		default:
-			return nil, fmt.Errorf("finish %s/%s: invalid outcome state %q", o.Kind, o.Key, o.State)
+			return nil, fmt.Errorf("finish %s/%s: invalid outcome state %q", StorableText(o.Kind), StorableText(o.Key), o.State)
+		}
+		if !storableLease(o.Lease) {
+			if idx == nil {
+				idx = make([]int, 0, n)
+				for j := range i {
+					idx = append(idx, j)
+				}
+			}
+			continue
+		}
+		if idx != nil {
+			idx = append(idx, i)
 		}
 		kinds[i], keys[i], fences[i], states[i] = o.Kind, o.Key, o.Fence, string(o.State)
 		if o.Result != nil {
-			s := string(o.Result)
-			results[i] = &s
+			results[i] = txt.add(storableResult(o.Result))
 		}
-		if o.Reason != "" {
-			reasons[i] = &o.Reason
-		}
+		reasons[i] = txt.text(o.Reason)
 		if o.Error != "" {
-			e := Truncate(o.Error, l.maxErrorBytes)
-			errs[i] = &e
+			errs[i] = txt.add(storableText(o.Error, l.maxErrorBytes))
 		}
 		retryIn[i] = o.RetryIn.Seconds()
 		releases[i] = o.Release
-		if o.FallbackTo != "" {
-			fallTo[i] = &o.FallbackTo
+		fallTo[i] = txt.text(o.FallbackTo)
+		attempt[i] = txt.text(o.Attempt)
+		workers[i] = txt.text(o.Worker)
+	}
+	if idx != nil {
+		if len(idx) == 0 {
+			return applied, nil
 		}
-		if o.Attempt != "" {
-			attempt[i] = &o.Attempt
-		}
-		if o.Worker != "" {
-			workers[i] = &o.Worker
-		}
+		kinds, keys, fences, states = pick(kinds, idx), pick(keys, idx), pick(fences, idx), pick(states, idx)
+		results, reasons, errs, retryIn = pick(results, idx), pick(reasons, idx), pick(errs, idx), pick(retryIn, idx)
+		releases, fallTo, attempt, workers = pick(releases, idx), pick(fallTo, idx), pick(attempt, idx), pick(workers, idx)
+	}
+	sent := applied
+	if idx != nil {
+		sent = make([]bool, len(idx))
 	}
 	rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo, attempt, workers)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
 	}
-	if err := collectOrdinals(rows, applied); err != nil {
+	if err := collectOrdinals(rows, sent); err != nil {
 		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
 	}
+	for j, i := range idx {
+		applied[i] = sent[j]
+	}
 	return applied, nil
+}
+
+// storableLease reports whether le names a key that can exist: one whose kind and key are
+// storable text within the bounds Claim enforces. Any other lease matches no row.
+func storableLease(le Lease) bool {
+	return storableName(le.Kind, queue.MaxKeyLen) && storableName(le.Key, queue.MaxKeyLen)
+}
+
+// pick returns the elements of s at idx, in order.
+func pick[T any](s []T, idx []int) []T {
+	out := make([]T, len(idx))
+	for j, i := range idx {
+		out[j] = s[i]
+	}
+	return out
 }
 
 // Record is a job that finished without owning its key: a duplicate of a key another job
@@ -434,9 +477,24 @@ type Record struct {
 }
 
 // AddRecords stores records in one statement. A record for a job id already recorded is kept
-// as it was (the first word stands), so redeliveries are harmless.
+// as it was (the first word stands), so redeliveries are harmless. No record can fail the
+// others (design rule 28): a record whose job id or key cannot be stored as it is (not valid
+// UTF-8, a NUL, over queue.MaxIDLen or queue.MaxKeyLen bytes) is stored under the id
+// queue.BoundedID(id) (its stand-in, which Status finds again from the id) and with its key
+// and kind made storable and cut to queue.MaxKeyLen bytes; every other text is made storable
+// (StorableText).
 func (l *Ledger) AddRecords(ctx context.Context, recs []Record) error {
 	return addRecords(ctx, l.pool, l, recs)
+}
+
+// storableRecord returns r as the ledger stores it (see AddRecords).
+func storableRecord(r Record) Record {
+	r.JobID = storableID(r.JobID)
+	if !storableName(r.Key, queue.MaxKeyLen) {
+		r.Key = storableKey(r.Key)
+	}
+	r.Kind = storableKind(r.Kind)
+	return r
 }
 
 // execer is what addRecords needs of a pool or a transaction.
@@ -459,18 +517,15 @@ func addRecords(ctx context.Context, db execer, l *Ledger, recs []Record) error 
 		dupOf    = make([]*string, n)
 		enqueued = make([]*time.Time, n)
 	)
+	txt := newTexts(3 * n)
 	for i, r := range recs {
+		r = storableRecord(r)
 		ids[i], kinds[i], keys[i], states[i] = r.JobID, r.Kind, r.Key, string(r.State)
-		if r.Reason != "" {
-			reasons[i] = &r.Reason
-		}
+		reasons[i] = txt.text(r.Reason)
 		if r.Error != "" {
-			e := Truncate(r.Error, l.maxErrorBytes)
-			errs[i] = &e
+			errs[i] = txt.add(storableText(r.Error, l.maxErrorBytes))
 		}
-		if r.DuplicateOf != "" {
-			dupOf[i] = &r.DuplicateOf
-		}
+		dupOf[i] = txt.text(r.DuplicateOf)
 		if !r.EnqueuedAt.IsZero() {
 			enqueued[i] = &r.EnqueuedAt
 		}
