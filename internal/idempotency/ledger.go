@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -36,6 +37,7 @@ type Ledger struct {
 	pool          *pgxpool.Pool
 	schema        string
 	maxErrorBytes int
+	lockRetries   int
 	q             queries
 }
 
@@ -49,6 +51,7 @@ func New(cfg Config) (*Ledger, error) {
 		pool:          cfg.Pool,
 		schema:        schema,
 		maxErrorBytes: cmp.Or(cfg.MaxErrorBytes, 2048),
+		lockRetries:   lockRetries,
 	}
 	if l.maxErrorBytes < 0 {
 		return nil, fmt.Errorf("idempotency: Config.MaxErrorBytes must be positive, got %d", cfg.MaxErrorBytes)
@@ -126,7 +129,8 @@ const busyRaceWait = time.Second
 
 // Claim claims the keys of reqs in one statement and returns one result per request, in order.
 // A key that appears more than once in reqs is claimed for its first request only; the others
-// are Busy.
+// are Busy. A statement that meets a deadlock or a serialization failure is tried again (design
+// rule 31).
 func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult, error) {
 	results := make([]ClaimResult, len(reqs))
 	if len(reqs) == 0 {
@@ -144,8 +148,9 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 		leases   = make([]float64, 0, len(reqs))
 		fallOf   = make([]*string, 0, len(reqs))
 	)
-	// Rows are locked in (kind, key) order, the same order heartbeats use, so that a claim and
-	// a heartbeat touching the same keys cannot deadlock.
+	// Requests are sorted by (kind, key) in byte order, so that the first request of a key is
+	// found and the statement's rows are numbered in the order its insert takes them: the
+	// order every statement locks keys in (design rule 31).
 	order := make([]int, len(reqs))
 	for i := range order {
 		order[i] = i
@@ -179,27 +184,30 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 		}
 	}
 
-	rows, err := l.pool.Query(ctx, l.q.claim, jobIDs, kinds, keys, hashes, enqueued, leases, fallOf)
-	if err != nil {
-		return nil, fmt.Errorf("claim %d keys: %w", len(jobIDs), err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			ord                int
-			fence              *int64
-			attempts           *int
-			state, owner, why  *string
-			sameHash           *bool
-			leaseLeft, dueLeft *float64
-		)
-		if err := rows.Scan(&ord, &fence, &attempts, &state, &owner, &sameHash, &leaseLeft, &dueLeft, &why); err != nil {
-			return nil, fmt.Errorf("claim: scan: %w", err)
+	err := l.retryLocks(ctx, func() error {
+		rows, err := l.pool.Query(ctx, l.q.claim, jobIDs, kinds, keys, hashes, enqueued, leases, fallOf)
+		if err != nil {
+			return err
 		}
-		i := idx[ord-1]
-		results[i] = interpretClaim(fence, attempts, state, owner, sameHash, leaseLeft, dueLeft, why)
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				ord                int
+				fence              *int64
+				attempts           *int
+				state, owner, why  *string
+				sameHash           *bool
+				leaseLeft, dueLeft *float64
+			)
+			if err := rows.Scan(&ord, &fence, &attempts, &state, &owner, &sameHash, &leaseLeft, &dueLeft, &why); err != nil {
+				return fmt.Errorf("scan: %w", err)
+			}
+			i := idx[ord-1]
+			results[i] = interpretClaim(fence, attempts, state, owner, sameHash, leaseLeft, dueLeft, why)
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("claim %d keys: %w", len(jobIDs), err)
 	}
 	return results, nil
@@ -257,14 +265,16 @@ type Lease struct {
 
 // Heartbeat extends the leases by d on the database clock, in one statement. alive[i] is false
 // where the lease was lost (the fence moved on or the key is no longer running): cancel that
-// attempt and write nothing more for it.
+// attempt and write nothing more for it. A statement that meets a deadlock or a serialization
+// failure is tried again (design rule 31).
 func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration) (alive []bool, err error) {
 	alive = make([]bool, len(leases))
 	if len(leases) == 0 {
 		return alive, nil
 	}
-	// Sorted like claims (see Claim), so that the two cannot deadlock. A lease that names a
-	// key that cannot be stored matches no row: it is lost, and not sent (design rule 28).
+	// Sorted like claims (see Claim); the statement locks its rows in that order too (design
+	// rule 31). A lease that names a key that cannot be stored matches no row: it is lost, and
+	// not sent (design rule 28).
 	sorted := slices.DeleteFunc(slices.Clone(leases), func(le Lease) bool { return !storableLease(le) })
 	if len(sorted) == 0 {
 		return alive, nil
@@ -273,12 +283,16 @@ func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration)
 		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Key, b.Key))
 	})
 	kinds, keys, fences := splitLeases(sorted)
-	rows, err := l.pool.Query(ctx, l.q.heartbeat, kinds, keys, fences, d.Seconds())
+	var sortedAlive []bool
+	err = l.retryLocks(ctx, func() error {
+		sortedAlive = make([]bool, len(sorted))
+		rows, err := l.pool.Query(ctx, l.q.heartbeat, kinds, keys, fences, d.Seconds())
+		if err != nil {
+			return err
+		}
+		return collectOrdinals(rows, sortedAlive)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
-	}
-	sortedAlive := make([]bool, len(sorted))
-	if err := collectOrdinals(rows, sortedAlive); err != nil {
 		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
 	}
 	held := make(map[Lease]bool, len(sorted))
@@ -341,14 +355,14 @@ const (
 // applied[i] is false where the lease was lost: the caller must not ack that message, since the
 // new owner will finish it.
 func (l *Ledger) Finish(ctx context.Context, outcomes []Outcome) (applied []bool, err error) {
-	return l.finish(ctx, l.pool, outcomes)
+	return l.finish(ctx, l.pool, outcomes, true)
 }
 
 // FinishTx is Finish inside tx, so that a handler's own writes in tx commit together with the
 // job's success (DESIGN rule 13), or not at all: when applied[i] is false the caller must roll
 // tx back.
 func (l *Ledger) FinishTx(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (applied []bool, err error) {
-	return l.finish(ctx, tx, outcomes)
+	return l.finish(ctx, tx, outcomes, false)
 }
 
 // Begin starts a transaction on the ledger's pool, for handlers that write in the same
@@ -366,7 +380,10 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (applied []bool, err error) {
+// finish commits outcomes through db. A statement that meets a deadlock or a serialization
+// failure is tried again when retry is set (its own transaction); inside a caller's
+// transaction it cannot be, since the failure aborted the transaction.
+func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome, retry bool) (applied []bool, err error) {
 	applied = make([]bool, len(outcomes))
 	if len(outcomes) == 0 {
 		return applied, nil
@@ -431,21 +448,63 @@ func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (ap
 		results, reasons, errs, retryIn = pick(results, idx), pick(reasons, idx), pick(errs, idx), pick(retryIn, idx)
 		releases, fallTo, attempt, workers = pick(releases, idx), pick(fallTo, idx), pick(attempt, idx), pick(workers, idx)
 	}
-	sent := applied
-	if idx != nil {
-		sent = make([]bool, len(idx))
+	var sent []bool
+	run := func() error {
+		sent = make([]bool, len(kinds))
+		rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo, attempt, workers)
+		if err != nil {
+			return err
+		}
+		return collectOrdinals(rows, sent)
 	}
-	rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo, attempt, workers)
+	if retry {
+		err = l.retryLocks(ctx, run)
+	} else {
+		err = run()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
 	}
-	if err := collectOrdinals(rows, sent); err != nil {
-		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
+	if idx == nil {
+		return sent, nil
 	}
 	for j, i := range idx {
 		applied[i] = sent[j]
 	}
 	return applied, nil
+}
+
+// lockRetries is how many times Claim, Heartbeat and Finish try a statement again after it
+// met a deadlock or a serialization failure (design rule 31: neither is ever an outcome).
+// Statements lock keys in one order, so a deadlock needs a statement from elsewhere (an
+// operator's transaction, a handler's); a serialization failure needs a database whose
+// default isolation is above READ COMMITTED.
+const lockRetries = 3
+
+// retryLocks runs op, and runs it again up to l.lockRetries times while it fails with a
+// deadlock or a serialization failure, after a short jittered pause (5 to 15 ms, times the
+// try) so that the statements that collided do not meet again in step. The failed statement
+// was rolled back whole: trying it again is safe.
+func (l *Ledger) retryLocks(ctx context.Context, op func() error) error {
+	for try := 1; ; try++ {
+		err := op()
+		if err == nil || try > l.lockRetries || !lockConflict(err) {
+			return err
+		}
+		pause := time.NewTimer(time.Duration(try) * (5*time.Millisecond + rand.N(10*time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+			return err
+		case <-pause.C:
+		}
+	}
+}
+
+// lockConflict reports a deadlock (40P01) or a serialization failure (40001).
+func lockConflict(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
 // storableLease reports whether le names a key that can exist: one whose kind and key are
