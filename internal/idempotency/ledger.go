@@ -352,8 +352,14 @@ const (
 )
 
 // Finish commits outcomes in one statement (one transaction) and reports which were applied.
-// applied[i] is false where the lease was lost: the caller must not ack that message, since the
-// new owner will finish it.
+// applied[i] is true when the outcome is now the key's: written by this call, or found
+// already written under the same fence (the key holds exactly this outcome's state under
+// this fence), which means an earlier call with this outcome landed and only its answer was
+// lost, so a commit retried after a lost connection is recognised as applied (design rule
+// 30). applied[i] is false where the lease was lost (another claim moved the fence on, or the
+// key holds another outcome): the caller must not ack that message, since the new owner will
+// finish it. A statement that meets a deadlock or a serialization failure is tried again
+// (design rule 31).
 func (l *Ledger) Finish(ctx context.Context, outcomes []Outcome) (applied []bool, err error) {
 	return l.finish(ctx, l.pool, outcomes, true)
 }

@@ -78,13 +78,17 @@ RETURNING l.ord`),
 
 		// Finish: every write is fenced (DESIGN rule 10); a zombie's outcome matches no row.
 		// The keys' rows are locked first, in (kind, key) order (design rule 31), as the
-		// heartbeat locks them.
+		// heartbeat locks them; the lock returns each row as last committed, after waiting for
+		// any statement that held it. An outcome is reported applied when it is written now, or
+		// when its key already holds it, same fence and same state: an earlier try of this
+		// commit landed and only its answer was lost (design rule 30). A key whose fence moved
+		// on holds another claim's state, and is not reported.
 		finish: s(`
 WITH o AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::bool[], $10::text[], $11::text[], $12::text[])
         WITH ORDINALITY AS o(kind, key, fence, state, result, reason, error, retry_in, release, fallback_to, attempt, worker, ord)
 ), locked AS MATERIALIZED (
-    SELECT k.kind, k.key FROM S.keys k JOIN o ON k.kind = o.kind AND k.key = o.key
+    SELECT k.kind, k.key, k.fence, k.state FROM S.keys k JOIN o ON k.kind = o.kind AND k.key = o.key
     ORDER BY k.kind COLLATE "C", k.key COLLATE "C"
     FOR UPDATE OF k
 ), upd AS (
@@ -112,7 +116,10 @@ WITH o AS (
     FROM upd WHERE attempt IS NOT NULL
     ON CONFLICT DO NOTHING
 )
-SELECT ord FROM upd`),
+SELECT ord FROM upd
+UNION ALL
+SELECT o.ord FROM o JOIN locked ON locked.kind = o.kind AND locked.key = o.key
+WHERE locked.fence = o.fence AND locked.state = o.state`),
 
 		addRecords: s(`
 INSERT INTO S.job_records (id, kind, key, state, reason, last_error, duplicate_of, enqueued_at)
