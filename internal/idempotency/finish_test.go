@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee/internal/idempotency"
@@ -83,4 +84,47 @@ func TestFinishRetryWaitsForTheTryInFlight(t *testing.T) {
 	waitForLockWait(t, pool, l.Schema())
 	require.NoError(t, first.Commit(ctx))
 	require.Equal(t, []bool{true}, <-done)
+}
+
+// Design rule 13: a handler's transaction runs at READ COMMITTED whatever the database's
+// default, so the heartbeats that extend its lease meanwhile never make its FinishTx fail.
+func TestHandlerTransactionIgnoresTheDefaultIsolation(t *testing.T) {
+	t.Parallel()
+	for _, level := range []string{"repeatable read", "serializable"} {
+		t.Run(level, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			ns := leveetest.Namespace(t)
+			pool := ownPool(t, func(cfg *pgxpool.Config) { cfg.ConnConfig.RuntimeParams["default_transaction_isolation"] = level })
+			l := leveetest.LedgerOn(t, pool, ns)
+			_, err := pool.Exec(ctx, `CREATE TABLE `+ns+`.charges (id text PRIMARY KEY)`)
+			require.NoError(t, err)
+
+			c := claimOne(t, l, req("j1", "k1", "p", time.Minute))
+			lease := idempotency.Lease{Kind: "charge", Key: "k1", Fence: c.Fence}
+			tx, err := l.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			var iso string
+			require.NoError(t, tx.QueryRow(ctx, `SHOW transaction_isolation`).Scan(&iso))
+			_, err = tx.Exec(ctx, `INSERT INTO `+ns+`.charges VALUES ('ch_1')`) // the handler's effect
+			require.NoError(t, err)
+
+			alive, err := l.Heartbeat(ctx, []idempotency.Lease{lease}, time.Minute) // meanwhile
+			require.NoError(t, err)
+			require.True(t, alive[0])
+
+			applied, err := l.FinishTx(ctx, tx, []idempotency.Outcome{{Lease: lease, State: idempotency.StateSucceeded, Result: []byte(`1`)}})
+			require.NoError(t, err)
+			require.True(t, applied[0])
+			require.NoError(t, tx.Commit(ctx))
+			var n int
+			require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+ns+`.charges`).Scan(&n))
+			require.Equal(t, 1, n)
+			st, err := l.Status(ctx, "j1")
+			require.NoError(t, err)
+			require.Equal(t, idempotency.StateSucceeded, st.State)
+			require.Equal(t, "read committed", iso)
+		})
+	}
 }

@@ -372,9 +372,12 @@ func (l *Ledger) FinishTx(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (a
 }
 
 // Begin starts a transaction on the ledger's pool, for handlers that write in the same
-// transaction as their job's outcome.
+// transaction as their job's outcome (FinishTx). It runs at READ COMMITTED whatever the
+// database's default isolation (design rule 13): the attempt's heartbeats extend the key's
+// lease meanwhile, and under REPEATABLE READ or SERIALIZABLE the transaction's FinishTx would
+// then fail with a serialization failure on every attempt.
 func (l *Ledger) Begin(ctx context.Context) (pgx.Tx, error) {
-	tx, err := l.pool.Begin(ctx)
+	tx, err := l.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
