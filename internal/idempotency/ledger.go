@@ -91,6 +91,12 @@ const (
 	AlreadyDead
 	// PayloadMismatch: the key was used before with a different payload. Permanent.
 	PayloadMismatch
+	// Invalid: the request cannot be stored; dead-letter the message as malformed without
+	// touching the ledger's keys (design rule 28). ClaimResult.Reason says why: its kind, key
+	// or job id (or the job it falls back from) is not valid UTF-8 without NUL within
+	// queue.MaxKeyLen or queue.MaxIDLen bytes, or it has no payload hash. AddRecords can record
+	// the job: it stores it under a stand-in id that Status finds again.
+	Invalid
 )
 
 func (s ClaimStatus) String() string {
@@ -105,6 +111,8 @@ func (s ClaimStatus) String() string {
 		return "already_dead"
 	case PayloadMismatch:
 		return "payload_mismatch"
+	case Invalid:
+		return "invalid"
 	}
 	return fmt.Sprintf("ClaimStatus(%d)", int(s))
 }
@@ -118,7 +126,8 @@ type ClaimResult struct {
 	Attempts int
 	// Owner is the job id that owns (or finished) the key. Set unless Claimed.
 	Owner string
-	// Reason is the dead reason when AlreadyDead.
+	// Reason is the dead reason when AlreadyDead, and why the request cannot be stored when
+	// Invalid.
 	Reason string
 	// Wait is how long to wait before trying again when Busy.
 	Wait time.Duration
@@ -129,8 +138,9 @@ const busyRaceWait = time.Second
 
 // Claim claims the keys of reqs in one statement and returns one result per request, in order.
 // A key that appears more than once in reqs is claimed for its first request only; the others
-// are Busy. A statement that meets a deadlock or a serialization failure is tried again (design
-// rule 31).
+// are Busy. A request the ledger cannot store is Invalid, and is not sent: it never fails the
+// others (design rule 28). A statement that meets a deadlock or a serialization failure is
+// tried again (design rule 31).
 func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult, error) {
 	results := make([]ClaimResult, len(reqs))
 	if len(reqs) == 0 {
@@ -160,6 +170,10 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 	})
 	for _, i := range order {
 		r := reqs[i]
+		if why := invalidClaim(r); why != "" {
+			results[i] = ClaimResult{Status: Invalid, Reason: why}
+			continue
+		}
 		k := kk{r.Kind, r.Key}
 		if _, dup := first[k]; dup {
 			results[i] = ClaimResult{Status: Busy, Wait: busyRaceWait}
@@ -184,6 +198,9 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 		}
 	}
 
+	if len(idx) == 0 {
+		return results, nil
+	}
 	err := l.retryLocks(ctx, func() error {
 		rows, err := l.pool.Query(ctx, l.q.claim, jobIDs, kinds, keys, hashes, enqueued, leases, fallOf)
 		if err != nil {
