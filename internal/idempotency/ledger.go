@@ -604,6 +604,9 @@ func addRecords(ctx context.Context, db execer, l *Ledger, recs []Record) error 
 	)
 	txt := newTexts(3 * n)
 	for i, r := range recs {
+		if r.State != StateSucceeded && r.State != StateDead {
+			return fmt.Errorf("record job %s: invalid state %q", StorableText(r.JobID), StorableText(string(r.State)))
+		}
 		r = storableRecord(r)
 		ids[i], kinds[i], keys[i], states[i] = r.JobID, r.Kind, r.Key, string(r.State)
 		reasons[i] = txt.text(r.Reason)
