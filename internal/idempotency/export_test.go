@@ -8,3 +8,6 @@ func NoLockRetries(l *Ledger) { l.lockRetries = 0 }
 func Statements(l *Ledger) map[string]string {
 	return map[string]string{"claim": l.q.claim, "heartbeat": l.q.heartbeat, "finish": l.q.finish, "reapKeys": l.q.reapKeys}
 }
+
+// JSONAsIs is StorableJSON's fast path.
+var JSONAsIs = jsonAsIs

@@ -140,13 +140,15 @@ func (t *texts) text(s string) *string {
 }
 
 // StorableJSON returns b as the ledger stores a job's result in jsonb (design rule 28). The
-// fast path returns b itself when it is valid UTF-8 and valid JSON with no escape jsonb
-// refuses (\u0000, a lone surrogate). Otherwise JSON is decoded (numbers kept as written) and
-// encoded again with its strings made storable: \u0000 and invalid bytes become U+FFFD, and
-// the decoder already maps lone surrogates to U+FFFD. Anything that is not JSON at all is
-// stored as a JSON string of its text, made storable.
+// fast path returns b itself when it is valid UTF-8 and valid JSON with nothing jsonb refuses
+// (a \u0000 escape, a lone surrogate escape, a number beyond numeric's range), checked in one
+// pass (jsonAsIs). Otherwise JSON is decoded (numbers kept as written) and encoded again with
+// its strings made storable: \u0000 and invalid bytes become U+FFFD, the decoder already maps
+// lone surrogates to U+FFFD, and a number numeric cannot hold becomes a JSON string of its
+// text. Anything that is not JSON at all is stored as a JSON string of its text, made
+// storable.
 func StorableJSON(b []byte) []byte {
-	if storableJSONAsIs(b) {
+	if jsonAsIs(b) {
 		return b
 	}
 	return reencodeJSON(b)
@@ -154,57 +156,10 @@ func StorableJSON(b []byte) []byte {
 
 // storableResult is StorableJSON as the string the finish statement sends.
 func storableResult(b []byte) string {
-	if storableJSONAsIs(b) {
+	if jsonAsIs(b) {
 		return string(b)
 	}
 	return string(reencodeJSON(b))
-}
-
-// storableJSONAsIs is StorableJSON's fast path: one pass for UTF-8, a search for escapes, and
-// the JSON scanner, with no allocation.
-func storableJSONAsIs(b []byte) bool {
-	return utf8.Valid(b) && !refusedEscape(b) && json.Valid(b)
-}
-
-// refusedEscape reports whether b may hold an escape that jsonb refuses: \u0000, or a
-// surrogate escape that is not a high one followed by a low one. It may say yes for text that
-// only looks like one (an escaped backslash before "u0000"); the slow path then finds the
-// same JSON.
-func refusedEscape(b []byte) bool {
-	for i := 0; ; {
-		j := bytes.Index(b[i:], []byte(`\u`))
-		if j < 0 {
-			return false
-		}
-		i += j + 2
-		if i+4 > len(b) {
-			return false // not JSON: json.Valid says so
-		}
-		h := b[i : i+4]
-		switch {
-		case string(h) == "0000":
-			return true
-		case lowSurrogate(h):
-			return true
-		case highSurrogate(h):
-			if i+10 > len(b) || b[i+4] != '\\' || b[i+5] != 'u' || !lowSurrogate(b[i+6:i+10]) {
-				return true
-			}
-			i += 10
-		default:
-			i += 4
-		}
-	}
-}
-
-// highSurrogate and lowSurrogate tell the four hex digits of a \u escape in D800-DBFF and
-// DC00-DFFF.
-func highSurrogate(h []byte) bool {
-	return (h[0] == 'd' || h[0] == 'D') && strings.IndexByte("89abAB", h[1]) >= 0
-}
-
-func lowSurrogate(h []byte) bool {
-	return (h[0] == 'd' || h[0] == 'D') && strings.IndexByte("cdefCDEF", h[1]) >= 0
 }
 
 // reencodeJSON is StorableJSON's slow path.
@@ -241,6 +196,11 @@ func cleanJSON(v any) any {
 	switch v := v.(type) {
 	case string:
 		return StorableText(v)
+	case json.Number:
+		if !numberStorable(string(v)) {
+			return string(v)
+		}
+		return v
 	case []any:
 		for i, e := range v {
 			v[i] = cleanJSON(e)

@@ -60,6 +60,16 @@ var storableJSONCases = []struct {
 	{"empty", ``, `""`, false},
 	{"raw NUL in a string", "\"a\x00b\"", `"\"a` + "\uFFFD" + `b\""`, false},
 	{"HTML kept", "<b>&</b>", `"<b>&</b>"`, false},
+	{"numbers numeric holds", `[1e131071,0.5e131072,1e-16383,-0.0,1E+2]`, `[1e131071,0.5e131072,1e-16383,-0.0,1E+2]`, true},
+	{"number too large", `{"n":1e131072}`, `{"n":"1e131072"}`, false},
+	{"number too precise", `[123e-16390,2]`, `["123e-16390",2]`, false},
+	{"exponent beyond int", `[1e99999999999999999999]`, `["1e99999999999999999999"]`, false},
+	{"deepest nesting", strings.Repeat("[", 10000) + strings.Repeat("]", 10000), strings.Repeat("[", 10000) + strings.Repeat("]", 10000), true},
+	{"too deep", strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
+		`"` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `"`, false},
+	{"unclosed", `{"a":[1,2}`, `"{\"a\":[1,2}"`, false},
+	{"trailing comma", `[1,]`, `"[1,]"`, false},
+	{"empty containers", `{"a":{},"b":[],"c":[{}]}`, `{"a":{},"b":[],"c":[{}]}`, true},
 }
 
 func TestStorableJSON(t *testing.T) {
@@ -71,6 +81,22 @@ func TestStorableJSON(t *testing.T) {
 			in := []byte(tc.in)
 			require.Same(t, &in[0], &idempotency.StorableJSON(in)[0], "%s: stored as it is", tc.name)
 		}
+	}
+}
+
+// The fast path's scanner takes nothing that is not JSON: every input here is stored as a
+// JSON string of its text.
+func TestStorableJSONScansLikeJSONValid(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{
+		`01`, `-`, `1.`, `.5`, `1e`, `1e+`, `+1`, `0x10`, `"\u00"`, `"\u00zz"`, `"\x"`, `"a`, `tru`, `nul`, `falsey`,
+		`{"a" 1}`, `{1:2}`, `{"a":}`, `[1 2]`, `[`, `]`, `{"a":1,}`, `{"a":1]`, `[1}`, "\"tab\there\"", `"\ud800\u0041"`,
+		`[] []`, ` `, "\ufeff1",
+	} {
+		require.False(t, json.Valid([]byte(in)) && !strings.Contains(in, `\u`), "the case %q is not JSON", in)
+		require.False(t, idempotency.JSONAsIs([]byte(in)), "%q", in)
+		var s string
+		require.NoError(t, json.Unmarshal(idempotency.StorableJSON([]byte(in)), &s), "%q is stored as a string", in)
 	}
 }
 
@@ -87,11 +113,69 @@ func TestStorableIsAcceptedByPostgres(t *testing.T) {
 	}
 }
 
+// refusedEscape reports whether b holds a \u escape jsonb refuses (\u0000, a surrogate not in a
+// high-low pair) or something that looks like one after an escaped backslash.
+func refusedEscape(b []byte) bool {
+	surrogate := func(h []byte, lo bool) bool {
+		set := "89abAB"
+		if lo {
+			set = "cdefCDEF"
+		}
+		return (h[0] == 'd' || h[0] == 'D') && strings.IndexByte(set, h[1]) >= 0
+	}
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte(`\u`))
+		if j < 0 || i+j+6 > len(b) {
+			return false
+		}
+		i += j + 2
+		h := b[i : i+4]
+		switch {
+		case string(h) == "0000", surrogate(h, true):
+			return true
+		case surrogate(h, false):
+			if i+10 > len(b) || string(b[i+4:i+6]) != `\u` || !surrogate(b[i+6:i+10], true) {
+				return true
+			}
+			i += 10
+		default:
+			i += 4
+		}
+	}
+}
+
+// plainNumbers reports whether every number of the JSON value b is short and has no exponent.
+func plainNumbers(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return true
+		}
+		if n, ok := tok.(json.Number); ok && (len(n) > 1000 || strings.ContainsAny(string(n), "eE")) {
+			return false
+		}
+	}
+}
+
 func FuzzStorableJSON(f *testing.F) {
 	for _, tc := range storableJSONCases {
 		f.Add([]byte(tc.in))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		// The fast path says what utf8.Valid, json.Valid and a search for refused escapes say.
+		asIs := idempotency.JSONAsIs(in)
+		valid := utf8.Valid(in) && json.Valid(in)
+		if asIs && !valid {
+			t.Fatalf("JSONAsIs(%q) but not valid UTF-8 JSON", in)
+		}
+		if asIs && refusedEscape(in) && !bytes.Contains(in, []byte(`\\`)) {
+			t.Fatalf("JSONAsIs(%q) with an escape jsonb refuses", in)
+		}
+		if !asIs && valid && !refusedEscape(in) && plainNumbers(in) {
+			t.Fatalf("JSONAsIs(%q) is false for storable JSON", in)
+		}
 		out := idempotency.StorableJSON(in)
 		if !utf8.Valid(out) || !json.Valid(out) {
 			t.Fatalf("StorableJSON(%q) = %q: not valid UTF-8 JSON", in, out)
@@ -271,13 +355,17 @@ func TestEveryLedgerWriteStoresItsTexts(t *testing.T) {
 }
 
 // BenchmarkStorableJSON measures the ledger's check of one result on the hot path: the fast
-// path for results stored as they are, and the re-encoding of one that jsonb would refuse.
+// path for results stored as they are (beside json.Valid alone, for reference: the check it
+// replaces costs more than that), and the re-encoding of one that jsonb would refuse.
 func BenchmarkStorableJSON(b *testing.B) {
-	body := strings.Repeat(`{"id":"ch_3MtwBwLkdIwHu7ix28a3tqPa","amount":4200,"currency":"eur","note":"caf\u00e9 ok"},`, 45)
+	item := `{"id":"ch_3MtwBwLkdIwHu7ix28a3tqPa","amount":4200,"currency":"eur","note":"caf\u00e9 ok"},`
+	body := func(n int) string { return strings.TrimSuffix(strings.Repeat(item, n), ",") }
 	for _, tc := range []struct{ name, in string }{
 		{"small", `{"status":200,"body":{"id":"ch_3MtwBwLkdIwHu7ix28a3tqPa","amount":4200,"paid":true}}`},
-		{"4KiB", `{"status":200,"body":[` + strings.TrimSuffix(body, ",") + `]}`},
-		{"4KiB-NUL", `{"status":200,"body":[` + strings.TrimSuffix(body, ",") + `,"\u0000"]}`},
+		{"4KiB", `{"status":200,"body":[` + body(45) + `]}`},
+		{"64KiB", `{"status":200,"body":[` + body(720) + `]}`},
+		{"64KiB-text", `{"status":200,"body":"` + strings.Repeat("lorem ipsum dolor sit amet, ", 2340) + `"}`},
+		{"4KiB-NUL", `{"status":200,"body":[` + body(45) + `,"\u0000"]}`},
 	} {
 		in := []byte(tc.in)
 		b.Run(tc.name, func(b *testing.B) {
@@ -285,6 +373,12 @@ func BenchmarkStorableJSON(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				_ = idempotency.StorableJSON(in)
+			}
+		})
+		b.Run(tc.name+"/json.Valid", func(b *testing.B) {
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				_ = json.Valid(in)
 			}
 		})
 	}
