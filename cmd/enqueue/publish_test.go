@@ -133,3 +133,14 @@ func TestPublishFileMalformed(t *testing.T) {
 	_, r := b.status(t, first)
 	require.Equal(t, 3, r.code, "nothing was published: %s", r.stderr)
 }
+
+// A key that is not valid UTF-8 could not be stored in the ledger (design rule 28): publish
+// refuses it as a usage error, and nothing is published.
+func TestPublishRefusesKeyNotUTF8(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.run(t, "", "publish", "noop", "{}", "--key", "order-\xff42")
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "invalid idempotency key: not valid UTF-8")
+	require.Empty(t, r.stdout, "no job id: nothing was published")
+}

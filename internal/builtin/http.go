@@ -13,9 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/levee-dev/levee"
 	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/idempotency"
 )
 
 // HTTPPayload is the payload of an "http" job.
@@ -261,19 +263,30 @@ func requestBody(raw json.RawMessage) (io.Reader, string, error) {
 	return bytes.NewReader(raw), "application/json", nil
 }
 
+// resultBody is a 2xx response's body as the job's result: the JSON itself when the whole body
+// is JSON, else a JSON string of its text. Either way the ledger's jsonb column accepts it
+// (design rule 28): a \u0000 escape, a lone surrogate and bytes that are not UTF-8 (a binary
+// body) become U+FFFD, as the ledger makes every result storable.
 func resultBody(data []byte, truncated bool) json.RawMessage {
 	if !truncated && len(data) > 0 && json.Valid(data) {
-		return json.RawMessage(bytes.TrimSpace(data))
+		return json.RawMessage(idempotency.StorableJSON(bytes.TrimSpace(data)))
 	}
-	b, _ := json.Marshal(string(data))
+	b, _ := json.Marshal(idempotency.StorableText(string(data)))
 	return b
 }
 
+// snippet is the start of a refused response's body for the attempt's error, on one line: at
+// most 200 bytes cut on a character boundary, then "…", in valid UTF-8 without NUL (design
+// rule 28).
 func snippet(data []byte) string {
 	const n = 200
-	s := strings.Join(strings.Fields(string(data)), " ") // one line, for logs and status
+	s := strings.Join(strings.Fields(idempotency.StorableText(string(data))), " ") // one line, for logs and status
 	if len(s) > n {
-		s = s[:n] + "…"
+		cut := n
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return s
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/levee-dev/levee/internal/queue"
 )
 
 // This file holds the operator's reads and writes of the ledger: job listing and search,
@@ -57,10 +59,10 @@ func (l *Ledger) ListJobs(ctx context.Context, q JobQuery) ([]JobStatus, error) 
 	arm := func(table, cols, sortAt, idCol string) string {
 		var where []string
 		if q.State != "" {
-			where = append(where, "state = "+arg(string(q.State)))
+			where = append(where, "state = "+arg(StorableText(string(q.State))))
 		}
 		if q.Kind != "" {
-			where = append(where, "kind = "+arg(q.Kind))
+			where = append(where, "kind = "+arg(storableKind(q.Kind)))
 		}
 		if !q.Since.IsZero() {
 			where = append(where, sortAt+" >= "+arg(q.Since))
@@ -69,7 +71,7 @@ func (l *Ledger) ListJobs(ctx context.Context, q JobQuery) ([]JobStatus, error) 
 			where = append(where, sortAt+" < "+arg(q.Until))
 		}
 		if !q.AfterAt.IsZero() {
-			where = append(where, "("+sortAt+", "+idCol+") < ("+arg(q.AfterAt)+", "+arg(q.AfterID)+")")
+			where = append(where, "("+sortAt+", "+idCol+") < ("+arg(q.AfterAt)+", "+arg(StorableText(q.AfterID))+")")
 		}
 		sql := "SELECT " + cols + " FROM " + l.sanitized() + "." + table
 		if len(where) > 0 {
@@ -88,8 +90,12 @@ func (l *Ledger) ListJobs(ctx context.Context, q JobQuery) ([]JobStatus, error) 
 // FindByKey returns the jobs that used idempotency key, in every kind, newest first: the
 // key's owner in each kind and the jobs recorded against it (duplicates, payload mismatches).
 // The keys table is searched kind by kind through its primary key (a loose index scan over
-// the kinds), so no index on the key alone is needed on the hot path.
+// the kinds), so no index on the key alone is needed on the hot path. A key that cannot be
+// stored is searched as AddRecords stores it.
 func (l *Ledger) FindByKey(ctx context.Context, key string) ([]JobStatus, error) {
+	if !storableName(key, queue.MaxKeyLen) {
+		key = storableKey(key)
+	}
 	s := l.sanitized()
 	sql := `
 WITH RECURSIVE kinds AS (
@@ -159,6 +165,7 @@ type AttemptRow struct {
 // Attempts returns the attempts of job id, oldest first. A job whose key is running right now
 // gets a last row for the attempt in progress (outcome "running", no FinishedAt).
 func (l *Ledger) Attempts(ctx context.Context, id string) ([]AttemptRow, error) {
+	id = storableID(id)
 	s := l.sanitized()
 	rows, err := l.pool.Query(ctx, `
 SELECT n, started_at, finished_at, outcome, COALESCE(error, ''), COALESCE(worker, '') FROM (
@@ -204,13 +211,17 @@ var ErrNotApplicable = errors.New("the key is not in the expected state")
 // its fence on. It returns ErrNotApplicable (wrapped) when the key is not retrying under
 // jobID (a worker claimed it meanwhile, say).
 func (l *Ledger) CancelRetrying(ctx context.Context, kind, key, jobID, message string) (*Cancelled, error) {
+	if !storableLease(Lease{Kind: kind, Key: key}) {
+		return nil, fmt.Errorf("cancel job %s: %w", storableID(jobID), ErrNotApplicable)
+	}
+	jobID = storableID(jobID)
 	var c Cancelled
 	err := l.pool.QueryRow(ctx, `
 UPDATE `+l.sanitized()+`.keys SET state = 'dead', reason = $4, last_error = COALESCE($5, last_error),
     lease_until = NULL, next_attempt_at = NULL, finished_at = now(), fence = fence + 1, updated_at = now()
 WHERE kind = $1 AND key = $2 AND job_id = $3 AND state = 'retrying'
 RETURNING attempts, COALESCE(last_error, ''), COALESCE(first_failed_at, now()), finished_at`,
-		kind, key, jobID, ReasonCancelled, nilIfEmpty(message)).Scan(&c.Attempts, &c.LastError, &c.FirstFailedAt, &c.FinishedAt)
+		kind, key, jobID, ReasonCancelled, nilIfEmpty(storableText(message, l.maxErrorBytes))).Scan(&c.Attempts, &c.LastError, &c.FirstFailedAt, &c.FinishedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("cancel job %s: %w", jobID, ErrNotApplicable)
 	}
@@ -223,8 +234,13 @@ RETURNING attempts, COALESCE(last_error, ''), COALESCE(first_failed_at, now()), 
 // CancelQueued writes the key of a job that no worker has claimed yet as dead with reason
 // cancelled, owned by the job, so that its delivery finds the key dead and terminates the
 // message without running it. It returns ErrNotApplicable (wrapped) when the key has a row
-// already (claimed meanwhile, or used by another job).
+// already (claimed meanwhile, or used by another job), and an error saying why when req
+// could not be claimed either (Claim's Invalid: its delivery is dead-lettered as malformed).
 func (l *Ledger) CancelQueued(ctx context.Context, req ClaimRequest, message string) (*Cancelled, error) {
+	if why := invalidClaim(req); why != "" {
+		return nil, fmt.Errorf("cancel job %s: the ledger cannot store it: %s", storableID(req.JobID), why)
+	}
+	message = storableText(message, l.maxErrorBytes)
 	var c Cancelled
 	err := l.pool.QueryRow(ctx, `
 INSERT INTO `+l.sanitized()+`.keys (kind, key, job_id, payload_hash, state, fence, attempts, reason, last_error,
@@ -247,6 +263,10 @@ RETURNING first_failed_at, finished_at`,
 // MakeDue makes the retrying key that jobID owns due at once. It returns ErrNotApplicable
 // (wrapped) when the key is not retrying under jobID.
 func (l *Ledger) MakeDue(ctx context.Context, kind, key, jobID string) error {
+	if !storableLease(Lease{Kind: kind, Key: key}) {
+		return fmt.Errorf("make job %s due: %w", storableID(jobID), ErrNotApplicable)
+	}
+	jobID = storableID(jobID)
 	tag, err := l.pool.Exec(ctx, `
 UPDATE `+l.sanitized()+`.keys SET next_attempt_at = now(), updated_at = now()
 WHERE kind = $1 AND key = $2 AND job_id = $3 AND state = 'retrying'`, kind, key, jobID)
@@ -275,8 +295,9 @@ type AuditEntry struct {
 	Actor, Action, Target, Detail string
 }
 
-// Audit appends an entry to the audit log.
+// Audit appends an entry to the audit log, its texts made storable (design rule 28).
 func (l *Ledger) Audit(ctx context.Context, actor, action, target, detail string) error {
+	actor, action, target, detail = StorableText(actor), StorableText(action), StorableText(target), StorableText(detail)
 	_, err := l.pool.Exec(ctx, `INSERT INTO `+l.sanitized()+`.audit_log (actor, action, target, detail) VALUES ($1, $2, $3, $4)`,
 		actor, action, target, detail)
 	if err != nil {

@@ -10,5 +10,14 @@
 // claims them in one statement; Finish commits many outcomes in one statement. Callers that work
 // one job at a time pass slices of one.
 //
-// Foreign errors are translated here: a missing row is ErrNotFound, a lost lease is ErrLeaseLost.
+// Nothing a worker hands the ledger can fail the other rows of a batch (design rule 28): every
+// text is made storable at this boundary (StorableText, StorableJSON), and a claim the ledger
+// cannot store is answered Invalid without being sent. Every statement that locks several
+// keys locks them in (kind, key) order, and the batch statements are tried again after a
+// deadlock or a serialization failure (design rule 31). A commit tried again after its answer
+// was lost is recognised as applied (design rule 30).
+//
+// Foreign errors are translated here: a missing row is ErrNotFound, a lost lease is
+// ErrLeaseLost, and Transient and Unstorable tell what a Postgres or pgx error means for the
+// caller: try the same call again, or split the batch around data Postgres refuses.
 package idempotency

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/levee-dev/levee/internal/queue"
 )
 
 // Config configures a Ledger.
@@ -34,6 +37,7 @@ type Ledger struct {
 	pool          *pgxpool.Pool
 	schema        string
 	maxErrorBytes int
+	lockRetries   int
 	q             queries
 }
 
@@ -47,6 +51,7 @@ func New(cfg Config) (*Ledger, error) {
 		pool:          cfg.Pool,
 		schema:        schema,
 		maxErrorBytes: cmp.Or(cfg.MaxErrorBytes, 2048),
+		lockRetries:   lockRetries,
 	}
 	if l.maxErrorBytes < 0 {
 		return nil, fmt.Errorf("idempotency: Config.MaxErrorBytes must be positive, got %d", cfg.MaxErrorBytes)
@@ -86,6 +91,12 @@ const (
 	AlreadyDead
 	// PayloadMismatch: the key was used before with a different payload. Permanent.
 	PayloadMismatch
+	// Invalid: the request cannot be stored; dead-letter the message as malformed without
+	// touching the ledger's keys (design rule 28). ClaimResult.Reason says why: its kind, key
+	// or job id (or the job it falls back from) is not valid UTF-8 without NUL within
+	// queue.MaxKeyLen or queue.MaxIDLen bytes, or it has no payload hash. AddRecords can record
+	// the job: it stores it under a stand-in id that Status finds again.
+	Invalid
 )
 
 func (s ClaimStatus) String() string {
@@ -100,6 +111,8 @@ func (s ClaimStatus) String() string {
 		return "already_dead"
 	case PayloadMismatch:
 		return "payload_mismatch"
+	case Invalid:
+		return "invalid"
 	}
 	return fmt.Sprintf("ClaimStatus(%d)", int(s))
 }
@@ -113,7 +126,8 @@ type ClaimResult struct {
 	Attempts int
 	// Owner is the job id that owns (or finished) the key. Set unless Claimed.
 	Owner string
-	// Reason is the dead reason when AlreadyDead.
+	// Reason is the dead reason when AlreadyDead, and why the request cannot be stored when
+	// Invalid.
 	Reason string
 	// Wait is how long to wait before trying again when Busy.
 	Wait time.Duration
@@ -124,7 +138,9 @@ const busyRaceWait = time.Second
 
 // Claim claims the keys of reqs in one statement and returns one result per request, in order.
 // A key that appears more than once in reqs is claimed for its first request only; the others
-// are Busy.
+// are Busy. A request the ledger cannot store is Invalid, and is not sent: it never fails the
+// others (design rule 28). A statement that meets a deadlock or a serialization failure is
+// tried again (design rule 31).
 func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult, error) {
 	results := make([]ClaimResult, len(reqs))
 	if len(reqs) == 0 {
@@ -142,8 +158,9 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 		leases   = make([]float64, 0, len(reqs))
 		fallOf   = make([]*string, 0, len(reqs))
 	)
-	// Rows are locked in (kind, key) order, the same order heartbeats use, so that a claim and
-	// a heartbeat touching the same keys cannot deadlock.
+	// Requests are sorted by (kind, key) in byte order, so that the first request of a key is
+	// found and the statement's rows are numbered in the order its insert takes them: the
+	// order every statement locks keys in (design rule 31).
 	order := make([]int, len(reqs))
 	for i := range order {
 		order[i] = i
@@ -153,6 +170,10 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 	})
 	for _, i := range order {
 		r := reqs[i]
+		if why := invalidClaim(r); why != "" {
+			results[i] = ClaimResult{Status: Invalid, Reason: why}
+			continue
+		}
 		k := kk{r.Kind, r.Key}
 		if _, dup := first[k]; dup {
 			results[i] = ClaimResult{Status: Busy, Wait: busyRaceWait}
@@ -177,27 +198,33 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 		}
 	}
 
-	rows, err := l.pool.Query(ctx, l.q.claim, jobIDs, kinds, keys, hashes, enqueued, leases, fallOf)
-	if err != nil {
-		return nil, fmt.Errorf("claim %d keys: %w", len(jobIDs), err)
+	if len(idx) == 0 {
+		return results, nil
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			ord                int
-			fence              *int64
-			attempts           *int
-			state, owner, why  *string
-			sameHash           *bool
-			leaseLeft, dueLeft *float64
-		)
-		if err := rows.Scan(&ord, &fence, &attempts, &state, &owner, &sameHash, &leaseLeft, &dueLeft, &why); err != nil {
-			return nil, fmt.Errorf("claim: scan: %w", err)
+	err := l.retryLocks(ctx, func() error {
+		rows, err := l.pool.Query(ctx, l.q.claim, jobIDs, kinds, keys, hashes, enqueued, leases, fallOf)
+		if err != nil {
+			return err
 		}
-		i := idx[ord-1]
-		results[i] = interpretClaim(fence, attempts, state, owner, sameHash, leaseLeft, dueLeft, why)
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				ord                int
+				fence              *int64
+				attempts           *int
+				state, owner, why  *string
+				sameHash           *bool
+				leaseLeft, dueLeft *float64
+			)
+			if err := rows.Scan(&ord, &fence, &attempts, &state, &owner, &sameHash, &leaseLeft, &dueLeft, &why); err != nil {
+				return fmt.Errorf("scan: %w", err)
+			}
+			i := idx[ord-1]
+			results[i] = interpretClaim(fence, attempts, state, owner, sameHash, leaseLeft, dueLeft, why)
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("claim %d keys: %w", len(jobIDs), err)
 	}
 	return results, nil
@@ -255,32 +282,42 @@ type Lease struct {
 
 // Heartbeat extends the leases by d on the database clock, in one statement. alive[i] is false
 // where the lease was lost (the fence moved on or the key is no longer running): cancel that
-// attempt and write nothing more for it.
+// attempt and write nothing more for it. A statement that meets a deadlock or a serialization
+// failure is tried again (design rule 31).
 func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration) (alive []bool, err error) {
 	alive = make([]bool, len(leases))
 	if len(leases) == 0 {
 		return alive, nil
 	}
-	// Sorted like claims (see Claim), so that the two cannot deadlock.
-	sorted := slices.Clone(leases)
+	// Sorted like claims (see Claim); the statement locks its rows in that order too (design
+	// rule 31). A lease that names a key that cannot be stored matches no row: it is lost, and
+	// not sent (design rule 28).
+	sorted := slices.DeleteFunc(slices.Clone(leases), func(le Lease) bool { return !storableLease(le) })
+	if len(sorted) == 0 {
+		return alive, nil
+	}
 	slices.SortFunc(sorted, func(a, b Lease) int {
 		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Key, b.Key))
 	})
 	kinds, keys, fences := splitLeases(sorted)
-	rows, err := l.pool.Query(ctx, l.q.heartbeat, kinds, keys, fences, d.Seconds())
+	var sortedAlive []bool
+	err = l.retryLocks(ctx, func() error {
+		sortedAlive = make([]bool, len(sorted))
+		rows, err := l.pool.Query(ctx, l.q.heartbeat, kinds, keys, fences, d.Seconds())
+		if err != nil {
+			return err
+		}
+		return collectOrdinals(rows, sortedAlive)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
 	}
-	sortedAlive := make([]bool, len(sorted))
-	if err := collectOrdinals(rows, sortedAlive); err != nil {
-		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
-	}
-	pos := make(map[Lease]int, len(leases))
-	for i, le := range leases {
-		pos[le] = i
-	}
+	held := make(map[Lease]bool, len(sorted))
 	for i, le := range sorted {
-		alive[pos[le]] = sortedAlive[i]
+		held[le] = held[le] || sortedAlive[i]
+	}
+	for i, le := range leases {
+		alive[i] = held[le]
 	}
 	return alive, nil
 }
@@ -332,23 +369,32 @@ const (
 )
 
 // Finish commits outcomes in one statement (one transaction) and reports which were applied.
-// applied[i] is false where the lease was lost: the caller must not ack that message, since the
-// new owner will finish it.
+// applied[i] is true when the outcome is now the key's: written by this call, or found
+// already written under the same fence (the key holds exactly this outcome's state under
+// this fence), which means an earlier call with this outcome landed and only its answer was
+// lost, so a commit retried after a lost connection is recognised as applied (design rule
+// 30). applied[i] is false where the lease was lost (another claim moved the fence on, or the
+// key holds another outcome): the caller must not ack that message, since the new owner will
+// finish it. A statement that meets a deadlock or a serialization failure is tried again
+// (design rule 31).
 func (l *Ledger) Finish(ctx context.Context, outcomes []Outcome) (applied []bool, err error) {
-	return l.finish(ctx, l.pool, outcomes)
+	return l.finish(ctx, l.pool, outcomes, true)
 }
 
 // FinishTx is Finish inside tx, so that a handler's own writes in tx commit together with the
 // job's success (DESIGN rule 13), or not at all: when applied[i] is false the caller must roll
 // tx back.
 func (l *Ledger) FinishTx(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (applied []bool, err error) {
-	return l.finish(ctx, tx, outcomes)
+	return l.finish(ctx, tx, outcomes, false)
 }
 
 // Begin starts a transaction on the ledger's pool, for handlers that write in the same
-// transaction as their job's outcome.
+// transaction as their job's outcome (FinishTx). It runs at READ COMMITTED whatever the
+// database's default isolation (design rule 13): the attempt's heartbeats extend the key's
+// lease meanwhile, and under REPEATABLE READ or SERIALIZABLE the transaction's FinishTx would
+// then fail with a serialization failure on every attempt.
 func (l *Ledger) Begin(ctx context.Context) (pgx.Tx, error) {
-	tx, err := l.pool.Begin(ctx)
+	tx, err := l.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
@@ -360,7 +406,10 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (applied []bool, err error) {
+// finish commits outcomes through db. A statement that meets a deadlock or a serialization
+// failure is tried again when retry is set (its own transaction); inside a caller's
+// transaction it cannot be, since the failure aborted the transaction.
+func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome, retry bool) (applied []bool, err error) {
 	applied = make([]bool, len(outcomes))
 	if len(outcomes) == 0 {
 		return applied, nil
@@ -380,44 +429,123 @@ func (l *Ledger) finish(ctx context.Context, db querier, outcomes []Outcome) (ap
 		attempt  = make([]*string, n)
 		workers  = make([]*string, n)
 	)
+	// Every text is made storable here (design rule 28), so that no outcome can fail the
+	// others of its group commit. An outcome whose lease names a key that cannot be stored
+	// matches no row: it is not applied, and not sent.
+	var idx []int // the outcomes sent, when some are not
+	txt := newTexts(6 * n)
 	for i, o := range outcomes {
 		switch o.State {
 		case StateSucceeded, StateRetrying, StateDead:
 		default:
-			return nil, fmt.Errorf("finish %s/%s: invalid outcome state %q", o.Kind, o.Key, o.State)
+			return nil, fmt.Errorf("finish %s/%s: invalid outcome state %q", StorableText(o.Kind), StorableText(o.Key), o.State)
+		}
+		if !storableLease(o.Lease) {
+			if idx == nil {
+				idx = make([]int, 0, n)
+				for j := range i {
+					idx = append(idx, j)
+				}
+			}
+			continue
+		}
+		if idx != nil {
+			idx = append(idx, i)
 		}
 		kinds[i], keys[i], fences[i], states[i] = o.Kind, o.Key, o.Fence, string(o.State)
 		if o.Result != nil {
-			s := string(o.Result)
-			results[i] = &s
+			results[i] = txt.add(storableResult(o.Result))
 		}
-		if o.Reason != "" {
-			reasons[i] = &o.Reason
-		}
+		reasons[i] = txt.text(o.Reason)
 		if o.Error != "" {
-			e := Truncate(o.Error, l.maxErrorBytes)
-			errs[i] = &e
+			errs[i] = txt.add(storableText(o.Error, l.maxErrorBytes))
 		}
 		retryIn[i] = o.RetryIn.Seconds()
 		releases[i] = o.Release
-		if o.FallbackTo != "" {
-			fallTo[i] = &o.FallbackTo
-		}
-		if o.Attempt != "" {
-			attempt[i] = &o.Attempt
-		}
-		if o.Worker != "" {
-			workers[i] = &o.Worker
-		}
+		fallTo[i] = txt.text(o.FallbackTo)
+		attempt[i] = txt.text(o.Attempt)
+		workers[i] = txt.text(o.Worker)
 	}
-	rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo, attempt, workers)
+	if idx != nil {
+		if len(idx) == 0 {
+			return applied, nil
+		}
+		kinds, keys, fences, states = pick(kinds, idx), pick(keys, idx), pick(fences, idx), pick(states, idx)
+		results, reasons, errs, retryIn = pick(results, idx), pick(reasons, idx), pick(errs, idx), pick(retryIn, idx)
+		releases, fallTo, attempt, workers = pick(releases, idx), pick(fallTo, idx), pick(attempt, idx), pick(workers, idx)
+	}
+	var sent []bool
+	run := func() error {
+		sent = make([]bool, len(kinds))
+		rows, err := db.Query(ctx, l.q.finish, kinds, keys, fences, states, results, reasons, errs, retryIn, releases, fallTo, attempt, workers)
+		if err != nil {
+			return err
+		}
+		return collectOrdinals(rows, sent)
+	}
+	if retry {
+		err = l.retryLocks(ctx, run)
+	} else {
+		err = run()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
 	}
-	if err := collectOrdinals(rows, applied); err != nil {
-		return nil, fmt.Errorf("finish %d outcomes: %w", n, err)
+	if idx == nil {
+		return sent, nil
+	}
+	for j, i := range idx {
+		applied[i] = sent[j]
 	}
 	return applied, nil
+}
+
+// lockRetries is how many times Claim, Heartbeat and Finish try a statement again after it
+// met a deadlock or a serialization failure (design rule 31: neither is ever an outcome).
+// Statements lock keys in one order, so a deadlock needs a statement from elsewhere (an
+// operator's transaction, a handler's); a serialization failure needs a database whose
+// default isolation is above READ COMMITTED.
+const lockRetries = 3
+
+// retryLocks runs op, and runs it again up to l.lockRetries times while it fails with a
+// deadlock or a serialization failure, after a short jittered pause (5 to 15 ms, times the
+// try) so that the statements that collided do not meet again in step. The failed statement
+// was rolled back whole: trying it again is safe.
+func (l *Ledger) retryLocks(ctx context.Context, op func() error) error {
+	for try := 1; ; try++ {
+		err := op()
+		if err == nil || try > l.lockRetries || !lockConflict(err) {
+			return err
+		}
+		pause := time.NewTimer(time.Duration(try) * (5*time.Millisecond + rand.N(10*time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+			return err
+		case <-pause.C:
+		}
+	}
+}
+
+// lockConflict reports a deadlock (40P01) or a serialization failure (40001).
+func lockConflict(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+// storableLease reports whether le names a key that can exist: one whose kind and key are
+// storable text within the bounds Claim enforces. Any other lease matches no row.
+func storableLease(le Lease) bool {
+	return storableName(le.Kind, queue.MaxKeyLen) && storableName(le.Key, queue.MaxKeyLen)
+}
+
+// pick returns the elements of s at idx, in order.
+func pick[T any](s []T, idx []int) []T {
+	out := make([]T, len(idx))
+	for j, i := range idx {
+		out[j] = s[i]
+	}
+	return out
 }
 
 // Record is a job that finished without owning its key: a duplicate of a key another job
@@ -434,9 +562,24 @@ type Record struct {
 }
 
 // AddRecords stores records in one statement. A record for a job id already recorded is kept
-// as it was (the first word stands), so redeliveries are harmless.
+// as it was (the first word stands), so redeliveries are harmless. No record can fail the
+// others (design rule 28): a record whose job id or key cannot be stored as it is (not valid
+// UTF-8, a NUL, over queue.MaxIDLen or queue.MaxKeyLen bytes) is stored under the id
+// queue.BoundedID(id) (its stand-in, which Status finds again from the id) and with its key
+// and kind made storable and cut to queue.MaxKeyLen bytes; every other text is made storable
+// (StorableText).
 func (l *Ledger) AddRecords(ctx context.Context, recs []Record) error {
 	return addRecords(ctx, l.pool, l, recs)
+}
+
+// storableRecord returns r as the ledger stores it (see AddRecords).
+func storableRecord(r Record) Record {
+	r.JobID = storableID(r.JobID)
+	if !storableName(r.Key, queue.MaxKeyLen) {
+		r.Key = storableKey(r.Key)
+	}
+	r.Kind = storableKind(r.Kind)
+	return r
 }
 
 // execer is what addRecords needs of a pool or a transaction.
@@ -459,18 +602,18 @@ func addRecords(ctx context.Context, db execer, l *Ledger, recs []Record) error 
 		dupOf    = make([]*string, n)
 		enqueued = make([]*time.Time, n)
 	)
+	txt := newTexts(3 * n)
 	for i, r := range recs {
+		if r.State != StateSucceeded && r.State != StateDead {
+			return fmt.Errorf("record job %s: invalid state %q", StorableText(r.JobID), StorableText(string(r.State)))
+		}
+		r = storableRecord(r)
 		ids[i], kinds[i], keys[i], states[i] = r.JobID, r.Kind, r.Key, string(r.State)
-		if r.Reason != "" {
-			reasons[i] = &r.Reason
-		}
+		reasons[i] = txt.text(r.Reason)
 		if r.Error != "" {
-			e := Truncate(r.Error, l.maxErrorBytes)
-			errs[i] = &e
+			errs[i] = txt.add(storableText(r.Error, l.maxErrorBytes))
 		}
-		if r.DuplicateOf != "" {
-			dupOf[i] = &r.DuplicateOf
-		}
+		dupOf[i] = txt.text(r.DuplicateOf)
 		if !r.EnqueuedAt.IsZero() {
 			enqueued[i] = &r.EnqueuedAt
 		}

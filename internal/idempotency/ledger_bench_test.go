@@ -3,6 +3,7 @@ package idempotency_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,8 @@ type benchKeys struct {
 	hash   []byte
 	claims []idempotency.ClaimRequest
 	outs   []idempotency.Outcome
+	// result is stored with each success; nil stores none.
+	result []byte
 }
 
 func newBenchKeys(batch int) *benchKeys {
@@ -73,6 +76,7 @@ func (k *benchKeys) succeeded(res []idempotency.ClaimResult) []idempotency.Outco
 		k.outs[i] = idempotency.Outcome{
 			Lease: idempotency.Lease{Kind: k.claims[i].Kind, Key: k.claims[i].Key, Fence: r.Fence},
 			State: idempotency.StateSucceeded, Attempt: idempotency.AttemptSucceeded, Worker: "bench",
+			Result: k.result,
 		}
 	}
 	return k.outs
@@ -145,4 +149,32 @@ func BenchmarkLedgerClaimFinishEach(b *testing.B) {
 		}
 	}
 	reportJobs(b, batch)
+}
+
+// BenchmarkLedgerClaimFinishResults is BenchmarkLedgerClaimFinish/batch=64 with a result
+// stored per success, as the http kind stores one: a small JSON object, and one whose body is
+// 4 KiB of JSON text. Every result passes the ledger's boundary (design rule 28) on its way
+// in, so this measures what that check costs on the hot path.
+func BenchmarkLedgerClaimFinishResults(b *testing.B) {
+	const batch = 64
+	body := strings.Repeat(`{"id":"ch_3MtwBwLkdIwHu7ix28a3tqPa","amount":4200,"currency":"eur","note":"caf\u00e9 ok"},`, 45)
+	for _, tc := range []struct {
+		name   string
+		result string
+	}{
+		{"small", `{"status":200,"body":{"id":"ch_3MtwBwLkdIwHu7ix28a3tqPa","amount":4200,"paid":true}}`},
+		{"4KiB", `{"status":200,"body":[` + strings.TrimSuffix(body, ",") + `]}`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			l := benchLedger(b)
+			keys := newBenchKeys(batch)
+			keys.result = []byte(tc.result)
+			b.ReportAllocs()
+			for b.Loop() {
+				res := claimAll(b, l, keys.next())
+				finishAll(b, l, keys.succeeded(res))
+			}
+			reportJobs(b, batch)
+		})
+	}
 }

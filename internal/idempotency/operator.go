@@ -14,8 +14,13 @@ import (
 // replaces the stored payload hash (an operator's explicit payload change). A record of jobID
 // as an unowned dead job is removed. It returns the key's state before: only a dead key is
 // changed; a succeeded key stays succeeded, so a replayed job whose effect happened is acked
-// as a duplicate and never run twice. "" means the ledger has no row for the key.
+// as a duplicate and never run twice. "" means the ledger has no row for the key (as for a
+// key that cannot be stored, design rule 28).
 func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []byte) (before State, owner string, err error) {
+	if !storableLease(Lease{Kind: kind, Key: key}) {
+		return "", "", nil
+	}
+	jobID = storableID(jobID)
 	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		var st string
 		err := tx.QueryRow(ctx, l.q.lockKeyOwner, kind, key).Scan(&st, &owner)
@@ -74,7 +79,7 @@ const MaxRequeues = 2
 // run out, the job crashed or hung a worker while nothing else ran there, and MarkDead
 // dead-letters it.
 func (l *Ledger) MarkSolo(ctx context.Context, jobID, kind string, seq uint64) error {
-	if _, err := l.pool.Exec(ctx, l.q.markSolo, jobID, kind, int64(seq)); err != nil {
+	if _, err := l.pool.Exec(ctx, l.q.markSolo, storableID(jobID), storableKey(kind), int64(seq)); err != nil {
 		return fmt.Errorf("mark last chance of job %s: %w", jobID, err)
 	}
 	return nil
@@ -90,16 +95,22 @@ func (l *Ledger) MarkSolo(ctx context.Context, jobID, kind string, seq uint64) e
 // crash loop, or a dead key) the job is dead with rec.Reason: its own running key becomes dead
 // with its fence moved on, or it is recorded as an unowned dead job. With force (an
 // operator's capture of jobs nobody serves) neither a healthy key nor a missing last chance
-// saves the job.
+// saves the job. Texts are made storable (design rule 28): a job id or key that cannot be
+// stored is recorded as AddRecords records it, and such a key has no row.
 func (l *Ledger) MarkDead(ctx context.Context, rec Record, seq uint64, force bool) (StrandedAction, error) {
 	var action StrandedAction
+	keyed := storableLease(Lease{Kind: rec.Kind, Key: rec.Key})
+	rec = storableRecord(rec)
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		var (
 			st, owner string
 			leaseLive bool
 			before    State
 		)
-		err := tx.QueryRow(ctx, l.q.lockKeyLease, rec.Kind, rec.Key).Scan(&st, &owner, &leaseLive)
+		err := pgx.ErrNoRows
+		if keyed {
+			err = tx.QueryRow(ctx, l.q.lockKeyLease, rec.Kind, rec.Key).Scan(&st, &owner, &leaseLive)
+		}
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:
@@ -137,7 +148,7 @@ func (l *Ledger) MarkDead(ctx context.Context, rec Record, seq uint64, force boo
 		switch {
 		case (before == StateRunning || before == StateRetrying) && owner == rec.JobID:
 			action = StrandedDead
-			_, err := tx.Exec(ctx, l.q.markDead, rec.Kind, rec.Key, rec.Reason, Truncate(rec.Error, l.maxErrorBytes))
+			_, err := tx.Exec(ctx, l.q.markDead, rec.Kind, rec.Key, StorableText(rec.Reason), storableText(rec.Error, l.maxErrorBytes))
 			return err
 		}
 		action = StrandedDead

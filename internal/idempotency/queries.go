@@ -17,6 +17,9 @@ func newQueries(schema string) queries {
 		// over only when its payload hash matches and it is retrying and due, or running with an
 		// expired lease. Rows not claimed come back with the key's current state, read from the
 		// statement's snapshot, so the caller can tell duplicate, dead, busy and mismatch apart.
+		// The insert takes its rows in (kind, key) order, so it locks the keys it meets (a
+		// conflict locks the row even when the takeover's WHERE refuses it) in the order every
+		// other statement locks them (design rule 31).
 		claim: s(`
 WITH req AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[], $6::float8[], $7::text[])
@@ -25,6 +28,7 @@ WITH req AS (
     INSERT INTO S.keys AS k (kind, key, job_id, payload_hash, state, fence, attempts, lease_until, enqueued_at, started_at, fallback_of)
     SELECT kind, key, job_id, hash, 'running', 1, 1, now() + make_interval(secs => lease_s), enqueued_at, now(), fallback_of
     FROM req
+    ORDER BY kind COLLATE "C", key COLLATE "C"
     ON CONFLICT (kind, key) DO UPDATE SET
         job_id = EXCLUDED.job_id,
         state = 'running',
@@ -54,17 +58,39 @@ LEFT JOIN LATERAL (
     FROM S.keys k WHERE k.kind = req.kind AND k.key = req.key
 ) cur ON ins.kind IS NULL`),
 
+		// Heartbeat: extend the leases still held (fenced, DESIGN rule 10). The rows are locked
+		// first, in (kind, key) order (design rule 31): LockRows sits above the Sort, whatever
+		// order the update's plan then visits them in.
 		heartbeat: s(`
+WITH l AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS l(kind, key, fence, ord)
+), locked AS MATERIALIZED (
+    SELECT k.kind, k.key FROM S.keys k JOIN l ON k.kind = l.kind AND k.key = l.key
+    WHERE k.fence = l.fence AND k.state = 'running'
+    ORDER BY k.kind COLLATE "C", k.key COLLATE "C"
+    FOR UPDATE OF k
+)
 UPDATE S.keys k SET lease_until = now() + make_interval(secs => $4), updated_at = now()
-FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS l(kind, key, fence, ord)
-WHERE k.kind = l.kind AND k.key = l.key AND k.fence = l.fence AND k.state = 'running'
+FROM l, locked
+WHERE k.kind = locked.kind AND k.key = locked.key
+  AND k.kind = l.kind AND k.key = l.key AND k.fence = l.fence AND k.state = 'running'
 RETURNING l.ord`),
 
 		// Finish: every write is fenced (DESIGN rule 10); a zombie's outcome matches no row.
+		// The keys' rows are locked first, in (kind, key) order (design rule 31), as the
+		// heartbeat locks them; the lock returns each row as last committed, after waiting for
+		// any statement that held it. An outcome is reported applied when it is written now, or
+		// when its key already holds it, same fence and same state: an earlier try of this
+		// commit landed and only its answer was lost (design rule 30). A key whose fence moved
+		// on holds another claim's state, and is not reported.
 		finish: s(`
 WITH o AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::bool[], $10::text[], $11::text[], $12::text[])
         WITH ORDINALITY AS o(kind, key, fence, state, result, reason, error, retry_in, release, fallback_to, attempt, worker, ord)
+), locked AS MATERIALIZED (
+    SELECT k.kind, k.key, k.fence, k.state FROM S.keys k JOIN o ON k.kind = o.kind AND k.key = o.key
+    ORDER BY k.kind COLLATE "C", k.key COLLATE "C"
+    FOR UPDATE OF k
 ), upd AS (
     UPDATE S.keys k SET
         state = o.state,
@@ -78,8 +104,9 @@ WITH o AS (
         finished_at = CASE WHEN o.state IN ('succeeded', 'dead') THEN statement_timestamp() END,
         fallback_to = COALESCE(o.fallback_to, k.fallback_to),
         updated_at = statement_timestamp()
-    FROM o
-    WHERE k.kind = o.kind AND k.key = o.key AND k.fence = o.fence AND k.state = 'running'
+    FROM o, locked
+    WHERE k.kind = locked.kind AND k.key = locked.key
+      AND k.kind = o.kind AND k.key = o.key AND k.fence = o.fence AND k.state = 'running'
     RETURNING o.ord, k.job_id, k.fence, k.kind, CASE WHEN o.release THEN k.attempts + 1 ELSE k.attempts END AS n,
         k.started_at, o.attempt, o.error, o.worker
 ), att AS (
@@ -89,33 +116,38 @@ WITH o AS (
     FROM upd WHERE attempt IS NOT NULL
     ON CONFLICT DO NOTHING
 )
-SELECT ord FROM upd`),
+SELECT ord FROM upd
+UNION ALL
+SELECT o.ord FROM o JOIN locked ON locked.kind = o.kind AND locked.key = o.key
+WHERE locked.fence = o.fence AND locked.state = o.state`),
 
 		addRecords: s(`
 INSERT INTO S.job_records (id, kind, key, state, reason, last_error, duplicate_of, enqueued_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
 ON CONFLICT (id) DO NOTHING`),
 
+		// The reaper never waits for a row another statement holds (SKIP LOCKED), so it cannot
+		// take part in a deadlock, whatever order it meets its rows in (design rule 31).
 		reapKeys: s(`
 DELETE FROM S.keys WHERE ctid IN (
     SELECT ctid FROM S.keys
     WHERE state IN ('succeeded', 'dead') AND finished_at < now() - make_interval(secs => $1)
-    LIMIT $2)`),
+    LIMIT $2 FOR UPDATE SKIP LOCKED)`),
 
 		reapRecords: s(`
 DELETE FROM S.job_records WHERE ctid IN (
-    SELECT ctid FROM S.job_records WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2)`),
+    SELECT ctid FROM S.job_records WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)`),
 
 		// Status: the key the job owns comes first, then a record of a job that finished
 		// without owning its key (it ran no attempt of its own: attempts 0; a duplicate of a
 		// success reports the owner's result).
 		reapAttempts: s(`
 DELETE FROM S.attempts WHERE ctid IN (
-    SELECT ctid FROM S.attempts WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2)`),
+    SELECT ctid FROM S.attempts WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)`),
 
 		reapLastChances: s(`
 DELETE FROM S.last_chances WHERE ctid IN (
-    SELECT ctid FROM S.last_chances WHERE updated_at < now() - make_interval(secs => $1) LIMIT $2)`),
+    SELECT ctid FROM S.last_chances WHERE updated_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)`),
 
 		// Last chances (see MarkSolo and MarkDead).
 		markSolo: s(`

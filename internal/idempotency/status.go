@@ -45,8 +45,10 @@ func isUndefinedTable(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
 }
 
-// Status returns what the ledger knows of job id, or ErrNotFound.
+// Status returns what the ledger knows of job id, or ErrNotFound. A job id that cannot be
+// stored is looked up under its stand-in (see AddRecords).
 func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
+	id = storableID(id)
 	var (
 		st                          JobStatus
 		src                         int

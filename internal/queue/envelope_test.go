@@ -237,3 +237,20 @@ func TestDecodeKeepsKeyOfMalformedPayload(t *testing.T) {
 	require.Equal(t, "order-42", env.Key)
 	require.Nil(t, env.Payload, "the malformed body is not passed on as a payload")
 }
+
+// A delivered message whose Levee-Key header is not valid UTF-8 cannot be a job: the ledger
+// could not store its key (design rule 28). It decodes as malformed, under its id as the key,
+// so it is dead-lettered without touching the key.
+func TestDecodeRefusesKeyNotUTF8(t *testing.T) {
+	t.Parallel()
+	n, err := queue.NewNames("levee")
+	require.NoError(t, err)
+	h := nats.Header{}
+	h.Set(queue.HeaderKey, "order-\xff\xfe42")
+	env, err := n.Decode("levee.jobs.charge.J1", h, []byte(`{"a":1}`), time.Now(), 0)
+	require.ErrorIs(t, err, queue.ErrMalformed)
+	require.ErrorContains(t, err, "invalid idempotency key: not valid UTF-8")
+	require.Equal(t, "J1", env.Key, "the unstorable key is not passed on")
+	require.Equal(t, "J1", env.ID)
+	require.Equal(t, "charge", env.Kind)
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // Names derives every JetStream name from a namespace. The zero value is not usable; build one
@@ -81,14 +82,18 @@ func BoundedID(id string) string {
 }
 
 // ValidateKey reports whether key can be an idempotency key: non-empty, at most MaxKeyLen
-// bytes, no control characters and no space at either end (it travels in a header, and NATS
-// trims header values, so " a" would arrive as "a").
+// bytes, valid UTF-8 (the ledger stores it as text, design rule 28), no control characters
+// and no space at either end (it travels in a header, and NATS trims header values, so " a"
+// would arrive as "a").
 func ValidateKey(key string) error {
 	if key == "" {
 		return errors.New("invalid idempotency key: empty")
 	}
 	if len(key) > MaxKeyLen {
 		return fmt.Errorf("invalid idempotency key: longer than %d bytes", MaxKeyLen)
+	}
+	if !utf8.ValidString(key) {
+		return errors.New("invalid idempotency key: not valid UTF-8")
 	}
 	if strings.ContainsFunc(key, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		return errors.New("invalid idempotency key: contains control characters")

@@ -136,6 +136,9 @@ func TestValidateKey(t *testing.T) {
 		{"del", "a\x7fb", false},
 		{"leading space", " order-42", false},
 		{"trailing space", "order-42 ", false},
+		{"invalid UTF-8", "order-\xff42", false},
+		{"cut UTF-8", "caf\xc3", false},
+		{"surrogate half", "a\xed\xa0\x80b", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
