@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
@@ -58,4 +59,51 @@ func TestTxHandlerWritesCommitWithSuccessOnly(t *testing.T) {
 		require.Equal(t, 1, rows, "only the successful attempt's write committed")
 		require.Equal(t, 2, attempt)
 	})
+}
+
+// A TxHandler succeeds on a database whose default isolation is REPEATABLE READ or
+// SERIALIZABLE, although heartbeats rewrite its key's row while it runs: its transaction runs
+// at READ COMMITTED (design rule 13).
+func TestTxHandlerUnderAStricterDefaultIsolation(t *testing.T) {
+	t.Parallel()
+	for _, level := range []string{"repeatable read", "serializable"} {
+		t.Run(level, func(t *testing.T) {
+			t.Parallel()
+			eachServer(t, func(t *testing.T, b *bundle) {
+				ctx := context.Background()
+				pcfg, err := pgxpool.ParseConfig(leveetest.DatabaseURL(t))
+				require.NoError(t, err)
+				pcfg.ConnConfig.RuntimeParams["default_transaction_isolation"] = level
+				pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+				require.NoError(t, err)
+				t.Cleanup(pool.Close)
+				table := pgx.Identifier{b.ns, "bookings"}.Sanitize()
+				_, err = pool.Exec(ctx, "CREATE TABLE "+table+" (job_id text)")
+				require.NoError(t, err)
+
+				var calls atomic.Int32
+				cfg := b.workerConfig(t)
+				cfg.Pool = pool
+				w, err := levee.NewWorker(cfg)
+				require.NoError(t, err)
+				require.NoError(t, w.HandleTx("book", levee.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, job *levee.Job) (any, error) {
+					calls.Add(1)
+					if _, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES ($1)", job.ID); err != nil {
+						return nil, err
+					}
+					time.Sleep(800 * time.Millisecond) // past a heartbeat (every 300ms), which rewrites the key's row
+					return map[string]bool{"booked": true}, nil
+				}), levee.Policy{AckWait: 900 * time.Millisecond, MaxAttempts: 3,
+					Backoff: levee.Backoff{Base: 10 * time.Millisecond, Max: 10 * time.Millisecond}}))
+				run(t, w)
+
+				res, err := b.client.Publish(ctx, "book", map[string]int{"n": 1})
+				require.NoError(t, err)
+				st := b.waitFinal(t, res.ID, 30*time.Second)
+				require.Equal(t, levee.StateSucceeded, st.State, "last error: %s", st.LastError)
+				require.Equal(t, 1, st.Attempts)
+				require.EqualValues(t, 1, calls.Load())
+			})
+		})
+	}
 }

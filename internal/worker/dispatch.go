@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -115,9 +116,12 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 		case idempotency.PayloadMismatch:
 			k.deadLetter(ctx, j, death{reason: executor.ReasonKeyReused,
 				msg: "idempotency key " + j.env.Key + " was used by job " + res.Owner + " with a different payload"}, false)
+		case idempotency.Invalid:
+			// A request the ledger could not store (it checks too, design rule 28): never retried.
+			k.deadLetter(ctx, j, death{reason: executor.ReasonMalformed, msg: cmp.Or(res.Reason, "the job's id, kind or key cannot be stored")}, false)
 		default:
-			// A request the ledger could not store (it checks too): never retried.
-			k.deadLetter(ctx, j, death{reason: executor.ReasonMalformed, msg: "the job's id, kind or key cannot be stored"}, false)
+			k.log.Error("unknown claim status; handing the message back", "status", res.Status, "job_id", j.env.ID)
+			_ = j.msg.Nak(claimFailedNak)
 		}
 		release(1)
 	}
