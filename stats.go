@@ -82,6 +82,9 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 	if err := c.q.CheckJetStream(ctx); err != nil {
 		return nil, err
 	}
+	if err := c.checkSetup(ctx); err != nil {
+		return nil, err
+	}
 	work, err := c.q.WorkStats(ctx, 0)
 	if errors.Is(err, queue.ErrNoStream) {
 		work, err = &queue.WorkStats{}, nil

@@ -179,6 +179,10 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // it stops pulling, lets in-flight attempts finish within ShutdownTimeout, releases and naks
 // what is left, and returns nil. It returns an error only if it could not start.
 func (w *Worker) Run(ctx context.Context) error {
+	// Streams and consumers made by others must give what Levee relies on (design rule 34).
+	if err := w.checkSetup(ctx); err != nil {
+		return startErr(ctx, err)
+	}
 	for _, k := range w.kinds {
 		p, err := w.cfg.Queue.EnsureConsumer(ctx, queue.ConsumerConfig{
 			Kind:          k.kind.Name,
