@@ -119,6 +119,8 @@ func TestCheckSetupOwnStreams(t *testing.T) {
 			kind := queue.ConsumerConfig{Kind: "charge", AckWait: 10 * time.Second, MaxDeliver: 7, MaxAckPending: 5}
 			_, err = q.EnsureConsumer(ctx, kind)
 			require.NoError(t, err)
+			_, err = q.OpenStrays(ctx)
+			require.NoError(t, err)
 			ps, err := q.CheckSetup(ctx, []queue.ConsumerConfig{kind, {Kind: "fresh"}})
 			require.NoError(t, err)
 			require.Empty(t, ps)

@@ -207,6 +207,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return startErr(ctx, err)
 	}
+	strays, err := w.cfg.Queue.OpenStrays(ctx) // messages no kind's consumer matches (design rule 35)
+	if err != nil {
+		return startErr(ctx, err)
+	}
 	// Operator commands: pauses in force are applied before anything is pulled.
 	control, err := w.cfg.Queue.WatchControl(ctx)
 	if err != nil {
@@ -246,6 +250,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		loops.Go(func() { k.fallbackLoop(ctx) })
 	}
 	loops.Go(func() { w.maxDeliveriesLoop(ctx, md) })
+	loops.Go(func() { w.straysLoop(ctx, strays) })
 	loops.Go(func() { w.sampleLoop(ctx) })
 	loops.Go(func() { w.controlLoop(ctx, control) })
 	heartCtx, heartStop := context.WithCancel(context.WithoutCancel(ctx))
