@@ -29,11 +29,22 @@ type Advisory struct {
 	msg        jetstream.Msg
 }
 
-// Ack removes the advisory once its job is dealt with.
-func (a *Advisory) Ack() error { return a.msg.Ack() }
+// Ack removes the advisory once its job is dealt with. An Advisory made by hand (the sweep
+// of stranded messages settles its candidates as advisories) has nothing to ack.
+func (a *Advisory) Ack() error {
+	if a.msg == nil {
+		return nil
+	}
+	return a.msg.Ack()
+}
 
 // Nak hands the advisory back for another try after delay.
-func (a *Advisory) Nak(delay time.Duration) error { return a.msg.NakWithDelay(delay) }
+func (a *Advisory) Nak(delay time.Duration) error {
+	if a.msg == nil {
+		return nil
+	}
+	return a.msg.NakWithDelay(delay)
+}
 
 // AdvisoryAckWait is how long a worker may hold a max-deliveries advisory before the server
 // hands it to another: a worker that dies holding one (a poison job crashes workers, and the

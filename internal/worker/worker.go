@@ -99,6 +99,13 @@ type Config struct {
 	// ReapInterval is how often finished keys past Retention are deleted. Default 1h; a
 	// negative value turns reaping off.
 	ReapInterval time.Duration
+	// SweepEvery is how often the worker sweeps the kinds it leads in the fleet registry for
+	// messages stranded past max_deliveries whose advisory was lost (design rule 6; sweep.go).
+	// Default 1m; a negative value turns the sweep off.
+	SweepEvery time.Duration
+	// SweepAfter is how long after it was stored such a message may be swept. Default, per
+	// kind, max(10m, 3 × MaxDeliver × AckWait): well above the time its deliveries can take.
+	SweepAfter time.Duration
 	// Metrics receives the worker's metrics; nil records none.
 	Metrics *metrics.Metrics
 	Hooks   Hooks
@@ -250,6 +257,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		loops.Go(func() { k.fallbackLoop(ctx) })
 	}
 	loops.Go(func() { w.maxDeliveriesLoop(ctx, md) })
+	loops.Go(func() { w.sweepLoop(ctx) })
 	loops.Go(func() { w.straysLoop(ctx, strays) })
 	loops.Go(func() { w.sampleLoop(ctx) })
 	loops.Go(func() { w.controlLoop(ctx, control) })
