@@ -226,6 +226,11 @@ type DeadFilter struct {
 	FailedBefore time.Time
 	// HeadersOnly reads the entries without their payloads (for counting).
 	HeadersOnly bool
+	// AfterSeq and UpToSeq, when not zero, bound the entries' DLQ sequences: above AfterSeq,
+	// at most UpToSeq. An incremental count reads only the entries stored since it last
+	// read.
+	AfterSeq uint64
+	UpToSeq  uint64
 }
 
 // Match reports whether e passes the filter.
@@ -258,7 +263,10 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 		return fmt.Errorf("stream %s: %w", q.names.DLQStream(), translate(err))
 	}
 	last := info.State.LastSeq
-	if info.State.Msgs == 0 {
+	if f.UpToSeq > 0 {
+		last = min(last, f.UpToSeq)
+	}
+	if info.State.Msgs == 0 || last <= f.AfterSeq {
 		return nil
 	}
 	filter := q.names.DLQSubjects()
@@ -267,7 +275,10 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy,
 		HeadersOnly: f.HeadersOnly, InactiveThreshold: deadScanInactive}
-	if !f.FailedAfter.IsZero() {
+	switch {
+	case f.AfterSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.AfterSeq+1
+	case !f.FailedAfter.IsZero():
 		// Stored no earlier than it died: a safe lower bound for the server to start from.
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.FailedAfter
 	}
@@ -309,6 +320,17 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 			return ctx.Err()
 		}
 	}
+}
+
+// DLQState returns the dead-letter stream's message count, its last sequence and when it was
+// created, or an error wrapping ErrNoStream when it does not exist.
+func (q *Queue) DLQState(ctx context.Context) (msgs, lastSeq uint64, created time.Time, err error) {
+	stream, err := q.js.Stream(ctx, q.names.DLQStream())
+	if err != nil {
+		return 0, 0, time.Time{}, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
+	}
+	info := stream.CachedInfo()
+	return info.State.Msgs, info.State.LastSeq, info.Created, nil
 }
 
 // DeleteDeadLetter removes the entry with DLQ sequence seq.
