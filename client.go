@@ -53,6 +53,7 @@ type Client struct {
 	closers   []func()
 	streamsMu sync.Mutex
 	streamsOK bool
+	setupOK   bool // the streams were checked (design rule 34)
 	logger    *slog.Logger
 	overview  overviewCache
 }
@@ -297,7 +298,40 @@ func (c *Client) ensureStreams(ctx context.Context) error {
 	if err := c.q.EnsureStreams(ctx); err != nil {
 		return err
 	}
+	if err := c.checkSetupLocked(ctx); err != nil {
+		return err
+	}
 	c.streamsOK = true
+	return nil
+}
+
+// checkSetup checks the namespace's existing streams against what Levee relies on, once per
+// Client (design rule 34): it logs the harmless differences and returns a *SetupError (one
+// line, wrapping ErrSetup) for those that break a guarantee, such as a work stream with
+// memory storage.
+func (c *Client) checkSetup(ctx context.Context) error {
+	c.streamsMu.Lock()
+	defer c.streamsMu.Unlock()
+	return c.checkSetupLocked(ctx)
+}
+
+func (c *Client) checkSetupLocked(ctx context.Context) error {
+	if c.setupOK {
+		return nil
+	}
+	problems, err := c.q.CheckSetup(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for _, p := range problems {
+		if !p.Fatal {
+			c.logger.Warn(p.Message, "stream", p.Stream, "setting", p.Setting)
+		}
+	}
+	if err := queue.FatalSetup(problems); err != nil {
+		return err
+	}
+	c.setupOK = true
 	return nil
 }
 

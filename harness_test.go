@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -224,6 +225,7 @@ func (b *bundle) strandJob(t *testing.T, kind, id string, maxDeliveries int) (me
 	cons := b.kindConsumer(t, kind)
 	q, err := queue.New(queue.Config{Conn: leveetest.Conn(t, b.nats), Namespace: b.ns})
 	require.NoError(t, err)
+	b.waitAdvisoryCapture(t)
 	delivered := map[uint64]uint64{} // stream sequence → deliveries seen
 	deadline := time.Now().Add(45 * time.Second)
 	for {
@@ -246,6 +248,20 @@ func (b *bundle) strandJob(t *testing.T, kind, id string, maxDeliveries int) (me
 			t.Fatalf("job %s still in the work stream after deliveries %v (max %d)", id, delivered, maxDeliveries)
 		}
 	}
+}
+
+// waitAdvisoryCapture waits until a worker has set up the capture of max-deliveries
+// advisories (the stream and its consumer): the server sends an advisory once, and one sent
+// before the capture exists is lost (only the sweep of stranded messages finds its job then,
+// much later). Workers set it up a moment after their kinds' consumers.
+func (b *bundle) waitAdvisoryCapture(t *testing.T) {
+	t.Helper()
+	js, err := jetstream.New(leveetest.Conn(t, b.nats))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := js.Consumer(context.Background(), strings.ToUpper(b.ns)+"_ADVISORIES", b.ns+"_max_deliveries")
+		return err == nil
+	}, 20*time.Second, 20*time.Millisecond, "no worker captures max-deliveries advisories")
 }
 
 // spendDeliveries naks the next n deliveries of kind's consumer, as a worker that crashed

@@ -28,6 +28,12 @@ type Stats struct {
 	// than Stats scans (queue.MaxScanSubjects, 100,000 subjects, one per job): kinds whose
 	// subjects sort after the first 100,000 are then missing from Kinds.
 	ScanCapped bool `json:"scan_capped"`
+	// StrayMessages counts the work stream's messages whose subject is no job's: no id token
+	// (<ns>.jobs.<kind>), tokens after the id (<ns>.jobs.<kind>.<id>.<more>), or a kind token
+	// that is no valid kind. No kind's worker takes them; workers dead-letter the first two
+	// sorts as malformed (design rule 35), so a count that stays up means no worker runs, or
+	// kind tokens that are no valid kind (those wait until removed by hand).
+	StrayMessages uint64 `json:"stray_messages"`
 }
 
 // KindStats is one kind's line in Stats.
@@ -82,6 +88,9 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 	if err := c.q.CheckJetStream(ctx); err != nil {
 		return nil, err
 	}
+	if err := c.checkSetup(ctx); err != nil {
+		return nil, err
+	}
 	work, err := c.q.WorkStats(ctx, 0)
 	if errors.Is(err, queue.ErrNoStream) {
 		work, err = &queue.WorkStats{}, nil
@@ -114,10 +123,11 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 func buildStats(now time.Time, work *queue.WorkStats, fleet map[string][]string, dead *queue.DeadCounts,
 	live map[string]idempotency.LiveCount, withLedger bool) *Stats {
 	s := &Stats{
-		Kinds:       []KindStats{},
-		DLQ:         DLQStats{Total: dead.Total, ByReason: map[string]int{}},
-		GeneratedAt: now.UTC(),
-		ScanCapped:  work.Capped,
+		Kinds:         []KindStats{},
+		DLQ:           DLQStats{Total: dead.Total, ByReason: map[string]int{}},
+		GeneratedAt:   now.UTC(),
+		ScanCapped:    work.Capped,
+		StrayMessages: work.Strays,
 	}
 	for reason, n := range dead.ByReason {
 		s.DLQ.ByReason[reason] = n

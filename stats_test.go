@@ -129,7 +129,8 @@ func TestStats(t *testing.T) {
 		require.NoError(t, err)
 		var m map[string]any
 		require.NoError(t, json.Unmarshal(raw, &m))
-		require.ElementsMatch(t, []string{"kinds", "dlq", "generated_at", "scan_capped"}, mapKeys(m))
+		require.ElementsMatch(t, []string{"kinds", "dlq", "generated_at", "scan_capped", "stray_messages"}, mapKeys(m))
+		require.Zero(t, s.StrayMessages)
 		line := m["kinds"].([]any)[1].(map[string]any)
 		require.ElementsMatch(t, []string{"kind", "backlog", "in_flight", "redelivered", "retrying", "running", "dead",
 			"oldest_age_seconds", "consumers", "workers", "served"}, mapKeys(line))

@@ -56,6 +56,9 @@ type WorkerConfig struct {
 
 	// skipAck is a test seam: drop the ack after commit, as a lost ack would.
 	skipAck func(id string) bool
+	// sweepEvery and sweepAfter are test seams: worker.Config's SweepEvery and SweepAfter
+	// (the sweep of stranded messages, design rule 6).
+	sweepEvery, sweepAfter time.Duration
 }
 
 // Worker runs handlers for the kinds registered with Handle. Build one with NewWorker,
@@ -218,6 +221,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	wcfg := worker.Config{
 		Queue: q, Ledger: ledger, Kinds: kinds, Logger: cfg.Logger, ID: cfg.ID,
 		ShutdownTimeout: cfg.ShutdownTimeout, Retention: cfg.Retention, Metrics: w.metrics,
+		SweepEvery: cfg.sweepEvery, SweepAfter: cfg.sweepAfter,
 	}
 	if cfg.skipAck != nil {
 		wcfg.Hooks.SkipAck = func(env queue.Envelope) bool { return cfg.skipAck(env.ID) }

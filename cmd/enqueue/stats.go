@@ -46,7 +46,10 @@ func newStatsCmd(conn *cli.Connection) *cobra.Command {
 then one line per reason in the dead-letter queue. A kind that no worker serves (it has no
 consumer and no live worker) is marked "orphan (no worker)": its jobs wait until a worker serves
 it, or 'enqueue dlq capture-orphans' moves them to the dead-letter queue. A kind whose consumer
-exists but whose workers are gone is marked "no live worker".
+exists but whose workers are gone is marked "no live worker". Messages in the work stream
+whose subject is no job's (no id token, tokens after the id, or a kind token that is no valid
+kind) are counted on a line of their own, "stray messages": no kind's worker takes them, and
+workers dead-letter the first two sorts as malformed.
 
 Kinds are found from the work stream's consumers, the fleet registry, the jobs in the stream
 and the dead-letter queue. The queue's counts need only NATS; RETRYING comes from the ledger
@@ -56,7 +59,8 @@ wait, up to 100,000 of the work stream's subjects (a note says when that cap was
 
 With --watch, stats shows the numbers again every --interval until interrupted, redrawing the
 screen on a terminal and printing one block after another otherwise. With --json it prints one
-object (one per line with --watch) with the keys kinds, dlq, generated_at and scan_capped; each
+object (one per line with --watch) with the keys kinds, dlq, generated_at, scan_capped and
+stray_messages; each
 kind has kind, backlog, in_flight, redelivered, retrying, running, dead, oldest_age_seconds,
 consumers, workers and served (retrying and running are null without the ledger).
 
@@ -193,6 +197,9 @@ func printStats(w io.Writer, s *levee.Stats, asJSON bool) error {
 	}
 	if s.ScanCapped {
 		b.WriteString("note: over 100,000 jobs wait that no consumer accounts for; only the kinds among the first 100,000 are shown\n")
+	}
+	if s.StrayMessages > 0 {
+		fmt.Fprintf(&b, "stray messages: %d (subject not <ns>.jobs.<kind>.<id>; workers dead-letter those without an id or with extra tokens as malformed)\n", s.StrayMessages)
 	}
 	fmt.Fprintf(&b, "\nDLQ: %d dead\n", s.DLQ.Total)
 	reasons := make([]string, 0, len(s.DLQ.ByReason))

@@ -43,7 +43,7 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 	}
 	if o.checkConfig {
 		printPolicies(cmd.OutOrStdout(), o.config, file)
-		return nil
+		return checkNATS(ctx, cmd.OutOrStdout(), o, file)
 	}
 	if o.dev {
 		stopDev, err := startDev(ctx, o, cmd.ErrOrStderr())
@@ -95,6 +95,62 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 	}
 	if err := w.Run(ctx); err != nil {
 		return cli.ConnectHint(err)
+	}
+	return nil
+}
+
+// checkTimeout bounds --check-config's look at NATS.
+const checkTimeout = 10 * time.Second
+
+// checkNATS is --check-config's second half: when NATS answers at --nats-url, it checks the
+// namespace's existing streams and the consumers of the file's kinds against what Levee relies
+// on (design rule 34), as a start would, and prints each problem. It creates and changes
+// nothing. A problem that would refuse the start fails the check (exit 1); warnings do not.
+// When NATS does not answer, it says so and the check passes on the file alone.
+func checkNATS(ctx context.Context, out io.Writer, o *options, file *config.File) error {
+	natsOpts, err := o.conn.NATSOptions()
+	if err != nil {
+		return err
+	}
+	w, err := levee.NewWorker(levee.WorkerConfig{
+		NATSURL: o.conn.NATSURL, NATSOptions: natsOpts, Namespace: o.conn.Namespace,
+		StreamReplicas: o.streamReplicas,
+	})
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	for _, k := range file.Kinds {
+		if err := w.Handle(k.Name, levee.HandlerFunc(func(context.Context, *levee.Job) (any, error) { return nil, nil }), policyFor(k)); err != nil {
+			return fmt.Errorf("config %s: %w", o.config, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	where := fmt.Sprintf("NATS at %s, namespace %s", levee.RedactURL(o.conn.NATSURL), o.conn.Namespace)
+	problems, err := w.CheckSetup(ctx)
+	var ce *levee.ConnectError
+	if errors.As(err, &ce) {
+		fmt.Fprintf(out, "\n%s: not reachable, streams and consumers not checked (%v)\n", where, ce.Err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check streams and consumers on %s: %w", where, err)
+	}
+	fmt.Fprintf(out, "\n%s:\n", where)
+	if len(problems) == 0 {
+		fmt.Fprintln(out, "  streams and consumers: OK (missing ones are created at start)")
+		return nil
+	}
+	fatal := 0
+	for _, p := range problems {
+		level := "warning"
+		if p.Fatal {
+			level, fatal = "error", fatal+1
+		}
+		fmt.Fprintf(out, "  %s: %s\n", level, p.Message)
+	}
+	if fatal > 0 {
+		return fmt.Errorf("%d problem(s) with the streams or consumers on %s would refuse the start: %w", fatal, where, levee.ErrSetup)
 	}
 	return nil
 }

@@ -29,11 +29,22 @@ type Advisory struct {
 	msg        jetstream.Msg
 }
 
-// Ack removes the advisory once its job is dealt with.
-func (a *Advisory) Ack() error { return a.msg.Ack() }
+// Ack removes the advisory once its job is dealt with. An Advisory made by hand (the sweep
+// of stranded messages settles its candidates as advisories) has nothing to ack.
+func (a *Advisory) Ack() error {
+	if a.msg == nil {
+		return nil
+	}
+	return a.msg.Ack()
+}
 
 // Nak hands the advisory back for another try after delay.
-func (a *Advisory) Nak(delay time.Duration) error { return a.msg.NakWithDelay(delay) }
+func (a *Advisory) Nak(delay time.Duration) error {
+	if a.msg == nil {
+		return nil
+	}
+	return a.msg.NakWithDelay(delay)
+}
 
 // AdvisoryAckWait is how long a worker may hold a max-deliveries advisory before the server
 // hands it to another: a worker that dies holding one (a poison job crashes workers, and the
@@ -44,13 +55,18 @@ const AdvisoryAckWait = 20 * time.Second
 // advisoriesStream names the capture stream, e.g. LEVEE_ADVISORIES.
 func (q *Queue) advisoriesStream() string { return strings.ToUpper(q.names.ns) + "_ADVISORIES" }
 
+// advisorySubject matches the max-deliveries advisories of every consumer on the work stream.
+func (q *Queue) advisorySubject() string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + q.names.JobsStream() + ".*"
+}
+
 // WatchMaxDeliveries creates (if missing) the capture stream and a durable consumer on it.
 func (q *Queue) WatchMaxDeliveries(ctx context.Context) (*MaxDeliveries, error) {
 	name := q.advisoriesStream()
 	err := q.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        name,
 		Description: "Levee: max-deliveries advisories of " + q.names.JobsStream(),
-		Subjects:    []string{"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + q.names.JobsStream() + ".*"},
+		Subjects:    []string{q.advisorySubject()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      7 * 24 * time.Hour,
@@ -79,11 +95,15 @@ func (m *MaxDeliveries) Fetch(ctx context.Context, n int, maxWait time.Duration)
 	var out []*Advisory
 	for msg := range batch.Messages() {
 		var body struct {
+			Stream     string `json:"stream"`
 			StreamSeq  uint64 `json:"stream_seq"`
 			Deliveries uint64 `json:"deliveries"`
 		}
-		if err := json.Unmarshal(msg.Data(), &body); err != nil || body.StreamSeq == 0 {
-			_ = msg.Term() // not an advisory we understand
+		if err := json.Unmarshal(msg.Data(), &body); err != nil || body.StreamSeq == 0 ||
+			body.Stream != m.q.names.JobsStream() {
+			// Not an advisory we understand, or one of another stream (a capture stream made
+			// by hand with wider subjects): its sequence is no work-stream message's.
+			_ = msg.Term()
 			continue
 		}
 		out = append(out, &Advisory{Seq: body.StreamSeq, Deliveries: body.Deliveries, msg: msg})

@@ -22,7 +22,14 @@ const (
 	HeaderFirstFailedAt = "Levee-First-Failed-At"
 	HeaderFailedAt      = "Levee-Failed-At"
 	HeaderWorker        = "Levee-Worker"
+	// HeaderOriginalSubject is the work-stream subject of a message dead-lettered under
+	// another name: a job id that is no valid job id (design rule 28), or a subject that is
+	// no job's (design rule 35). Header-safe, at most maxOriginalSubject bytes.
+	HeaderOriginalSubject = "Levee-Original-Subject"
 )
+
+// maxOriginalSubject bounds the Levee-Original-Subject header.
+const maxOriginalSubject = 512
 
 // maxHeaderError bounds the error text carried in a DLQ header.
 const maxHeaderError = 1024
@@ -39,6 +46,10 @@ type DeadInfo struct {
 	// the copy's Nats-Msg-Id: redeliveries of one message copy it once, while a replayed job
 	// (a new message) that dies again is copied again.
 	SourceSeq uint64
+	// OriginalSubject, if set, is the message's subject in the work stream, kept in the
+	// Levee-Original-Subject header (a stray message's, design rule 35). A job whose id is no
+	// valid job id gets the header without it.
+	OriginalSubject string
 }
 
 // DLQMsgID is the Nats-Msg-Id of the dead-letter copy of job jobID from work-stream message
@@ -49,17 +60,35 @@ func DLQMsgID(jobID string, seq uint64) string {
 
 // DeadLetter copies a job to the dead-letter stream and waits for the stream's acknowledgement.
 // raw is the message body as delivered (the payload, even if it was malformed); hdr are the
-// original headers, kept on the copy. Copying the same job twice stores it once.
+// original headers, kept on the copy except JetStream's own (Nats-*): a publish check such
+// as Nats-Expected-Last-Sequence, meant for the work stream, would make the DLQ refuse the
+// copy forever (design rule 34). Copying the same job twice stores it once.
+//
+// A job whose id is no valid job id (3,500 characters, say: design rule 28) is copied under
+// BoundedID(id), as its subject token, Levee-Job-Id and key, so that `enqueue dlq list` and
+// `show` can name it; its original subject is kept in the Levee-Original-Subject header.
 func (q *Queue) DeadLetter(ctx context.Context, env Envelope, raw []byte, hdr nats.Header, info DeadInfo) error {
-	kind, id := env.Kind, env.ID
-	// The id came from a subject token, so it can name the DLQ subject even where it fails
-	// ValidateID (too long, not ASCII): such a job must still be dead-lettered.
-	if ValidateKind(kind) != nil || !subjectToken(id) {
-		return fmt.Errorf("dead-letter: job has no valid kind and id (kind %q, id %q)", kind, id)
+	kind, id, key := env.Kind, env.ID, env.Key
+	if ValidateKind(kind) != nil || id == "" {
+		return fmt.Errorf("dead-letter: job has no valid kind and id (kind %q, id %.64q)", kind, id)
+	}
+	original := info.OriginalSubject
+	if ValidateID(id) != nil {
+		original = cmpOr(original, q.names.JobSubject(kind, id))
+		if key == id {
+			key = ""
+		}
+		id = BoundedID(id)
+	}
+	if ValidateKey(key) != nil {
+		key = id
 	}
 	m := nats.NewMsg(q.names.DLQSubject(kind, id))
 	m.Data = raw
 	for k, vs := range hdr {
+		if isJetStreamHeader(k) {
+			continue
+		}
 		for _, v := range vs {
 			m.Header.Add(k, v)
 		}
@@ -75,7 +104,7 @@ func (q *Queue) DeadLetter(ctx context.Context, env Envelope, raw []byte, hdr na
 	m.Header.Set(HeaderMsgID, DLQMsgID(id, info.SourceSeq))
 	m.Header.Set(HeaderJobID, id)
 	m.Header.Set(HeaderKind, kind)
-	m.Header.Set(HeaderKey, env.Key)
+	m.Header.Set(HeaderKey, key)
 	m.Header.Set(HeaderReason, info.Reason)
 	m.Header.Set(HeaderAttempts, strconv.Itoa(info.Attempts))
 	if info.LastError != "" {
@@ -86,14 +115,25 @@ func (q *Queue) DeadLetter(ctx context.Context, env Envelope, raw []byte, hdr na
 	if info.Worker != "" {
 		m.Header.Set(HeaderWorker, info.Worker)
 	}
+	if original != "" {
+		m.Header.Set(HeaderOriginalSubject, headerSafe(original, maxOriginalSubject))
+	}
 	if _, err := q.js.PublishMsg(ctx, m, jetstream.WithExpectStream(q.names.DLQStream())); err != nil {
 		return fmt.Errorf("dead-letter job %s: %w", id, translate(err))
 	}
 	return nil
 }
 
-// DeadLettered reports whether job id of kind has a copy in the dead-letter stream.
+// isJetStreamHeader reports whether a header is one of JetStream's own (Nats-Msg-Id,
+// Nats-Expected-*, Nats-TTL, Nats-Rollup, ...): a publish control, never a job's.
+func isJetStreamHeader(name string) bool {
+	return len(name) >= 5 && strings.EqualFold(name[:5], "nats-")
+}
+
+// DeadLettered reports whether job id of kind has a copy in the dead-letter stream (under
+// BoundedID(id), as DeadLetter stores it).
 func (q *Queue) DeadLettered(ctx context.Context, kind, id string) (bool, error) {
+	id = BoundedID(id)
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
 	if err != nil {
 		return false, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
@@ -186,6 +226,11 @@ type DeadFilter struct {
 	FailedBefore time.Time
 	// HeadersOnly reads the entries without their payloads (for counting).
 	HeadersOnly bool
+	// AfterSeq and UpToSeq, when not zero, bound the entries' DLQ sequences: above AfterSeq,
+	// at most UpToSeq. An incremental count reads only the entries stored since it last
+	// read.
+	AfterSeq uint64
+	UpToSeq  uint64
 }
 
 // Match reports whether e passes the filter.
@@ -218,7 +263,10 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 		return fmt.Errorf("stream %s: %w", q.names.DLQStream(), translate(err))
 	}
 	last := info.State.LastSeq
-	if info.State.Msgs == 0 {
+	if f.UpToSeq > 0 {
+		last = min(last, f.UpToSeq)
+	}
+	if info.State.Msgs == 0 || last <= f.AfterSeq {
 		return nil
 	}
 	filter := q.names.DLQSubjects()
@@ -227,7 +275,10 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy,
 		HeadersOnly: f.HeadersOnly, InactiveThreshold: deadScanInactive}
-	if !f.FailedAfter.IsZero() {
+	switch {
+	case f.AfterSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.AfterSeq+1
+	case !f.FailedAfter.IsZero():
 		// Stored no earlier than it died: a safe lower bound for the server to start from.
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.FailedAfter
 	}
@@ -271,6 +322,17 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 	}
 }
 
+// DLQState returns the dead-letter stream's message count, its last sequence and when it was
+// created, or an error wrapping ErrNoStream when it does not exist.
+func (q *Queue) DLQState(ctx context.Context) (msgs, lastSeq uint64, created time.Time, err error) {
+	stream, err := q.js.Stream(ctx, q.names.DLQStream())
+	if err != nil {
+		return 0, 0, time.Time{}, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
+	}
+	info := stream.CachedInfo()
+	return info.State.Msgs, info.State.LastSeq, info.Created, nil
+}
+
 // DeleteDeadLetter removes the entry with DLQ sequence seq.
 func (q *Queue) DeleteDeadLetter(ctx context.Context, seq uint64) error {
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
@@ -292,11 +354,6 @@ func (q *Queue) Replay(ctx context.Context, env Envelope, msgID string) error {
 		return fmt.Errorf("republish job %s: %w", env.ID, translate(err))
 	}
 	return nil
-}
-
-// subjectToken reports whether s can be one subject token.
-func subjectToken(s string) bool {
-	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
 }
 
 // headerSafe makes s fit in a header value: one line, at most n bytes.

@@ -109,6 +109,7 @@ type Fleet struct {
 
 	mu       sync.Mutex
 	counts   map[string]int
+	members  map[string][]string // kind → sorted worker tokens, as counted
 	onChange func(kind string, members int)
 	err      error
 }
@@ -168,6 +169,7 @@ func (q *Queue) JoinFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) 
 	for kind, ids := range members {
 		f.counts[kind] = len(ids)
 	}
+	f.members = members
 	return f, nil
 }
 
@@ -215,6 +217,29 @@ func (f *Fleet) Members(kind string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return max(1, f.counts[kind])
+}
+
+// Leads reports whether this worker leads kind at the last count: it has the smallest worker
+// id (as a KV key token) among the live workers of kind, itself included. Levee gives a
+// leader the chores one worker of the fleet is enough for (the stranded-message sweep, the
+// DLQ depth metric). Every worker decides from its own last listing, so while the fleet
+// changes two workers may lead for up to a refresh or two, or none for as long; the chores
+// are harmless when done twice. With kind "" it reports whether this worker leads the whole
+// fleet (the smallest id among all live workers).
+func (f *Fleet) Leads(kind string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	self := fleetKeyToken(f.worker)
+	if kind != "" {
+		ids := f.members[kind]
+		return len(ids) == 0 || self <= ids[0]
+	}
+	for _, ids := range f.members {
+		if len(ids) > 0 && ids[0] < self {
+			return false
+		}
+	}
+	return true
 }
 
 // Err returns the error of the last refresh, nil if it succeeded. Refreshes are retried every
@@ -287,6 +312,7 @@ func (f *Fleet) refreshOnce(ctx context.Context) {
 		for kind, ids := range members {
 			f.counts[kind] = len(ids)
 		}
+		f.members = members
 	}
 	fn := f.onChange
 	f.mu.Unlock()

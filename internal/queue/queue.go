@@ -188,24 +188,32 @@ type ConsumerConfig struct {
 	MaxAckPending int
 }
 
-// EnsureConsumer creates or updates the kind's durable consumer and returns a Puller on it.
+// EnsureConsumer creates the kind's durable consumer, or updates an existing one to the kind's
+// policy, and returns a Puller on it. An existing consumer that an update cannot make right
+// (its ack policy, filter, deliver policy, a push consumer) refuses with a *SetupError
+// (design rule 34; CheckSetup reports the same beforehand, with the warnings).
 func (q *Queue) EnsureConsumer(ctx context.Context, cfg ConsumerConfig) (*Puller, error) {
 	if err := ValidateKind(cfg.Kind); err != nil {
 		return nil, err
 	}
-	name := q.names.Consumer(cfg.Kind)
-	cons, err := q.js.CreateOrUpdateConsumer(ctx, q.names.JobsStream(), jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "Levee workers of kind " + cfg.Kind,
-		FilterSubject: q.names.KindFilter(cfg.Kind),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cmp.Or(cfg.AckWait, 30*time.Second),
-		MaxDeliver:    cmp.Or(cfg.MaxDeliver, 100),
-		MaxAckPending: cmp.Or(cfg.MaxAckPending, 1000),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	want := q.kindConsumerConfig(cfg)
+	stream := q.names.JobsStream()
+	cur, err := q.js.Consumer(ctx, stream, want.Durable)
+	switch {
+	case err == nil:
+		have := cur.CachedInfo().Config
+		if err := FatalSetup(q.checkConsumer(have, want)); err != nil {
+			return nil, err
+		}
+		want = mergeConsumer(have, want)
+	case errors.Is(err, jetstream.ErrNotPullConsumer):
+		return nil, &SetupError{Problems: []SetupProblem{q.pushConsumer(want.Durable)}}
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, fmt.Errorf("look up consumer %s on %s: %w", want.Durable, stream, translate(err))
+	}
+	cons, err := q.js.CreateOrUpdateConsumer(ctx, stream, want)
 	if err != nil {
-		return nil, fmt.Errorf("create consumer %s on %s: %w", name, q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("create consumer %s on %s: %w", want.Durable, stream, translate(err))
 	}
 	return &Puller{q: q, cons: cons, kind: cfg.Kind}, nil
 }

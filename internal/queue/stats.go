@@ -58,6 +58,12 @@ type WorkStats struct {
 	Scanned bool
 	// Capped is true when the scan stopped at its cap: kinds past it are missing.
 	Capped bool
+	// Strays counts the messages whose subject is no job's (design rule 35): no id token
+	// (<ns>.jobs.<kind>), tokens after the id (<ns>.jobs.<kind>.<id>.<more>), or a kind
+	// token that is no valid kind (<ns>.jobs.Charge.1). No kind's consumer takes them; workers
+	// dead-letter the first two sorts as malformed (OpenStrays). Counted from the stray
+	// consumers when they exist, and from the subject scan when one runs (the larger count).
+	Strays uint64
 }
 
 // WorkStats counts the work stream's messages by kind. Kinds with a durable consumer are
@@ -83,6 +89,10 @@ func (q *Queue) WorkStats(ctx context.Context, maxSubjects int) (*WorkStats, err
 	list := stream.ListConsumers(ctx)
 	for ci := range list.Info() {
 		accounted += ci.NumPending + uint64(max(ci.NumAckPending, 0))
+		if q.names.isStrayConsumer(ci.Name) {
+			ws.Strays += ci.NumPending + uint64(max(ci.NumAckPending, 0))
+			continue
+		}
 		kind, ok := q.kindOfConsumer(ci)
 		if !ok {
 			continue
@@ -139,10 +149,12 @@ func (q *Queue) scanKinds(ctx context.Context, ws *WorkStats, maxSubjects int) e
 	if err != nil {
 		return err
 	}
+	var strays uint64
 	for _, subject := range slices.Sorted(maps.Keys(subjects)) {
 		kind, _, err := q.names.parseJobSubject(subject)
 		if err != nil || ValidateKind(kind) != nil {
-			continue // not a job: a worker dead-letters it as malformed
+			strays += subjects[subject] // no job's subject (design rule 35)
+			continue
 		}
 		kc := ws.Kinds[kind]
 		if kc == nil {
@@ -151,6 +163,7 @@ func (q *Queue) scanKinds(ctx context.Context, ws *WorkStats, maxSubjects int) e
 		}
 		kc.Stored += subjects[subject]
 	}
+	ws.Strays = max(ws.Strays, strays)
 	ws.Capped = total > len(subjects)
 	if !ws.Capped {
 		return nil

@@ -7,15 +7,15 @@ import (
 	"github.com/levee-dev/levee/internal/executor"
 )
 
-// sampleEvery is how often gauges are sampled; the DLQ depth, which reads the DLQ stream, is
-// sampled every dlqSampleEvery.
+// sampleEvery is how often gauges are sampled; the DLQ depth, which reads the DLQ stream (in
+// one worker of the fleet: dlq_count.go), is sampled every dlqSampleEvery.
 const (
 	sampleEvery    = 5 * time.Second
 	dlqSampleEvery = 30 * time.Second
 )
 
 // sampleLoop keeps the gauge metrics current: in-flight attempts, bulkhead saturation, breaker
-// state, rate-limiter wait, backlog, and DLQ depth by reason.
+// state, rate-limiter wait, backlog, and (in the fleet's leader) DLQ depth by reason.
 func (w *Worker) sampleLoop(ctx context.Context) {
 	m := w.cfg.Metrics
 	if m == nil {
@@ -23,6 +23,7 @@ func (w *Worker) sampleLoop(ctx context.Context) {
 	}
 	waited := make([]time.Duration, len(w.kinds))
 	var lastDLQ time.Time
+	dlq, exported := newDLQCounter(w.cfg.Queue), map[string]bool{}
 	t := time.NewTicker(sampleEvery)
 	defer t.Stop()
 	for {
@@ -41,12 +42,7 @@ func (w *Worker) sampleLoop(ctx context.Context) {
 		}
 		if time.Since(lastDLQ) >= dlqSampleEvery {
 			lastDLQ = time.Now()
-			if dc, err := w.cfg.Queue.DeadStats(ctx); err == nil {
-				m.DLQDepth.Reset()
-				for reason, n := range dc.ByReason {
-					m.DLQDepth.WithLabelValues(reason).Set(float64(n))
-				}
-			}
+			w.sampleDLQDepth(ctx, m, dlq, exported)
 		}
 		select {
 		case <-ctx.Done():

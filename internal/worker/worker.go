@@ -119,6 +119,13 @@ type Config struct {
 	// ReapInterval is how often finished keys past Retention are deleted. Default 1h; a
 	// negative value turns reaping off.
 	ReapInterval time.Duration
+	// SweepEvery is how often the worker sweeps the kinds it leads in the fleet registry for
+	// messages stranded past max_deliveries whose advisory was lost (design rule 6; sweep.go).
+	// Default 1m; a negative value turns the sweep off.
+	SweepEvery time.Duration
+	// SweepAfter is how long after it was stored such a message may be swept. Default, per
+	// kind, max(10m, 3 × MaxDeliver × AckWait): well above the time its deliveries can take.
+	SweepAfter time.Duration
 	// Metrics receives the worker's metrics; nil records none.
 	Metrics *metrics.Metrics
 	Hooks   Hooks
@@ -199,6 +206,10 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // it stops pulling, lets in-flight attempts finish within ShutdownTimeout, releases and naks
 // what is left, and returns nil. It returns an error only if it could not start.
 func (w *Worker) Run(ctx context.Context) error {
+	// Streams and consumers made by others must give what Levee relies on (design rule 34).
+	if err := w.checkSetup(ctx); err != nil {
+		return startErr(ctx, err)
+	}
 	for _, k := range w.kinds {
 		p, err := w.cfg.Queue.EnsureConsumer(ctx, queue.ConsumerConfig{
 			Kind:          k.kind.Name,
@@ -220,6 +231,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		byName[k.kind.Name] = k
 	}
 	md, err := w.cfg.Queue.WatchMaxDeliveries(ctx)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	strays, err := w.cfg.Queue.OpenStrays(ctx) // messages no kind's consumer matches (design rule 35)
 	if err != nil {
 		return startErr(ctx, err)
 	}
@@ -262,6 +277,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		loops.Go(func() { k.fallbackLoop(ctx) })
 	}
 	loops.Go(func() { w.maxDeliveriesLoop(ctx, md) })
+	loops.Go(func() { w.sweepLoop(ctx) })
+	loops.Go(func() { w.straysLoop(ctx, strays) })
 	loops.Go(func() { w.sampleLoop(ctx) })
 	loops.Go(func() { w.controlLoop(ctx, control) })
 	heartCtx, heartStop := context.WithCancel(context.WithoutCancel(ctx))
