@@ -3,12 +3,14 @@ package worker
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/metrics"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -17,20 +19,40 @@ type death struct {
 	reason   string
 	msg      string
 	attempts int
+	// subject, for a message whose subject names no job, is kept on its copy.
+	subject string
 }
 
 // maxCopyError bounds the last error carried by a dead-letter copy.
 const maxCopyError = 1024
 
-// deadLetter is the one way a delivered job dies (design rule 32). owned says that the job's
-// own key already holds the dead outcome (committed under its claim); otherwise (a malformed
-// message, a key another job used with another payload) the job is first recorded dead in the
-// ledger, as a job that does not own its key. Then its copy is stored in the DLQ, awaiting the
-// stream's acknowledgement, and only then is the message terminated. A failed step naks the
-// message: its redelivery repeats every step, each idempotent (the record keeps its first
-// word, the copy is deduplicated by design rule 7, a dead key is found dead).
+// dlq is what the one dead-letter path needs: the ledger, JetStream, metrics and a logger.
+type dlq struct {
+	ledger  ledgerPort
+	queue   queuePort
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	worker  string // names the worker on the copies
+}
+
+func (k *kindRunner) dlq() dlq {
+	return dlq{ledger: k.ledger, queue: k.queue, metrics: k.metrics, log: k.log, worker: k.w.cfg.ID}
+}
+
+// deadLetter is the one way a delivered job dies (design rule 32); see dlq.deadLetter.
 func (k *kindRunner) deadLetter(ctx context.Context, j *job, d death, owned bool) {
-	log := k.log.With("job_id", j.env.ID, "key", j.env.Key, "reason", d.reason)
+	k.dlq().deadLetter(ctx, j, d, owned)
+}
+
+// deadLetter is the one way a delivered message dies (design rule 32). owned says that the
+// job's own key already holds the dead outcome (committed under its claim); otherwise (a
+// malformed message, a key another job used with another payload, a stray) the job is first
+// recorded dead in the ledger, as a job that does not own its key. Then its copy is stored in
+// the DLQ, awaiting the stream's acknowledgement, and only then is the message terminated. A
+// failed step naks the message: its redelivery repeats every step, each idempotent (the record
+// keeps its first word, the copy is deduplicated by design rule 7, a dead key is found dead).
+func (x dlq) deadLetter(ctx context.Context, j *job, d death, owned bool) {
+	log := x.log.With("job_id", j.env.ID, "key", j.env.Key, "reason", d.reason)
 	if j.env.ID == "" {
 		// Not even an id to name it by (a subject that is no job's): nothing to record or copy.
 		log.Warn("message with no job id terminated", "error", d.msg)
@@ -38,9 +60,9 @@ func (k *kindRunner) deadLetter(ctx context.Context, j *job, d death, owned bool
 		return
 	}
 	info := queue.DeadInfo{Reason: d.reason, Attempts: d.attempts, LastError: idempotency.Truncate(d.msg, maxCopyError),
-		Worker: k.w.cfg.ID, SourceSeq: j.seq, FailedAt: time.Now()}
+		Worker: x.worker, SourceSeq: j.seq, FailedAt: time.Now(), OriginalSubject: d.subject}
 	if owned {
-		if st, err := k.ledger.Status(ctx, j.env.ID); err == nil {
+		if st, err := x.ledger.Status(ctx, j.env.ID); err == nil {
 			info.FirstFailedAt = st.FirstFailedAt
 			if info.LastError == "" {
 				info.LastError = idempotency.Truncate(st.LastError, maxCopyError)
@@ -55,20 +77,22 @@ func (k *kindRunner) deadLetter(ctx context.Context, j *job, d death, owned bool
 	} else {
 		rec := record(j, idempotency.StateDead, d.reason, "")
 		rec.Error = d.msg
-		if err := k.ledger.AddRecords(ctx, []idempotency.Record{rec}); err != nil {
+		if err := x.ledger.AddRecords(ctx, []idempotency.Record{rec}); err != nil {
 			log.Warn("record dead job failed; it will be redelivered and dead-lettered again", "err", err)
 			_ = j.msg.Nak(claimFailedNak)
 			return
 		}
 	}
-	if err := k.queue.DeadLetter(ctx, j.env, j.msg.Data(), nats.Header(j.msg.Headers()), info); err != nil {
+	if err := x.queue.DeadLetter(ctx, j.env, j.msg.Data(), nats.Header(j.msg.Headers()), info); err != nil {
 		log.Error("dead-letter copy failed; the job will be redelivered and copied again", "err", err)
 		_ = j.msg.Nak(claimFailedNak)
 		return
 	}
 	log.Warn("job dead-lettered", "error", d.msg, "attempts", info.Attempts)
-	k.metrics.Finished(k.kind.Name, "dead", j.env.EnqueuedAt)
-	_ = j.msg.Term(d.reason)
+	x.metrics.Finished(j.env.Kind, "dead", j.env.EnqueuedAt)
+	if err := j.msg.Term(d.reason); err != nil {
+		log.Warn("terminate the dead-lettered message failed; its redelivery finds it dead and copied", "err", err)
+	}
 }
 
 // ensureDeadLettered settles a redelivery of a job whose own key is dead: its DLQ copy (or,

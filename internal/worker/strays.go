@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee/internal/executor"
-	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -34,32 +33,27 @@ func (w *Worker) straysLoop(ctx context.Context, r *queue.StrayReader) {
 	}
 }
 
-// settleStray dead-letters one stray as one dead-letter path does (design rule 32): it
-// records the stray in the ledger (job_records, so that `enqueue status <id>` finds it), copies
-// it to the DLQ under s.Env (its subject's kind token, or queue.StrayKind, and an id made
-// of its stream sequence), then acks it. A failed step naks it; the redelivery repeats every
-// step, each idempotent (the record keeps its first word, the copy is deduplicated).
+// settleStray dead-letters one stray through the one dead-letter path (design rule 32): it is
+// recorded in the ledger (job_records, so that `enqueue status <id>` finds it), copied to the
+// DLQ under s.Env (its subject's kind token, or queue.StrayKind, and an id made of its stream
+// sequence) with its subject kept, then removed from the work stream.
 func (w *Worker) settleStray(ctx context.Context, s *queue.Stray) {
-	log := w.log.With("job_id", s.Env.ID, "kind", s.Env.Kind, "seq", s.Seq, "reason", executor.ReasonMalformed)
-	rec := idempotency.Record{JobID: s.Env.ID, Kind: s.Env.Kind, Key: s.Env.Key, State: idempotency.StateDead,
-		Reason: executor.ReasonMalformed, Error: s.Problem, EnqueuedAt: s.Env.EnqueuedAt}
-	if err := w.cfg.Ledger.AddRecords(ctx, []idempotency.Record{rec}); err != nil {
-		log.Warn("record stray message; will retry", "err", err)
-		_ = s.Nak(claimFailedNak)
-		return
-	}
-	err := w.cfg.Queue.DeadLetter(ctx, s.Env, s.Data, s.Header, queue.DeadInfo{
-		Reason: executor.ReasonMalformed, LastError: s.Problem, Worker: w.cfg.ID, SourceSeq: s.Seq,
-		OriginalSubject: s.Subject, FailedAt: time.Now(),
-	})
-	if err != nil {
-		log.Warn("dead-letter stray message; will retry", "err", err)
-		_ = s.Nak(claimFailedNak)
-		return
-	}
-	if err := s.Ack(ctx); err != nil {
-		log.Warn("ack stray message after its dead-letter copy; its redelivery finds the copy", "err", err)
-		return
-	}
-	log.Warn("stray message dead-lettered: its subject matches no kind's consumer", "error", s.Problem)
+	x := dlq{ledger: w.cfg.Ledger, queue: w.cfg.Queue, metrics: w.cfg.Metrics, log: w.log, worker: w.cfg.ID}
+	j := &job{msg: strayMessage{s}, env: s.Env, seq: s.Seq}
+	x.deadLetter(ctx, j, death{reason: executor.ReasonMalformed, msg: s.Problem, subject: s.Subject}, false)
 }
+
+// strayMessage is a stray as the dead-letter path settles it: terminating it removes it from
+// the work stream, confirmed by the server.
+type strayMessage struct{ s *queue.Stray }
+
+func (m strayMessage) Ack() error {
+	ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+	defer cancel()
+	return m.s.Ack(ctx)
+}
+func (m strayMessage) Term(string) error             { return m.Ack() }
+func (m strayMessage) Nak(delay time.Duration) error { return m.s.Nak(delay) }
+func (m strayMessage) InProgress() error             { return nil }
+func (m strayMessage) Data() []byte                  { return m.s.Data }
+func (m strayMessage) Headers() map[string][]string  { return m.s.Header }
