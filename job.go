@@ -58,7 +58,7 @@ func (f HandlerFunc) Work(ctx context.Context, job *Job) (any, error) { return f
 
 // TxHandler is a Handler whose local effects go in tx, a transaction on the ledger's database:
 // Levee commits tx together with the job's success, so the effects happen exactly once, or
-// rolls it back when the attempt fails or the worker lost the job's lease (DESIGN rule 13).
+// rolls it back when the attempt fails or the worker lost the job's lease (design rule 13).
 // The handler must not commit or roll back tx itself.
 type TxHandler interface {
 	WorkTx(ctx context.Context, tx pgx.Tx, job *Job) (any, error)

@@ -15,7 +15,7 @@ import (
 	"github.com/levee-dev/levee/internal/queue"
 )
 
-// DESIGN rule 6: a message whose deliveries run out without an outcome (it crashed every
+// design rule 6: a message whose deliveries run out without an outcome (it crashed every
 // worker that took it) is not stranded in the work stream: the max-deliveries advisory is
 // captured and the job is dead-lettered with reason max_deliveries. A job that never ran
 // alone in a worker (here no worker ran it at all) is first published again, MaxRequeues

@@ -23,7 +23,7 @@ import (
 	"github.com/levee-dev/levee/internal/worker"
 )
 
-// These tests are DESIGN's resilience rules (16–22) and failure scenarios 9 and 11, run through
+// These tests are the resilience rules (16–22) and failure scenarios 9 and 11 of docs/design.md, run through
 // the built-in http kind against a downstream that records the time of every call and how many
 // calls were in flight at once.
 

@@ -20,7 +20,7 @@ import (
 	"github.com/levee-dev/levee/internal/queue"
 )
 
-// These tests are DESIGN's failure scenarios, run through the built-in http kind against a
+// These tests are the failure scenarios of docs/design.md, run through the built-in http kind against a
 // downstream that counts calls per Idempotency-Key.
 
 // fastRetry spaces retries by at most 20ms, so only a Retry-After can explain a longer gap.

@@ -1,6 +1,6 @@
 -- +goose Up
 
--- last_chances tells a poison message from its bystanders (DESIGN rule 6). A worker that
+-- last_chances tells a poison message from its bystanders (design rule 6). A worker that
 -- holds a message on its last delivery (or a job whose attempts were all lost with their
 -- workers) runs it alone in its process and marks it here first (solo_seq: the message's
 -- sequence in the work stream). When that message's deliveries then run out, the job

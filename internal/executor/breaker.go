@@ -113,7 +113,7 @@ type BreakerSnapshot struct {
 }
 
 // Breaker is a circuit breaker for one downstream (by default one kind), shared by all of a
-// worker's goroutines for it (DESIGN rule 18). Create one with NewBreaker; the zero value is
+// worker's goroutines for it (design rule 18). Create one with NewBreaker; the zero value is
 // not usable. It is safe for concurrent use.
 //
 // Closed, it admits every call and keeps the outcomes of the last Window; once the window

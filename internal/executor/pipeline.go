@@ -83,7 +83,7 @@ type Pipeline struct {
 	overruns atomic.Int64
 }
 
-// NewPipeline composes the policies of one kind, outer to inner (DESIGN rule 16):
+// NewPipeline composes the policies of one kind, outer to inner (design rule 16):
 //
 //	durable retry (redelivery with NakWithDelay; outside this package, delays from Backoff)
 //	└─ circuit breaker: Admit waits while open; half-open hands out trial permits

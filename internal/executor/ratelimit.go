@@ -14,7 +14,7 @@ import (
 )
 
 // Rate is a kind's fleet-wide rate limit: Events per Per across all workers of the kind
-// (DESIGN rule 19). The zero Rate means no limit, as does any Rate whose Events or Per is not
+// (design rule 19). The zero Rate means no limit, as does any Rate whose Events or Per is not
 // positive.
 type Rate struct {
 	Events int

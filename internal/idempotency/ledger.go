@@ -382,7 +382,7 @@ func (l *Ledger) Finish(ctx context.Context, outcomes []Outcome) (applied []bool
 }
 
 // FinishTx is Finish inside tx, so that a handler's own writes in tx commit together with the
-// job's success (DESIGN rule 13), or not at all: when applied[i] is false the caller must roll
+// job's success (design rule 13), or not at all: when applied[i] is false the caller must roll
 // tx back.
 func (l *Ledger) FinishTx(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (applied []bool, err error) {
 	return l.finish(ctx, tx, outcomes, false)

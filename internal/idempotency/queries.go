@@ -13,7 +13,7 @@ type queries struct {
 func newQueries(schema string) queries {
 	s := func(q string) string { return strings.ReplaceAll(q, "S.", schema+".") }
 	return queries{
-		// Claim: insert or take over each key in one statement (DESIGN rule 9). A key is taken
+		// Claim: insert or take over each key in one statement (design rule 9). A key is taken
 		// over only when its payload hash matches and it is retrying and due, or running with an
 		// expired lease. Rows not claimed come back with the key's current state, read from the
 		// statement's snapshot, so the caller can tell duplicate, dead, busy and mismatch apart.
@@ -58,7 +58,7 @@ LEFT JOIN LATERAL (
     FROM S.keys k WHERE k.kind = req.kind AND k.key = req.key
 ) cur ON ins.kind IS NULL`),
 
-		// Heartbeat: extend the leases still held (fenced, DESIGN rule 10). The rows are locked
+		// Heartbeat: extend the leases still held (fenced, design rule 10). The rows are locked
 		// first, in (kind, key) order (design rule 31): LockRows sits above the Sort, whatever
 		// order the update's plan then visits them in.
 		heartbeat: s(`
@@ -76,7 +76,7 @@ WHERE k.kind = locked.kind AND k.key = locked.key
   AND k.kind = l.kind AND k.key = l.key AND k.fence = l.fence AND k.state = 'running'
 RETURNING l.ord`),
 
-		// Finish: every write is fenced (DESIGN rule 10); a zombie's outcome matches no row.
+		// Finish: every write is fenced (design rule 10); a zombie's outcome matches no row.
 		// The keys' rows are locked first, in (kind, key) order (design rule 31), as the
 		// heartbeat locks them; the lock returns each row as last committed, after waiting for
 		// any statement that held it. An outcome is reported applied when it is written now, or

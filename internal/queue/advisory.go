@@ -14,7 +14,7 @@ import (
 // MaxDeliveries captures JetStream's max-deliveries advisories for the work stream into the
 // stream <NS>_ADVISORIES, so that a job whose deliveries ran out (it crashed workers, or was
 // never claimed) is not stranded in the work stream: a worker reads each advisory, dead-letters
-// the job with reason max_deliveries, and removes it from the work stream (DESIGN rule 6).
+// the job with reason max_deliveries, and removes it from the work stream (design rule 6).
 type MaxDeliveries struct {
 	q    *Queue
 	cons jetstream.Consumer

@@ -114,7 +114,7 @@ type Config struct {
 	FetchWait time.Duration
 	// MaxBatch bounds the messages pulled (and claimed) together. Default 64.
 	MaxBatch int
-	// Retention is how long finished keys stay in the ledger (DESIGN rule 14). Default 7 days.
+	// Retention is how long finished keys stay in the ledger (design rule 14). Default 7 days.
 	Retention time.Duration
 	// ReapInterval is how often finished keys past Retention are deleted. Default 1h; a
 	// negative value turns reaping off.
