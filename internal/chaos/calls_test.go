@@ -46,6 +46,8 @@ type judgement struct {
 	// ShortestOutage is the shortest outage that explained a call by clause (b): how close the
 	// takeovers came to the lease.
 	ShortestOutage time.Duration
+	// All holds every judged call, explained or not, in the order of their arrival.
+	All []repeat
 }
 
 // judgeCalls orders each key's calls by arrival and judges every call after the first by the
@@ -89,6 +91,7 @@ func judgeCalls(calls []call, failed map[attemptRef]bool, faults []fault, lease 
 		j.Calls += len(cs)
 		for i := 1; i < len(cs); i++ {
 			rp := explain(key, cs[i-1], cs[i], failed, faults, lease)
+			j.All = append(j.All, rp)
 			j.Repeated++
 			if rp.Explained {
 				if rp.outage > 0 && (j.ShortestOutage == 0 || rp.outage < j.ShortestOutage) {
@@ -103,6 +106,7 @@ func judgeCalls(calls []call, failed map[attemptRef]bool, faults []fault, lease 
 		}
 	}
 	slices.SortStableFunc(j.Unexplained, func(a, b repeat) int { return a.Call.Start.Compare(b.Call.Start) })
+	slices.SortStableFunc(j.All, func(a, b repeat) int { return a.Call.Start.Compare(b.Call.Start) })
 	return j
 }
 

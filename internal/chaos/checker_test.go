@@ -3,12 +3,14 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -153,6 +155,11 @@ func (r *rig) check(ids []string, timeout time.Duration) report {
 		}
 		t.Logf("fault: %s %s at %.3fs%s %s", f.Kind, f.Target, f.At.Sub(r.start).Seconds(), until, f.Detail)
 	}
+	if os.Getenv("LEVEE_CHAOS_LOGS") != "" {
+		for _, c := range rp.calls.All {
+			t.Logf("repeated call: %s", c.describe(r.start))
+		}
+	}
 	if rp.RepeatedCalls > 0 {
 		t.Logf("calls: %d, repeated under one key: %d, explained: %d %v (shortest outage explaining one: %s), unexplained: %d",
 			rp.calls.Calls, rp.RepeatedCalls, rp.Explained, rp.calls.ByClause, rp.calls.ShortestOutage.Round(time.Millisecond), rp.Unexplained)
@@ -173,6 +180,9 @@ func (r *rig) check(ids []string, timeout time.Duration) report {
 				break
 			}
 			t.Logf("UNEXPLAINED: %s", u.describe(r.start))
+		}
+		for _, l := range r.warnings() {
+			t.Logf("worker warnings: %s", l)
 		}
 		for _, id := range head(rp.lost) {
 			if st, err := r.client.Status(ctx, id); err == nil {
@@ -260,12 +270,21 @@ func printTable(w io.Writer, rps []report) {
 	_ = tw.Flush()
 }
 
+// scenarioNumber is the number a scenario's name starts with ("10 poison result" → 10).
+func scenarioNumber(name string) int {
+	num, _, _ := strings.Cut(name, " ")
+	n, _ := strconv.Atoi(num)
+	return n
+}
+
 // TestMain prints every scenario's row in one table at the end.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	reportsMu.Lock()
 	if len(reports) > 0 {
-		slices.SortFunc(reports, func(a, b report) int { return strings.Compare(a.Scenario, b.Scenario) })
+		slices.SortFunc(reports, func(a, b report) int {
+			return cmp.Or(cmp.Compare(scenarioNumber(a.Scenario), scenarioNumber(b.Scenario)), strings.Compare(a.Scenario, b.Scenario))
+		})
 		mode := "bounded (make test)"
 		if full() {
 			mode = "full (LEVEE_CHAOS=full, make chaos)"

@@ -192,3 +192,17 @@ func (d *downstream) snapshot() (effects map[string]int, callsPerKey map[string]
 	}
 	return effects, callsPerKey, calls
 }
+
+// inFlight counts the calls that arrived, were not answered yet and whose client still waits,
+// among those for which match is true.
+func (d *downstream) inFlight(match func(c *call) bool) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, c := range d.log {
+		if c.End.IsZero() && c.Gone.IsZero() && match(c) {
+			n++
+		}
+	}
+	return n
+}

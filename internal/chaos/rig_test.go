@@ -3,8 +3,11 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -103,6 +106,40 @@ func (r *rig) endFault(i int, until time.Time) {
 	r.faultsMu.Lock()
 	defer r.faultsMu.Unlock()
 	r.faultLog[i].Until = until
+}
+
+// warnings sums up the workers' warnings and errors: one line per message, with its count and
+// its first job and error (each cut to 160 characters), most frequent first.
+func (r *rig) warnings() []string {
+	type seen struct {
+		n     int
+		first string
+	}
+	by := map[string]*seen{}
+	for _, w := range r.workers {
+		for _, l := range w.logLines(0) {
+			var rec struct {
+				Level, Msg, Err string
+				JobID           string `json:"job_id"`
+			}
+			if json.Unmarshal([]byte(l), &rec) != nil || (rec.Level != "WARN" && rec.Level != "ERROR") {
+				continue
+			}
+			s := by[rec.Msg]
+			if s == nil {
+				s = &seen{first: fmt.Sprintf("%s job %.40q: %.160s", w.id, rec.JobID, rec.Err)}
+				by[rec.Msg] = s
+			}
+			s.n++
+		}
+	}
+	msgs := slices.Collect(maps.Keys(by))
+	slices.SortFunc(msgs, func(a, b string) int { return cmp.Or(by[b].n-by[a].n, strings.Compare(a, b)) })
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = fmt.Sprintf("%d× %q, first: %s", by[m].n, m, by[m].first)
+	}
+	return out
 }
 
 // faults returns the faults recorded so far.
@@ -358,9 +395,9 @@ func (r *rig) grepLogs(s string) int {
 	return n
 }
 
-// publishPaced publishes specs in batches of 10 every 30ms (so that publishing spans the
-// faults), retrying as publish does; the result arrives on the returned channel.
-func (r *rig) publishPaced(ctx context.Context, specs []levee.JobSpec) <-chan error {
+// publishPaced publishes specs in batches of 10, one batch every `every` (so that publishing
+// spans the faults), retrying as publish does; the result arrives on the returned channel.
+func (r *rig) publishPaced(ctx context.Context, specs []levee.JobSpec, every time.Duration) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		for i := 0; i < len(specs); i += 10 {
@@ -368,7 +405,7 @@ func (r *rig) publishPaced(ctx context.Context, specs []levee.JobSpec) <-chan er
 				done <- err
 				return
 			}
-			time.Sleep(30 * time.Millisecond)
+			time.Sleep(every)
 		}
 		done <- nil
 	}()

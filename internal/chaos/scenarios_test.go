@@ -218,7 +218,7 @@ func TestChaosRestartNATS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), settle())
 	defer cancel()
 	specs := r.jobs("natsrestart", n)
-	published := r.publishPaced(ctx, specs)
+	published := r.publishPaced(ctx, specs, 30*time.Millisecond)
 	restarts := size(1, 3)
 	for i := range restarts {
 		r.waitPublished(ctx, int64(n*(i+1)/(restarts+1)))
@@ -326,7 +326,7 @@ func TestChaosClusterKillServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), settle())
 	defer cancel()
 	specs := r.jobs("cluster", n)
-	published := r.publishPaced(ctx, specs)
+	published := r.publishPaced(ctx, specs, 30*time.Millisecond)
 	r.waitPublished(ctx, int64(n/2))
 	leader := r.streamLeader()
 	for _, s := range r.nats.servers {
