@@ -142,6 +142,21 @@ func (r *rig) warnings() []string {
 	return out
 }
 
+// linesAbout returns the workers' log lines that mention s (each cut to 600 characters and
+// prefixed with its worker's id), and the rig's records of process starts and exits, in the
+// order of their workers.
+func (r *rig) linesAbout(s string) []string {
+	var out []string
+	for _, w := range r.workers {
+		for _, l := range w.logLines(0) {
+			if strings.Contains(l, s) || strings.HasPrefix(l, "=== chaos: ") {
+				out = append(out, fmt.Sprintf("%s: %.600s", w.id, l))
+			}
+		}
+	}
+	return out
+}
+
 // faults returns the faults recorded so far.
 func (r *rig) faults() []fault {
 	r.faultsMu.Lock()

@@ -303,6 +303,10 @@ func TestChaosPoison(t *testing.T) {
 		require.NoError(t, err)
 		if dj.ID != specs[0].ID && dj.ID != specs[1].ID {
 			collateral = append(collateral, dj.ID+" ("+dj.Reason+": "+dj.LastError+")")
+			// What the workers said about it, beside their starts and exits.
+			for _, l := range r.linesAbout(dj.ID) {
+				t.Logf("collateral %s: %s", dj.ID, l)
+			}
 		}
 	}
 	require.Empty(t, collateral, "healthy jobs dead-lettered with the poison jobs")
