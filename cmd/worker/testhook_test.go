@@ -51,8 +51,8 @@ func TestProductionWorkerIgnoresTestCrash(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
+		if err := <-done; t.Failed() {
+			t.Logf("worker exited: %v", err)
 			t.Logf("worker output:\n%s", out.String())
 		}
 	})
