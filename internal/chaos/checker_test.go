@@ -155,6 +155,11 @@ func (r *rig) check(ids []string, timeout time.Duration) report {
 		}
 		t.Logf("fault: %s %s at %.3fs%s %s", f.Kind, f.Target, f.At.Sub(r.start).Seconds(), until, f.Detail)
 	}
+	for _, w := range r.workers {
+		for _, l := range w.lastWords(8) {
+			t.Logf("%s before it exited by itself: %.600s", w.id, l)
+		}
+	}
 	if os.Getenv("LEVEE_CHAOS_LOGS") != "" {
 		for _, c := range rp.calls.All {
 			t.Logf("repeated call: %s", c.describe(r.start))

@@ -244,6 +244,19 @@ func (p *proc) logTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// lastWords returns, for every exit of the process that was not a SIGKILL, the n log lines
+// before it and the exit line itself: why a process ended by itself.
+func (p *proc) lastWords(n int) []string {
+	lines := p.logLines(0)
+	var out []string
+	for i, l := range lines {
+		if strings.HasPrefix(l, "=== chaos: ") && strings.Contains(l, " exited: ") && !strings.HasSuffix(l, "signal: killed") {
+			out = append(out, lines[max(0, i-n):i+1]...)
+		}
+	}
+	return out
+}
+
 // logSize is the log's current size, to read only what comes after a moment.
 func (p *proc) logSize() int64 {
 	st, err := os.Stat(p.logPath)
