@@ -5,6 +5,7 @@ package chaos
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -77,13 +78,7 @@ func judgeCalls(calls []call, failed map[attemptRef]bool, faults []fault, lease 
 		byKey[c.Key] = append(byKey[c.Key], c)
 	}
 	j := judgement{ByClause: map[string]int{}}
-	for _, key := range slices.Sorted(func(yield func(string) bool) {
-		for k := range byKey {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, key := range slices.Sorted(maps.Keys(byKey)) {
 		cs := byKey[key]
 		slices.SortStableFunc(cs, func(a, b call) int {
 			return cmp.Or(a.Start.Compare(b.Start), cmp.Compare(a.Fence, b.Fence))
