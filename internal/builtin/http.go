@@ -181,8 +181,7 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 	if contentType != "" && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	req.Header.Set("Idempotency-Key", job.Key)
-	req.Header.Set("User-Agent", "levee-worker")
+	setLeveeHeaders(ctx, req.Header, job)
 
 	resp, err := h.client.Do(req)
 	if errors.Is(err, errNotAllowed) {
@@ -213,6 +212,39 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 	}
 	return nil, levee.Permanent(&executor.StatusError{Code: status,
 		Err: fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, snippet(data))})
+}
+
+// Headers every call of the http kind carries, set after the payload's headers so that a
+// payload cannot override them.
+const (
+	// HeaderIdempotencyKey is the job's idempotency key, the same for every attempt and worker
+	// (design rule 12): a provider that honours it collapses a repeated call into one effect.
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderJobID is the id of the job making the call.
+	HeaderJobID = "Levee-Job-Id"
+	// HeaderAttempt is the attempt's number on the job's key, from 1 (levee.Job.Attempt).
+	HeaderAttempt = "Levee-Attempt"
+	// HeaderFence is the fence of the attempt's claim of the key (levee.Job.Fence), higher for
+	// every claim: a downstream that keeps the highest fence it has seen per key can refuse a
+	// call with a lower one, a stale worker's late write (design rules 10 and 12).
+	HeaderFence = "Levee-Fence"
+)
+
+// testRequestHook, when set, adds headers to every call. Only the fault-injection build sets
+// it (http_chaos.go, built with -tags chaos); production binaries leave it nil, so no
+// environment or payload can make them send more than setLeveeHeaders does (design rule 36).
+var testRequestHook func(ctx context.Context, h http.Header)
+
+// setLeveeHeaders sets the headers that identify the call: its key, job, attempt and fence.
+func setLeveeHeaders(ctx context.Context, h http.Header, job *levee.Job) {
+	h.Set(HeaderIdempotencyKey, job.Key)
+	h.Set(HeaderJobID, job.ID)
+	h.Set(HeaderAttempt, strconv.Itoa(job.Attempt))
+	h.Set(HeaderFence, strconv.FormatInt(job.Fence, 10))
+	h.Set("User-Agent", "levee-worker")
+	if testRequestHook != nil {
+		testRequestHook(ctx, h)
+	}
 }
 
 func notAllowed(err error) error {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -251,6 +252,47 @@ func TestHTTPIdempotencyKeyCannotBeOverridden(t *testing.T) {
 	require.Len(t, calls, 1)
 	require.Equal(t, []string{"the-key"}, calls[0].Header.Values("Idempotency-Key"))
 	require.Equal(t, "t1", calls[0].Header.Get("X-Trace"), "other payload headers are sent")
+}
+
+// Every call carries the job's id, attempt and fence beside its key (design rule 12), so that a
+// downstream can tell calls apart and refuse a stale writer; a payload cannot override them.
+func TestHTTPLeveeHeaders(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, status(200))
+	h := newHTTP(t, builtin.HTTPConfig{Allow: []string{srv.URL + "/"}})
+	j := job("order-42", payload(t, map[string]any{
+		"url": srv.URL + "/x", "headers": map[string]string{"Levee-Fence": "999", "Levee-Attempt": "1", "Levee-Job-Id": "forged"},
+	}))
+	j.ID, j.Attempt, j.Fence = "01JOB", 3, 7
+	_, err := h.Work(t.Context(), j)
+	require.NoError(t, err)
+	calls := srv.Calls()
+	require.Len(t, calls, 1)
+	hdr := calls[0].Header
+	require.Equal(t, []string{"order-42"}, hdr.Values(builtin.HeaderIdempotencyKey))
+	require.Equal(t, []string{"01JOB"}, hdr.Values(builtin.HeaderJobID))
+	require.Equal(t, []string{"3"}, hdr.Values(builtin.HeaderAttempt))
+	require.Equal(t, []string{"7"}, hdr.Values(builtin.HeaderFence))
+}
+
+// A retry and a takeover send the same key with a new attempt number and a higher fence.
+func TestHTTPFenceGrowsWithEveryClaim(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, status(200))
+	h := newHTTP(t, builtin.HTTPConfig{Allow: []string{srv.URL + "/"}})
+	for i := 1; i <= 3; i++ {
+		j := job("order-42", payload(t, map[string]any{"url": srv.URL + "/x"}))
+		j.Attempt, j.Fence = i, int64(10+i)
+		_, err := h.Work(t.Context(), j)
+		require.NoError(t, err)
+	}
+	calls := srv.Calls()
+	require.Len(t, calls, 3)
+	for i, c := range calls {
+		require.Equal(t, "order-42", c.Key)
+		require.Equal(t, strconv.Itoa(i+1), c.Header.Get(builtin.HeaderAttempt))
+		require.Equal(t, strconv.Itoa(11+i), c.Header.Get(builtin.HeaderFence))
+	}
 }
 
 func TestHTTPSameKeyOnEveryAttempt(t *testing.T) {

@@ -3,12 +3,14 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -37,9 +39,11 @@ type report struct {
 	// DeadWithEffect counts dead-lettered jobs whose charge was made (an attempt called, then
 	// its worker died): not a failure, since a replay calls with the same key, but worth seeing.
 	DeadWithEffect int
-	// RepeatedCalls counts calls beyond the first under one idempotency key: each is an effect
-	// the provider's key absorbed.
-	RepeatedCalls int
+	// RepeatedCalls counts calls beyond the first under one idempotency key: at a provider that
+	// ignored the key, each would have been a second effect. Explained counts those that design
+	// rule 0 allows (the attempt before failed, or its worker was out for the lease; see
+	// judgeCalls), Unexplained the others: each fails the scenario.
+	RepeatedCalls, Explained, Unexplained int
 	// InProgress counts keys still running or retrying in the ledger at the end.
 	InProgress int
 	// Faults counts the faults of the scenario (kills, stops, cuts, crashes).
@@ -48,10 +52,12 @@ type report struct {
 	DeadBy map[string]int // reason → jobs
 
 	lost, both, duplicated, fake []string
+	calls                        judgement
 }
 
 func (rp *report) failed() bool {
-	return rp.Lost > 0 || rp.Both > 0 || rp.EffectsDuplicated > 0 || rp.SucceededNoEffect > 0 || rp.InProgress > 0
+	return rp.Lost > 0 || rp.Both > 0 || rp.EffectsDuplicated > 0 || rp.SucceededNoEffect > 0 || rp.InProgress > 0 ||
+		rp.Unexplained > 0
 }
 
 var (
@@ -59,9 +65,10 @@ var (
 	reports   []report
 )
 
-// check waits until every job in ids is final (or timeout passes), then classifies the jobs
-// and their effects, prints the table row, records it for the summary and fails the test on
-// any lost job, duplicated effect, fake success or key left in progress.
+// check waits until every job in ids is final (or timeout passes), then classifies the jobs,
+// their effects and their calls, prints the table row, records it for the summary and fails
+// the test on any lost job, duplicated effect, fake success, key left in progress, or repeated
+// call that design rule 0 does not explain (judgeCalls).
 func (r *rig) check(ids []string, timeout time.Duration) report {
 	t := r.t
 	t.Helper()
@@ -91,8 +98,9 @@ func (r *rig) check(ids []string, timeout time.Duration) report {
 	if err != nil {
 		t.Fatalf("read outcomes: %v", err)
 	}
-	rp := report{Scenario: r.name, Jobs: len(ids), Wall: time.Since(r.start), Faults: r.faults(), DeadBy: map[string]int{}}
-	effects, callsPerKey, _ := r.down.snapshot()
+	faults := r.faults()
+	rp := report{Scenario: r.name, Jobs: len(ids), Wall: time.Since(r.start), Faults: len(faults), DeadBy: map[string]int{}}
+	effects, _, calls := r.down.snapshot()
 	for _, id := range ids {
 		s, reason := succeeded[id], ""
 		_, d := dead[id]
@@ -129,20 +137,37 @@ func (r *rig) check(ids []string, timeout time.Duration) report {
 			rp.duplicated = append(rp.duplicated, fmt.Sprintf("%s (%d charges)", id, n))
 		}
 	}
-	for _, n := range callsPerKey {
-		rp.RepeatedCalls += n - 1
+	failed, err := r.failedAttempts(ctx)
+	if err != nil {
+		t.Fatalf("read failed attempts: %v", err)
 	}
+	rp.calls = judgeCalls(calls, failed, faults, r.cfg.ackWait)
+	rp.RepeatedCalls, rp.Explained, rp.Unexplained = rp.calls.Repeated, rp.calls.Explained, len(rp.calls.Unexplained)
 	if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{r.ns, "keys"}.Sanitize()+
 		" WHERE state IN ('running', 'retrying')").Scan(&rp.InProgress); err != nil {
 		t.Fatalf("count keys in progress: %v", err)
 	}
 
-	for _, w := range r.workers {
-		for _, l := range w.logLines(0) {
-			if strings.HasPrefix(l, "=== chaos: ") && strings.Contains(l, " exited: ") {
-				t.Log(strings.TrimPrefix(l, "=== chaos: "))
-			}
+	for _, f := range faults {
+		until := ""
+		if !f.Until.IsZero() {
+			until = fmt.Sprintf(" to %.3fs (%s)", f.Until.Sub(r.start).Seconds(), f.Until.Sub(f.At).Round(time.Millisecond))
 		}
+		t.Logf("fault: %s %s at %.3fs%s %s", f.Kind, f.Target, f.At.Sub(r.start).Seconds(), until, f.Detail)
+	}
+	for _, w := range r.workers {
+		for _, l := range w.lastWords(8) {
+			t.Logf("%s before it exited by itself: %.600s", w.id, l)
+		}
+	}
+	if os.Getenv("LEVEE_CHAOS_LOGS") != "" {
+		for _, c := range rp.calls.All {
+			t.Logf("repeated call: %s", c.describe(r.start))
+		}
+	}
+	if rp.RepeatedCalls > 0 {
+		t.Logf("calls: %d, repeated under one key: %d, explained: %d %v (shortest outage explaining one: %s), unexplained: %d",
+			rp.calls.Calls, rp.RepeatedCalls, rp.Explained, rp.calls.ByClause, rp.calls.ShortestOutage.Round(time.Millisecond), rp.Unexplained)
 	}
 	reportsMu.Lock()
 	reports = append(reports, rp)
@@ -151,9 +176,19 @@ func (r *rig) check(ids []string, timeout time.Duration) report {
 	printTable(&b, []report{rp})
 	fmt.Print("checker:\n" + b.String())
 	if rp.failed() {
-		t.Errorf("checker: %d lost %v, %d both succeeded and dead %v, %d duplicated effects %v, %d succeeded without effect %v, %d keys in progress",
+		t.Errorf("checker: %d lost %v, %d both succeeded and dead %v, %d duplicated effects %v, %d succeeded without effect %v, %d keys in progress, %d repeated calls UNEXPLAINED by design rule 0",
 			rp.Lost, head(rp.lost), rp.Both, head(rp.both), rp.EffectsDuplicated, head(rp.duplicated),
-			rp.SucceededNoEffect, head(rp.fake), rp.InProgress)
+			rp.SucceededNoEffect, head(rp.fake), rp.InProgress, rp.Unexplained)
+		for i, u := range rp.calls.Unexplained {
+			if i == 10 {
+				t.Logf("UNEXPLAINED: ... and %d more", len(rp.calls.Unexplained)-i)
+				break
+			}
+			t.Logf("UNEXPLAINED: %s", u.describe(r.start))
+		}
+		for _, l := range r.warnings() {
+			t.Logf("worker warnings: %s", l)
+		}
 		for _, id := range head(rp.lost) {
 			if st, err := r.client.Status(ctx, id); err == nil {
 				t.Logf("lost job %s: ledger/stream state %s attempts %d reason %q error %q", id, st.State, st.Attempts, st.Reason, st.LastError)
@@ -179,6 +214,24 @@ func (r *rig) allFinal(ids []string, succeeded map[string]bool, dead map[string]
 		}
 	}
 	return true
+}
+
+// failedAttempts reads the ledger's attempts that failed or timed out, by job and fence.
+func (r *rig) failedAttempts(ctx context.Context) (map[attemptRef]bool, error) {
+	rows, err := r.pool.Query(ctx, "SELECT job_id, fence FROM "+pgx.Identifier{r.ns, "attempts"}.Sanitize()+
+		" WHERE outcome IN ('failed', 'timed_out')")
+	if err != nil {
+		return nil, err
+	}
+	refs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[attemptRef])
+	if err != nil {
+		return nil, err
+	}
+	failed := make(map[attemptRef]bool, len(refs))
+	for _, ref := range refs {
+		failed[ref] = true
+	}
+	return failed, nil
 }
 
 // outcomes reads which jobs succeeded (ledger: the key's owner, or a duplicate's record) and
@@ -209,17 +262,24 @@ func (r *rig) outcomes(ctx context.Context) (succeeded map[string]bool, dead map
 // printTable writes the checker's table.
 func printTable(w io.Writer, rps []report) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tjobs\tsucceeded\tdead\tlost\teffects once\teffects duplicated\tdead with effect\tcalls repeated under one key\tfaults\twall\tdead by reason\t")
+	fmt.Fprintln(tw, "scenario\tjobs\tsucceeded\tdead\tlost\teffects once\teffects duplicated\tdead with effect\tcalls repeated\texplained\tUNEXPLAINED\tfaults\twall\tdead by reason\t")
 	for _, rp := range rps {
 		reasons := make([]string, 0, len(rp.DeadBy))
 		for _, k := range slices.Sorted(maps.Keys(rp.DeadBy)) {
 			reasons = append(reasons, fmt.Sprintf("%s=%d", k, rp.DeadBy[k]))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", rp.Scenario, rp.Jobs, rp.Succeeded, rp.Dead,
-			rp.Lost, rp.EffectsOne, rp.EffectsDuplicated, rp.DeadWithEffect, rp.RepeatedCalls, rp.Faults, rp.Wall.Round(100*time.Millisecond),
-			strings.Join(reasons, " "))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", rp.Scenario, rp.Jobs, rp.Succeeded, rp.Dead,
+			rp.Lost, rp.EffectsOne, rp.EffectsDuplicated, rp.DeadWithEffect, rp.RepeatedCalls, rp.Explained, rp.Unexplained,
+			rp.Faults, rp.Wall.Round(100*time.Millisecond), strings.Join(reasons, " "))
 	}
 	_ = tw.Flush()
+}
+
+// scenarioNumber is the number a scenario's name starts with ("10 poison result" → 10).
+func scenarioNumber(name string) int {
+	num, _, _ := strings.Cut(name, " ")
+	n, _ := strconv.Atoi(num)
+	return n
 }
 
 // TestMain prints every scenario's row in one table at the end.
@@ -227,7 +287,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	reportsMu.Lock()
 	if len(reports) > 0 {
-		slices.SortFunc(reports, func(a, b report) int { return strings.Compare(a.Scenario, b.Scenario) })
+		slices.SortFunc(reports, func(a, b report) int {
+			return cmp.Or(cmp.Compare(scenarioNumber(a.Scenario), scenarioNumber(b.Scenario)), strings.Compare(a.Scenario, b.Scenario))
+		})
 		mode := "bounded (make test)"
 		if full() {
 			mode = "full (LEVEE_CHAOS=full, make chaos)"

@@ -19,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/levee-dev/levee/internal/leveetest"
 )
 
 // full reports whether LEVEE_CHAOS=full asks for the counts (make chaos) rather than
@@ -89,18 +91,27 @@ func freePort(t *testing.T) int {
 // proc is a supervised child process: started in its own process group, its output appended
 // to one log file across restarts, optionally restarted when it dies.
 type proc struct {
-	name    string
+	name string
+	// id is a worker's id (--id), as its calls name it (Levee-Test-Worker); "" for others.
+	id string
+	// pg is a worker's own proxy to Postgres.
+	pg      *leveetest.Proxy
 	path    string
 	args    []string
 	env     []string
 	logPath string
 	// restart, if positive, restarts the process this long after it exits.
 	restart time.Duration
+	// onExit, if set, is told of every exit: when it was seen, how the process ended, and
+	// whether kill9 or stop caused it (otherwise the process died of itself, e.g. by a crash
+	// hook's SIGKILL).
+	onExit func(at time.Time, err error, killed bool)
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	stopped bool
+	killing bool // kill9 sent SIGKILL to the running process
 	starts  int
 	kills   int
 }
@@ -135,12 +146,18 @@ func (p *proc) startLocked() error {
 	p.cmd, p.exited = cmd, exited
 	go func() {
 		err := cmd.Wait()
+		at := time.Now()
 		fmt.Fprintf(logf, "=== chaos: %s exited: %v\n", p.name, err)
 		_ = logf.Close()
-		close(exited)
 		p.mu.Lock()
+		killed := p.killing || p.stopped
+		p.killing = false
 		again := p.restart > 0 && !p.stopped && p.cmd == cmd
 		p.mu.Unlock()
+		if p.onExit != nil {
+			p.onExit(at, err, killed)
+		}
+		close(exited)
 		if !again {
 			return
 		}
@@ -158,6 +175,10 @@ func (p *proc) startLocked() error {
 func (p *proc) signal(sig syscall.Signal) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.signalLocked(sig)
+}
+
+func (p *proc) signalLocked(sig syscall.Signal) bool {
 	if p.cmd == nil || p.cmd.Process == nil {
 		return false
 	}
@@ -170,21 +191,22 @@ func (p *proc) signal(sig syscall.Signal) bool {
 }
 
 // kill9 kills the running process with SIGKILL and waits until it is gone; it reports whether
-// a process was running. A supervised process is then restarted after its restart delay.
-func (p *proc) kill9() bool {
+// a process was running, and when the signal was sent. A supervised process is then restarted
+// after its restart delay.
+func (p *proc) kill9() (bool, time.Time) {
 	p.mu.Lock()
 	exited := p.exited
-	p.mu.Unlock()
-	killed := p.signal(syscall.SIGKILL)
+	at := time.Now()
+	killed := p.signalLocked(syscall.SIGKILL)
 	if killed {
-		p.mu.Lock()
 		p.kills++
-		p.mu.Unlock()
+		p.killing = true
 	}
+	p.mu.Unlock()
 	if exited != nil {
 		<-exited
 	}
-	return killed
+	return killed, at
 }
 
 // startAgain starts a process that is not running (one without automatic restart).
@@ -220,6 +242,19 @@ func (p *proc) logTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// lastWords returns, for every exit of the process that was not a SIGKILL, the n log lines
+// before it and the exit line itself: why a process ended by itself.
+func (p *proc) lastWords(n int) []string {
+	lines := p.logLines(0)
+	var out []string
+	for i, l := range lines {
+		if strings.HasPrefix(l, "=== chaos: ") && strings.Contains(l, " exited: ") && !strings.HasSuffix(l, "signal: killed") {
+			out = append(out, lines[max(0, i-n):i+1]...)
+		}
+	}
+	return out
 }
 
 // logSize is the log's current size, to read only what comes after a moment.

@@ -3,13 +3,19 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,18 +53,115 @@ type rig struct {
 	ns      string
 	cfg     rigConfig
 	nats    *natsCluster
-	pg      *leveetest.Proxy
-	dbURL   string // through the proxy
+	pgAddr  string // Postgres, host:port; each worker reaches it through a proxy of its own
+	dbURL   string // Postgres, direct
 	pool    *pgxpool.Pool
 	down    *downstream
 	client  *levee.Client
 	config  string
 	workers []*proc
 	start   time.Time
-	// injected counts the faults the test injected (kill -9, SIGSTOP, server kills, cuts);
 	// republished counts jobs a publisher sent again after an error; published counts jobs
 	// stored.
-	injected, republished, published atomic.Int64
+	republished, published atomic.Int64
+
+	faultsMu sync.Mutex
+	faultLog []fault
+}
+
+// Kinds of fault the rig records.
+const (
+	faultKill     = "kill -9"      // a worker killed by the rig
+	faultDied     = "died"         // a worker that exited without the rig killing it (a crash hook)
+	faultStop     = "SIGSTOP"      // a worker stopped, until SIGCONT
+	faultPGCut    = "Postgres cut" // a worker's Postgres connections closed and refused
+	faultNATSKill = "NATS kill -9" // a NATS server killed
+)
+
+// allWorkers is the target of a fault that hits every worker at once.
+const allWorkers = "all workers"
+
+// fault is one fault of a scenario: what, on which worker (its id, or allWorkers) or NATS
+// server, and when. A stop or a cut is a window from At to Until (zero while it lasts).
+type fault struct {
+	Kind, Target string
+	At, Until    time.Time
+	Detail       string
+}
+
+func (f fault) String() string {
+	return fmt.Sprintf("%s %s at %s", f.Kind, f.Target, f.At.Format("15:04:05.000"))
+}
+
+// recordFault logs f and returns its index, to close a window with endFault.
+func (r *rig) recordFault(f fault) int {
+	r.faultsMu.Lock()
+	defer r.faultsMu.Unlock()
+	r.faultLog = append(r.faultLog, f)
+	return len(r.faultLog) - 1
+}
+
+// endFault closes the window of fault i at until.
+func (r *rig) endFault(i int, until time.Time) {
+	r.faultsMu.Lock()
+	defer r.faultsMu.Unlock()
+	r.faultLog[i].Until = until
+}
+
+// warnings sums up the workers' warnings and errors: one line per message, with its count and
+// its first job and error (each cut to 160 characters), most frequent first.
+func (r *rig) warnings() []string {
+	type seen struct {
+		n     int
+		first string
+	}
+	by := map[string]*seen{}
+	for _, w := range r.workers {
+		for _, l := range w.logLines(0) {
+			var rec struct {
+				Level, Msg, Err string
+				JobID           string `json:"job_id"`
+			}
+			if json.Unmarshal([]byte(l), &rec) != nil || (rec.Level != "WARN" && rec.Level != "ERROR") {
+				continue
+			}
+			s := by[rec.Msg]
+			if s == nil {
+				s = &seen{first: fmt.Sprintf("%s job %.40q: %.160s", w.id, rec.JobID, rec.Err)}
+				by[rec.Msg] = s
+			}
+			s.n++
+		}
+	}
+	msgs := slices.Collect(maps.Keys(by))
+	slices.SortFunc(msgs, func(a, b string) int { return cmp.Or(by[b].n-by[a].n, strings.Compare(a, b)) })
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = fmt.Sprintf("%d× %q, first: %s", by[m].n, m, by[m].first)
+	}
+	return out
+}
+
+// linesAbout returns the workers' log lines that mention s (each cut to 600 characters and
+// prefixed with its worker's id), and the rig's records of process starts and exits, in the
+// order of their workers.
+func (r *rig) linesAbout(s string) []string {
+	var out []string
+	for _, w := range r.workers {
+		for _, l := range w.logLines(0) {
+			if strings.Contains(l, s) || strings.HasPrefix(l, "=== chaos: ") {
+				out = append(out, fmt.Sprintf("%s: %.600s", w.id, l))
+			}
+		}
+	}
+	return out
+}
+
+// faults returns the faults recorded so far.
+func (r *rig) faults() []fault {
+	r.faultsMu.Lock()
+	defer r.faultsMu.Unlock()
+	return slices.Clone(r.faultLog)
 }
 
 func newRig(t *testing.T, name string, cfg rigConfig) *rig {
@@ -83,8 +186,7 @@ func newRig(t *testing.T, name string, cfg rigConfig) *rig {
 	r := &rig{t: t, name: name, dir: t.TempDir(), ns: leveetest.Namespace(t), cfg: cfg, pool: leveetest.Pool(t)}
 	binaries(t)
 	r.nats = startNATS(t, r.dir, cfg.natsServers)
-	r.pg = leveetest.NewProxy(t, pgTarget(t, directURL))
-	r.dbURL = proxiedURL(t, directURL, r.pg.Addr())
+	r.pgAddr, r.dbURL = pgTarget(t, directURL), directURL
 	r.down = newDownstream(t, cfg.minDelay, cfg.maxDelay)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -124,21 +226,87 @@ func (r *rig) connectClient() {
 }
 
 // startWorker starts one supervised worker process (restarted 300ms after it dies) with the
-// extra environment env.
+// extra environment env. It reaches Postgres through a proxy of its own, so that a scenario can
+// cut one worker's Postgres (cutPostgres) while the others, and NATS, stay up. Its exits that
+// the rig did not cause (a crash hook's kill -9 inside the worker) are recorded as faults.
 func (r *rig) startWorker(env ...string) *proc {
 	t := r.t
 	t.Helper()
 	worker, _ := binaries(t)
-	name := fmt.Sprintf("w%d", len(r.workers)+1)
-	p := startProc(t, &proc{
-		name: "worker " + name, path: worker, env: env, restart: 300 * time.Millisecond,
-		logPath: filepath.Join(r.dir, name+".log"),
+	id := fmt.Sprintf("w%d", len(r.workers)+1)
+	pg := leveetest.NewProxy(t, r.pgAddr)
+	p := &proc{
+		name: "worker " + id, id: id, pg: pg, path: worker, env: env, restart: 300 * time.Millisecond,
+		logPath: filepath.Join(r.dir, id+".log"),
 		args: []string{"--config", r.config, "--namespace", r.ns, "--nats-url", r.nats.url(),
-			"--database-url", r.dbURL, "--http-addr", "", "--id", name, "--log-level", "debug",
+			"--database-url", proxiedURL(t, r.dbURL, pg.Addr()), "--http-addr", "", "--id", id, "--log-level", "debug",
 			"--shutdown-timeout", "2s", "--stream-replicas", fmt.Sprint(min(len(r.nats.servers), 3))},
-	})
+	}
+	p.onExit = func(at time.Time, err error, killed bool) {
+		if !killed {
+			r.recordFault(fault{Kind: faultDied, Target: id, At: at, Detail: fmt.Sprint(err)})
+		}
+	}
+	startProc(t, p)
 	r.workers = append(r.workers, p)
 	return p
+}
+
+// kill kills worker w with SIGKILL (it comes back after its restart delay) and records the
+// fault; it reports whether w was running.
+func (r *rig) kill(w *proc) bool {
+	killed, at := w.kill9()
+	if killed {
+		r.recordFault(fault{Kind: faultKill, Target: w.id, At: at})
+	}
+	return killed
+}
+
+// stop freezes worker w (SIGSTOP) until the returned function sends SIGCONT; both ends of the
+// window are recorded.
+func (r *rig) stop(w *proc) (cont func()) {
+	t := r.t
+	t.Helper()
+	at := time.Now()
+	require.True(t, w.signal(syscall.SIGSTOP), "SIGSTOP %s", w.name)
+	i := r.recordFault(fault{Kind: faultStop, Target: w.id, At: at})
+	return func() {
+		require.True(t, w.signal(syscall.SIGCONT), "SIGCONT %s", w.name)
+		r.endFault(i, time.Now())
+	}
+}
+
+// cutPostgres closes the Postgres connections of the given workers (every worker when none is
+// given) and refuses new ones until the returned function restores them; the window is
+// recorded once per cut, for the worker or for allWorkers.
+func (r *rig) cutPostgres(ws ...*proc) (restore func()) {
+	target := allWorkers
+	if len(ws) == 0 {
+		ws = r.workers
+	} else {
+		ids := make([]string, len(ws))
+		for i, w := range ws {
+			ids[i] = w.id
+		}
+		target = strings.Join(ids, ",")
+	}
+	at := time.Now()
+	for _, w := range ws {
+		w.pg.Cut()
+	}
+	i := r.recordFault(fault{Kind: faultPGCut, Target: target, At: at})
+	return func() {
+		for _, w := range ws {
+			w.pg.Restore()
+		}
+		r.endFault(i, time.Now())
+	}
+}
+
+// killNATS kills NATS server s with SIGKILL and records the fault.
+func (r *rig) killNATS(s *natsServer) {
+	_, at := s.kill9()
+	r.recordFault(fault{Kind: faultNATSKill, Target: s.name, At: at})
 }
 
 // waitStarted waits until every worker has logged that it started (it serves its kinds).
@@ -242,21 +410,9 @@ func (r *rig) grepLogs(s string) int {
 	return n
 }
 
-// faults totals the faults of the scenario: those the test injected, and the worker deaths
-// it did not cause (crashes by the test hook).
-func (r *rig) faults() int {
-	n := int(r.injected.Load())
-	for _, w := range r.workers {
-		w.mu.Lock()
-		n += max(0, w.starts-1-w.kills)
-		w.mu.Unlock()
-	}
-	return n
-}
-
-// publishPaced publishes specs in batches of 10 every 30ms (so that publishing spans the
-// faults), retrying as publish does; the result arrives on the returned channel.
-func (r *rig) publishPaced(ctx context.Context, specs []levee.JobSpec) <-chan error {
+// publishPaced publishes specs in batches of 10, one batch every `every` (so that publishing
+// spans the faults), retrying as publish does; the result arrives on the returned channel.
+func (r *rig) publishPaced(ctx context.Context, specs []levee.JobSpec, every time.Duration) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		for i := 0; i < len(specs); i += 10 {
@@ -264,7 +420,7 @@ func (r *rig) publishPaced(ctx context.Context, specs []levee.JobSpec) <-chan er
 				done <- err
 				return
 			}
-			time.Sleep(30 * time.Millisecond)
+			time.Sleep(every)
 		}
 		done <- nil
 	}()

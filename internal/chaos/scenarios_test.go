@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -72,9 +71,8 @@ func TestChaosKillWorkers(t *testing.T) {
 		r.waitCharged(ctx, at)
 		// A random worker among those running (one may be coming back from the last kill).
 		for _, i := range rand.Perm(len(r.workers)) {
-			if w := r.workers[i]; w.kill9() {
+			if w := r.workers[i]; r.kill(w) {
 				t.Logf("kill -9 %s at %d charges", w.name, r.down.charged.Load())
-				r.injected.Add(1)
 				break
 			}
 		}
@@ -112,9 +110,15 @@ func TestChaosCrashAfterCall(t *testing.T) {
 			again++
 		}
 	}
+	hooked := 0
+	for _, f := range r.faults() {
+		if f.Kind == faultDied {
+			hooked++
+		}
+	}
 	t.Logf("workers killed by the hook: %d; crash keys called again after a crash: %d of %d; repeated calls in all: %d",
-		rp.Faults, again, crashes, rp.RepeatedCalls)
-	require.Positive(t, rp.Faults, "no worker crashed after a call")
+		hooked, again, crashes, rp.RepeatedCalls)
+	require.Positive(t, hooked, "no worker crashed after a call")
 	require.Positive(t, again, "no crash key was called again after its worker died")
 }
 
@@ -147,8 +151,7 @@ func TestChaosZombie(t *testing.T) {
 		require.NoError(t, ctx.Err(), "the zombie never had attempts in flight")
 		time.Sleep(10 * time.Millisecond)
 	}
-	require.True(t, zombie.signal(syscall.SIGSTOP), "SIGSTOP the zombie")
-	r.injected.Add(1)
+	cont := r.stop(zombie)
 	stoppedAt := time.Now()
 	t.Logf("SIGSTOP %s at %d charges", zombie.name, r.down.charged.Load())
 	// Its jobs are taken over (fence 2) once lease and AckWait lapse: wait for one to succeed.
@@ -162,7 +165,7 @@ func TestChaosZombie(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	offset := zombie.logSize()
-	require.True(t, zombie.signal(syscall.SIGCONT), "SIGCONT the zombie")
+	cont()
 	t.Logf("SIGCONT %s after %s", zombie.name, time.Since(stoppedAt).Round(time.Millisecond))
 
 	// Each attempt the zombie had in flight was taken over (fence > 1). Once awake, it must end
@@ -215,14 +218,13 @@ func TestChaosRestartNATS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), settle())
 	defer cancel()
 	specs := r.jobs("natsrestart", n)
-	published := r.publishPaced(ctx, specs)
+	published := r.publishPaced(ctx, specs, 30*time.Millisecond)
 	restarts := size(1, 3)
 	for i := range restarts {
 		r.waitPublished(ctx, int64(n*(i+1)/(restarts+1)))
 		s := r.nats.servers[0]
 		t.Logf("kill -9 %s at %d published, %d charges", s.name, r.published.Load(), r.down.charged.Load())
-		s.kill9()
-		r.injected.Add(1)
+		r.killNATS(s)
 		time.Sleep(time.Second)
 		s.startAgain(t)
 		waitJetStream(t, s)
@@ -252,10 +254,9 @@ func TestChaosCutPostgres(t *testing.T) {
 	for _, at := range killPoints(n, cuts, 0.1, 0.6) {
 		r.waitCharged(ctx, max(at, r.down.charged.Load()+int64(n/20))) // work resumes between cuts
 		t.Logf("cut Postgres at %d charges", r.down.charged.Load())
-		r.pg.Cut()
-		r.injected.Add(1)
+		restore := r.cutPostgres()
 		time.Sleep(5 * time.Second)
-		r.pg.Restore()
+		restore()
 		t.Logf("Postgres restored at %d charges", r.down.charged.Load())
 	}
 	r.check(ids(specs), settle())
@@ -302,6 +303,10 @@ func TestChaosPoison(t *testing.T) {
 		require.NoError(t, err)
 		if dj.ID != specs[0].ID && dj.ID != specs[1].ID {
 			collateral = append(collateral, dj.ID+" ("+dj.Reason+": "+dj.LastError+")")
+			// What the workers said about it, beside their starts and exits.
+			for _, l := range r.linesAbout(dj.ID) {
+				t.Logf("collateral %s: %s", dj.ID, l)
+			}
 		}
 	}
 	require.Empty(t, collateral, "healthy jobs dead-lettered with the poison jobs")
@@ -325,14 +330,13 @@ func TestChaosClusterKillServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), settle())
 	defer cancel()
 	specs := r.jobs("cluster", n)
-	published := r.publishPaced(ctx, specs)
+	published := r.publishPaced(ctx, specs, 30*time.Millisecond)
 	r.waitPublished(ctx, int64(n/2))
 	leader := r.streamLeader()
 	for _, s := range r.nats.servers {
 		if s.name == leader {
 			t.Logf("kill -9 %s (leader of the jobs stream) at %d charges", s.name, r.down.charged.Load())
-			s.kill9()
-			r.injected.Add(1)
+			r.killNATS(s)
 		}
 	}
 	require.NoError(t, <-published)
