@@ -183,6 +183,11 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 	}
 	setLeveeHeaders(ctx, req.Header, job)
 
+	// Judged now, at the last moment: a worker woken after being frozen past its lease stops
+	// here, before its timers have run (design rule 29).
+	if err := levee.CheckLease(ctx); err != nil {
+		return nil, err
+	}
 	resp, err := h.client.Do(req)
 	if errors.Is(err, errNotAllowed) {
 		return nil, notAllowed(fmt.Errorf("%s %s: %w", method, u.Redacted(), err))
