@@ -162,6 +162,12 @@ func (c call) over() (bool, time.Time) {
 	return false, time.Time{}
 }
 
+// deathSlack is how much earlier than a call's arrival a kill may be recorded and still have
+// struck the process that made the call: SIGKILL ends the process at once, but a request it
+// wrote just before arrives a moment later. A killed worker comes back only after its restart
+// delay (300 ms), which is longer, so no call of the next process is ever blamed on it.
+const deathSlack = 100 * time.Millisecond
+
 // outage returns the longest stretch of [from, to] during which worker was out (dead, stopped,
 // or cut off from Postgres), joining windows that overlap or touch, and names the faults that
 // made it.
@@ -176,8 +182,10 @@ func outage(worker string, from, to time.Time, faults []fault) (time.Duration, s
 		switch {
 		case (f.Kind == faultKill || f.Kind == faultDied) && f.Target == worker:
 			// A death counts when it struck the process that made the call before: at or after
-			// that call's start. It lasts until the next call (that process never comes back).
-			if f.At.Before(from) {
+			// that call's start, less deathSlack (a request the process wrote just before the
+			// signal reached it arrives, and is stamped, a moment later). It lasts until the
+			// next call (that process never comes back).
+			if f.At.Before(from.Add(-deathSlack)) {
 				continue
 			}
 			w = window{from: f.At, to: to}

@@ -105,6 +105,12 @@ func TestJudgeCallsKilledWorker(t *testing.T) {
 		fault{Kind: faultKill, Target: "w1", At: at(0.5)})
 	require.False(t, rp.Explained)
 	require.Contains(t, rp.Why, "no fault")
+
+	// A request the process wrote just before the signal reached it arrives a moment after the
+	// kill was recorded: the kill still struck that process (its successor starts 300 ms later).
+	rp = judgeOne(t, answered("k", "w1", 1, 0.505, 0.51, 200), answered("k", "w2", 2, 4, 4.1, 200), nil,
+		fault{Kind: faultKill, Target: "w1", At: at(0.5)})
+	require.True(t, rp.Explained, rp.Why)
 }
 
 func TestJudgeCallsStoppedWorker(t *testing.T) {
