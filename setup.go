@@ -69,6 +69,4 @@ func (w *Worker) CheckSetup(ctx context.Context) ([]SetupProblem, error) {
 }
 
 // consumerConfig is the consumer Run gives kind k.
-func consumerConfig(k worker.Kind) queue.ConsumerConfig {
-	return queue.ConsumerConfig{Kind: k.Name, AckWait: k.AckWait, MaxDeliver: k.MaxDeliver, MaxAckPending: k.MaxAckPending}
-}
+func consumerConfig(k worker.Kind) queue.ConsumerConfig { return worker.ConsumerConfig(k) }

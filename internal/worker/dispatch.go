@@ -94,6 +94,14 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 				}, nil, k.log.With("job_id", j.env.ID, "key", j.env.Key))
 				continue
 			}
+			if turn != nil && turn.mark != nil {
+				if err := turn.mark(ctx); err != nil {
+					k.giveBack(ctx, j, res) // not run, not marked: its deliveries running out publish it again
+					_ = j.msg.Nak(claimFailedNak)
+					release(1)
+					continue
+				}
+			}
 			k.start(j, res, sent, turn)
 			passed++
 			started++
@@ -162,5 +170,15 @@ func record(j *job, st idempotency.State, reason, owner string) idempotency.Reco
 	return idempotency.Record{
 		JobID: j.env.ID, Kind: j.env.Kind, Key: j.env.Key, State: st, Reason: reason,
 		DuplicateOf: owner, EnqueuedAt: j.env.EnqueuedAt,
+	}
+}
+
+// giveBack gives a claimed key back without counting the attempt, when the job is not run
+// after all. If the write fails, the lease lapses.
+func (k *kindRunner) giveBack(ctx context.Context, j *job, res idempotency.ClaimResult) {
+	out := idempotency.Outcome{Lease: idempotency.Lease{Kind: j.env.Kind, Key: j.env.Key, Fence: res.Fence},
+		State: idempotency.StateRetrying, Release: true, Worker: k.w.cfg.ID}
+	if r := k.w.committer.finish(ctx, out); r.err != nil {
+		k.log.Warn("give a claimed key back failed; its lease lapses", "job_id", j.env.ID, "err", r.err)
 	}
 }

@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"cmp"
 	"context"
+	"time"
 
 	"github.com/levee-dev/levee/internal/queue"
 )
@@ -13,8 +15,7 @@ import (
 func (w *Worker) checkSetup(ctx context.Context) error {
 	kinds := make([]queue.ConsumerConfig, len(w.kinds))
 	for i, k := range w.kinds {
-		kinds[i] = queue.ConsumerConfig{Kind: k.kind.Name, AckWait: k.kind.AckWait,
-			MaxDeliver: k.kind.MaxDeliver, MaxAckPending: k.kind.MaxAckPending}
+		kinds[i] = ConsumerConfig(k.kind)
 	}
 	problems, err := w.cfg.Queue.CheckSetup(ctx, kinds)
 	if err != nil {
@@ -27,3 +28,24 @@ func (w *Worker) checkSetup(ctx context.Context) error {
 	}
 	return queue.FatalSetup(problems)
 }
+
+// ConsumerConfig is the durable consumer a worker gives kind k (zero fields take their
+// defaults). Its AckWait is the lease Postgres keeps (design rule 29: ack_wait plus a heartbeat
+// interval plus the takeover margin), so that JetStream redelivers a dead worker's message
+// when another worker may take its key over, not before (a claim before would find the key
+// busy and spend a delivery).
+func ConsumerConfig(k Kind) queue.ConsumerConfig {
+	return queue.ConsumerConfig{
+		Kind:          k.Name,
+		AckWait:       newLeaseTimes(cmp.Or(k.AckWait, defaultAckWait)).stored(),
+		MaxDeliver:    cmp.Or(k.MaxDeliver, defaultMaxDeliver),
+		MaxAckPending: cmp.Or(k.MaxAckPending, defaultMaxAckPending),
+	}
+}
+
+// Defaults of a Kind's fields.
+const (
+	defaultAckWait       = 30 * time.Second
+	defaultMaxDeliver    = 100
+	defaultMaxAckPending = 1000
+)

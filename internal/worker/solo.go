@@ -127,8 +127,12 @@ func (g *soloGate) turn(ctx context.Context) (end func(), alone bool) {
 }
 
 // soloTurn is the last chance an attempt runs in: released closes when the attempt no longer
-// holds its message (it ended, or it runs past its timeout and is left to lapse).
-type soloTurn struct{ released chan struct{} }
+// holds its message (it ended, or it runs past its timeout and is left to lapse). mark, when
+// set (the job runs alone), records the last chance in the ledger once the key is claimed.
+type soloTurn struct {
+	released chan struct{}
+	mark     func(ctx context.Context) error
+}
 
 // lastDelivery reports whether d is on the last delivery the kind's consumer allows
 // (max_deliveries exceeds max_attempts, so it is at least 2: a first delivery is never the
@@ -173,22 +177,28 @@ func (k *kindRunner) runAlone(ctx context.Context, j *job) {
 	defer end()
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
 	defer cancel()
-	if !alone {
+	turn := &soloTurn{released: make(chan struct{})}
+	if alone {
+		// Marked once its claim succeeded, before it runs: a job whose claim finds its key
+		// busy (a dead worker's lease not yet lapsed) ran nothing and stays unmarked, so its
+		// deliveries running out publish it again rather than dead-lettering it.
+		turn.mark = func(ctx context.Context) error {
+			if err := k.ledger.MarkSolo(ctx, j.env.ID, j.env.Kind, j.seq); err != nil {
+				log.Warn("last chance: ledger unavailable; handing the job back", "err", err)
+				return err
+			}
+			log.Info("last chance: running the job alone in the worker")
+			return nil
+		}
+	} else {
 		// A handler past its timeout still runs here and may crash the process: this run
 		// proves nothing, so it is not marked (if the process dies, the job is published
 		// again rather than dead-lettered).
 		log.Warn("last chance: handlers past their timeout still run in this worker; running the job without marking it alone")
-	} else if err := k.ledger.MarkSolo(lctx, j.env.ID, j.env.Kind, j.seq); err != nil {
-		log.Warn("last chance: ledger unavailable; handing the job back", "err", err)
-		handBack(claimFailedNak)
-		return
-	} else {
-		log.Info("last chance: running the job alone in the worker")
 	}
 	k.metrics.LastChance(k.kind.Name)
-	turn := &soloTurn{released: make(chan struct{})}
 	if started, _ := k.claimAndDispatch(lctx, []*job{j}, false, turn); started == 0 {
-		return // settled without an attempt (a duplicate, a busy key, a failed claim)
+		return // settled without an attempt (a duplicate, a busy key, a failed claim or mark)
 	}
 	<-turn.released
 }

@@ -45,7 +45,8 @@ type Kind struct {
 	// TxHandler, if set instead of Handler, runs in a ledger transaction.
 	TxHandler TxHandler
 	Policy    executor.Policy
-	// AckWait is the consumer's AckWait and the ledger lease; heartbeats run every AckWait/3.
+	// AckWait is the lease (design rule 29); heartbeats run every AckWait/3. The consumer's
+	// AckWait is the lease Postgres keeps (see ConsumerConfig).
 	// Default 30s.
 	AckWait time.Duration
 	// MaxDeliver is the consumer's safety net for messages that crash workers. Default 100.
@@ -185,12 +186,12 @@ func New(cfg Config) (*Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kind %q: %w", k.Name, err)
 		}
-		k.AckWait = cmp.Or(k.AckWait, 30*time.Second)
+		k.AckWait = cmp.Or(k.AckWait, defaultAckWait)
 		if k.AckWait < 300*time.Millisecond {
 			return nil, fmt.Errorf("kind %q: ack_wait must be at least 300ms, got %s", k.Name, k.AckWait)
 		}
-		k.MaxDeliver = cmp.Or(k.MaxDeliver, 100)
-		k.MaxAckPending = cmp.Or(k.MaxAckPending, 1000)
+		k.MaxDeliver = cmp.Or(k.MaxDeliver, defaultMaxDeliver)
+		k.MaxAckPending = cmp.Or(k.MaxAckPending, defaultMaxAckPending)
 		if k.MaxDeliver <= pl.Policy().MaxAttempts {
 			return nil, fmt.Errorf("kind %q: max_deliveries (%d) must exceed max_attempts (%d): attempts are counted in Postgres, deliveries are only the safety net", k.Name, k.MaxDeliver, pl.Policy().MaxAttempts)
 		}
@@ -211,12 +212,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return startErr(ctx, err)
 	}
 	for _, k := range w.kinds {
-		p, err := w.cfg.Queue.EnsureConsumer(ctx, queue.ConsumerConfig{
-			Kind:          k.kind.Name,
-			AckWait:       k.kind.AckWait,
-			MaxDeliver:    k.kind.MaxDeliver,
-			MaxAckPending: k.kind.MaxAckPending,
-		})
+		p, err := w.cfg.Queue.EnsureConsumer(ctx, ConsumerConfig(k.kind))
 		if err != nil {
 			return startErr(ctx, err)
 		}
