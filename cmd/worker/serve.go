@@ -17,6 +17,7 @@ import (
 	"github.com/levee-dev/levee/internal/builtin"
 	"github.com/levee-dev/levee/internal/cli"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/worker"
 )
 
 func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
@@ -214,7 +215,8 @@ func printPolicies(w io.Writer, path string, f *config.File) {
 		default:
 			row("fallback", "%s, when attempts are exhausted", k.Fallback)
 		}
-		row("ack_wait", "%s (lease; heartbeat every %s)", k.AckWait, k.AckWait/3)
+		row("ack_wait", "%s (lease; heartbeat every %s; JetStream AckWait %s)", k.AckWait, (k.AckWait / 3).Round(time.Millisecond),
+			worker.ConsumerConfig(worker.Kind{AckWait: k.AckWait}).AckWait)
 		row("max_deliveries", "%d", k.MaxDeliveries)
 		if k.Handler == config.HandlerHTTP {
 			allow := strings.Join(k.HTTPAllow, " ")

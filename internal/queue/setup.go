@@ -318,7 +318,7 @@ func (q *Queue) checkConsumer(have, want jetstream.ConsumerConfig) []SetupProble
 			setting, from, to, what)
 	}
 	if have.AckWait != want.AckWait {
-		update("ack wait", "the kind's ack_wait, also its lease", have.AckWait, want.AckWait)
+		update("ack wait", "the lease Postgres keeps for the kind: ack_wait, plus ack_wait/3, plus a margin", have.AckWait, want.AckWait)
 	}
 	if have.MaxDeliver != want.MaxDeliver {
 		update("max deliver", "the kind's max_deliveries", have.MaxDeliver, want.MaxDeliver)

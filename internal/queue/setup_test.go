@@ -178,7 +178,7 @@ func TestEnsureConsumerForeignConsumers(t *testing.T) {
 				require.False(t, p.Fatal, "%s is updated, not refused", setting)
 			}
 			require.Contains(t, problem(t, ps, names.JobsStream(), names.Consumer("tuned"), "ack wait").Message,
-				"this worker sets 20s (the kind's ack_wait")
+				"this worker sets 20s (the lease Postgres keeps")
 
 			_, err = q.EnsureConsumer(ctx, wide)
 			require.ErrorIs(t, err, queue.ErrSetup)

@@ -18,7 +18,11 @@ type leaseTimes struct {
 }
 
 func newLeaseTimes(ackWait time.Duration) leaseTimes {
-	return leaseTimes{lease: ackWait, every: ackWait / 3, margin: min(max(ackWait/10, 250*time.Millisecond), 5*time.Second)}
+	return leaseTimes{
+		lease:  ackWait,
+		every:  (ackWait / 3).Round(time.Millisecond),
+		margin: min(max(ackWait/10, 250*time.Millisecond), 5*time.Second).Round(time.Millisecond),
+	}
 }
 
 // held is how long after sending a claim or an extension that Postgres confirmed the worker

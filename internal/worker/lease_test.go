@@ -18,7 +18,7 @@ func TestLeaseTimes(t *testing.T) {
 	for _, tc := range []struct {
 		ackWait, every, margin time.Duration
 	}{
-		{2 * time.Second, 666666666, 250 * time.Millisecond},
+		{2 * time.Second, 667 * time.Millisecond, 250 * time.Millisecond},
 		{30 * time.Second, 10 * time.Second, 3 * time.Second},
 		{2 * time.Minute, 40 * time.Second, 5 * time.Second},
 	} {
