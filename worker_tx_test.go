@@ -107,3 +107,60 @@ func TestTxHandlerUnderAStricterDefaultIsolation(t *testing.T) {
 		})
 	}
 }
+
+// A TxHandler whose transaction cannot commit for a reason of its own fails its attempt: the
+// attempt is counted and retried with backoff, and the job dies after max_attempts (found by
+// review: it used to be given back uncounted and rerun at once, forever). Two ways in:
+//   - deferred: a write that violates a DEFERRABLE INITIALLY DEFERRED constraint (checked at
+//     COMMIT);
+//   - aborted: a statement fails and the handler returns success anyway (FinishTx then fails
+//     with 25P02, "current transaction is aborted").
+func TestTxHandlerWhoseTransactionCannotCommitFailsItsAttempts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		work func(ctx context.Context, tx pgx.Tx, table string) (any, error)
+	}{
+		{"deferred", func(ctx context.Context, tx pgx.Tx, table string) (any, error) {
+			_, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES (1)") // violates one_per_slot at COMMIT
+			return nil, err
+		}},
+		{"aborted", func(ctx context.Context, tx pgx.Tx, table string) (any, error) {
+			_, _ = tx.Exec(ctx, "INSERT INTO "+table+" VALUES ('not a number')") // error ignored
+			return "done", nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := leveetest.Servers(t)[0]
+			b := setup(t, srv)
+			ctx := context.Background()
+			pool := leveetest.Pool(t)
+			table := pgx.Identifier{b.ns, "bookings"}.Sanitize()
+			_, err := pool.Exec(ctx, "CREATE TABLE "+table+" (slot int, CONSTRAINT one_per_slot UNIQUE (slot) DEFERRABLE INITIALLY DEFERRED)")
+			require.NoError(t, err)
+			_, err = pool.Exec(ctx, "INSERT INTO "+table+" VALUES (1)")
+			require.NoError(t, err)
+
+			var calls atomic.Int32
+			w, err := levee.NewWorker(b.workerConfig(t))
+			require.NoError(t, err)
+			require.NoError(t, w.HandleTx("book", levee.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, job *levee.Job) (any, error) {
+				calls.Add(1)
+				return tc.work(ctx, tx, table)
+			}), levee.Policy{AckWait: time.Second, MaxAttempts: 3, MaxDeliveries: 20,
+				Backoff: levee.Backoff{Base: 500 * time.Millisecond, Max: 500 * time.Millisecond}}))
+			run(t, w)
+
+			res, err := b.client.Publish(ctx, "book", map[string]int{"slot": 1})
+			require.NoError(t, err)
+			st := b.waitFinal(t, res.ID, 30*time.Second)
+			time.Sleep(2 * time.Second) // a hot loop would show by now
+			require.Equal(t, int32(3), calls.Load(), "a transaction that cannot commit is a failed attempt: max_attempts calls")
+			require.Equal(t, levee.StateDead, st.State)
+			require.Equal(t, "max_attempts", st.Reason)
+			require.Equal(t, 3, st.Attempts)
+			require.Contains(t, st.LastError, "the handler's transaction did not commit")
+		})
+	}
+}

@@ -19,6 +19,7 @@ type attempt struct {
 	j      *job
 	fence  int64 // the claim's fence (design rule 10)
 	number int   // attempts on the key, this one included
+	max    int   // the job's attempt budget
 	cancel context.CancelCauseFunc
 	lease  attemptLease // kept by the kind's leaseKeeper
 	// ran is how the attempt's handler call ended (idempotency.AttemptFailed, ...), for its
@@ -91,6 +92,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 	if j.env.MaxAttempts > 0 {
 		maxAttempts = j.env.MaxAttempts
 	}
+	a.max = maxAttempts
 	log := k.log.With("job_id", j.env.ID, "key", j.env.Key, "attempt", a.number)
 
 	if a.number > maxAttempts {

@@ -2,12 +2,14 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
 )
 
@@ -53,13 +55,11 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 		ok     bool
 	)
 	if tx != nil {
-		stored, ok = k.commitTx(ctx, a, tx, e.out, log)
+		e, ok = k.commitTx(ctx, a, tx, e, log)
 		if !ok {
 			return
 		}
-		if stored.Release {
-			e = ending{out: stored, then: thenNakNow}
-		}
+		stored = e.out
 	} else {
 		var res commitRes
 		res, ok = k.commitOutcome(ctx, a, e.out, log)
@@ -148,32 +148,55 @@ func (k *kindRunner) commitOutcome(ctx context.Context, a *attempt, out idempote
 }
 
 // commitTx writes a TxHandler's success in the handler's transaction and commits both (design
-// rule 13). If that fails the handler's writes did not commit (or their fate is unknown): the
-// key is given back without counting the attempt, through the group commit with retries, and
-// the job runs again (its attempt failed: design rule 0 (a)). If the transaction did commit
-// after all, that release finds the key succeeded and applies nothing, and the redelivery
-// acks it as done. It reports what was stored and whether anything may follow.
-func (k *kindRunner) commitTx(ctx context.Context, a *attempt, tx pgx.Tx, out idempotency.Outcome, log *slog.Logger) (idempotency.Outcome, bool) {
+// rule 13). If that fails, the handler's writes did not commit (or their fate is unknown), and
+// the job must run again: the attempt's ending is returned instead, committed through the group
+// commit with retries. A transaction lost before its COMMIT was sent (a connection lost while
+// writing the outcome) was not the attempt's doing: the key is given back uncounted, to run
+// again after a backoff. Any other failure (the COMMIT refused or unanswered, a deferred
+// constraint, a statement the handler let fail) is the attempt's own: it counts, is retried
+// with backoff, and the job dies after max_attempts (design rule 0 (a)). If the transaction
+// did commit after all, that ending finds the key succeeded and applies nothing, and the
+// redelivery acks the job as done. It reports what was stored and whether anything may follow.
+func (k *kindRunner) commitTx(ctx context.Context, a *attempt, tx pgx.Tx, e ending, log *slog.Logger) (ending, bool) {
 	wctx, cancel := detached(ctx)
 	defer cancel()
 	start := time.Now()
-	applied, err := k.ledger.FinishTx(wctx, tx, []idempotency.Outcome{out})
+	applied, err := k.ledger.FinishTx(wctx, tx, []idempotency.Outcome{e.out})
 	k.metrics.Ledger("finish", start)
 	if err == nil && !applied[0] {
 		_ = tx.Rollback(wctx)
 		log.Warn("lease lost before commit; the handler's writes are rolled back, not acking (another worker finishes the job)")
-		return out, false
+		return e, false
 	}
+	beforeCommit := err != nil
 	if err == nil {
 		err = tx.Commit(wctx)
 	}
 	if err == nil {
-		return out, true
+		return e, true
 	}
 	_ = tx.Rollback(wctx)
-	log.Warn("the handler's transaction did not commit; giving the key back to run the job again", "err", err)
-	rel := idempotency.Outcome{Lease: out.Lease, State: idempotency.StateRetrying, Release: true,
-		Error: "the handler's transaction did not commit: " + err.Error(), Attempt: idempotency.AttemptReleased, Worker: out.Worker}
-	res, ok := k.commitOutcome(ctx, a, rel, log)
-	return res.stored, ok
+	failed := k.txFailed(a, err, beforeCommit && idempotency.Transient(err), rand.Float64())
+	log.Warn("the handler's transaction did not commit; the job runs again", "err", err,
+		"attempt_counted", !failed.out.Release, "retry_in", failed.out.RetryIn.Round(time.Millisecond))
+	res, ok := k.commitOutcome(ctx, a, failed.out, log)
+	failed.out = res.stored
+	return failed, ok
+}
+
+// txFailed is the ending of an attempt whose handler succeeded but whose transaction did not
+// commit (see commitTx): given back uncounted when lost is set, else a counted failure.
+func (k *kindRunner) txFailed(a *attempt, err error, lost bool, jitter float64) ending {
+	err = fmt.Errorf("the handler's transaction did not commit: %w", err)
+	v := executor.Verdict{Class: executor.Retry, Err: err}
+	out := idempotency.Outcome{Lease: a.ledgerLease(), State: idempotency.StateRetrying, Error: err.Error(),
+		Attempt: idempotency.AttemptFailed, Worker: k.w.cfg.ID, RetryIn: k.pipeline.Policy().Backoff.RetryDelay(a.number, v, jitter)}
+	if lost {
+		out.Release, out.Attempt = true, idempotency.AttemptReleased
+		return ending{out: out, then: thenNak}
+	}
+	if a.number >= a.max {
+		return k.giveUp(a, a.number, err.Error())
+	}
+	return ending{out: out, then: thenNak}
 }
