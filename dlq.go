@@ -98,6 +98,11 @@ func (c *Client) DeadJob(ctx context.Context, id string) (*DeadJob, error) {
 	return &dj, nil
 }
 
+// ErrPayloadTruncated is returned by Replay for a dead job whose DLQ copy holds only the start
+// of its payload (it was cut to fit the server's max_payload): replay it with a payload of its
+// own (ReplayOptions.Payload).
+var ErrPayloadTruncated = errors.New("the dead-letter copy holds only the start of the job's payload (cut to fit the server's max_payload): replay it with a payload of its own (--payload)")
+
 // ReplayOptions are the choices of one replay.
 type ReplayOptions struct {
 	// Payload, when set, replaces the job's payload. If it differs from the original,
@@ -122,6 +127,9 @@ type ReplayResult struct {
 func (c *Client) Replay(ctx context.Context, dj DeadJob, opts ReplayOptions) (ReplayResult, error) {
 	if c.ledger == nil {
 		return ReplayResult{}, ErrDatabaseRequired
+	}
+	if n := dj.Headers[queue.HeaderPayloadTruncated]; n != "" && opts.Payload == nil {
+		return ReplayResult{}, fmt.Errorf("replay %s (payload of %s bytes): %w", dj.ID, n, ErrPayloadTruncated)
 	}
 	payload := []byte(dj.Payload)
 	if dj.Reason == "malformed" {

@@ -118,10 +118,77 @@ func (q *Queue) DeadLetter(ctx context.Context, env Envelope, raw []byte, hdr na
 	if original != "" {
 		m.Header.Set(HeaderOriginalSubject, headerSafe(original, maxOriginalSubject))
 	}
+	fitCopy(m, q.dlqLimit(ctx))
 	if _, err := q.js.PublishMsg(ctx, m, jetstream.WithExpectStream(q.names.DLQStream())); err != nil {
 		return fmt.Errorf("dead-letter job %s: %w", id, translate(err))
 	}
 	return nil
+}
+
+// HeaderPayloadTruncated marks a dead-letter copy whose body was cut to fit the server's
+// max_payload (or the DLQ's max message size): its value is the original body's size in bytes.
+// Such a copy cannot be replayed as it is (replay it with a payload of its own).
+const HeaderPayloadTruncated = "Levee-Payload-Truncated"
+
+// copyHeaderSlack is room kept below the limit for what the server adds to a stored message.
+const copyHeaderSlack = 256
+
+// fitCopy shrinks a dead-letter copy until it fits limit bytes (headers and body, as NATS counts
+// max_payload): a job near the payload bound gains about 1 KiB of Levee-* headers on its copy,
+// and a copy the DLQ refuses would leave the job neither done nor dead, forever (design rule
+// 32). It drops the original's own headers first, then cuts the last error to a line, then
+// cuts the body, marking it with HeaderPayloadTruncated. limit <= 0 means no limit.
+func fitCopy(m *nats.Msg, limit int) {
+	if limit <= 0 || msgSize(m) <= limit-copyHeaderSlack {
+		return
+	}
+	for k := range m.Header {
+		if !strings.HasPrefix(k, "Levee-") && k != HeaderMsgID {
+			delete(m.Header, k)
+		}
+	}
+	if e := m.Header.Get(HeaderLastError); len(e) > 200 {
+		m.Header.Set(HeaderLastError, headerSafe(e, 200))
+	}
+	if over := msgSize(m) - (limit - copyHeaderSlack); over > 0 {
+		m.Header.Set(HeaderPayloadTruncated, strconv.Itoa(len(m.Data)))
+		over += len(HeaderPayloadTruncated) + 16
+		m.Data = m.Data[:max(len(m.Data)-over, 0)]
+	}
+}
+
+// msgSize is the size NATS counts against max_payload: the encoded headers and the body.
+func msgSize(m *nats.Msg) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range m.Header {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n + len(m.Data)
+}
+
+// dlqLimit is the largest dead-letter copy the server and the DLQ stream accept: the
+// connection's max_payload, or the stream's max message size when it is smaller.
+func (q *Queue) dlqLimit(ctx context.Context) int {
+	limit := int(q.nc.MaxPayload())
+	if n := q.dlqMaxMsgSize.Load(); n != 0 {
+		if n > 0 && int(n) < limit {
+			limit = int(n)
+		}
+		return limit
+	}
+	stream, err := q.js.Stream(ctx, q.names.DLQStream())
+	if err != nil {
+		return limit
+	}
+	n := int64(stream.CachedInfo().Config.MaxMsgSize)
+	if n <= 0 {
+		q.dlqMaxMsgSize.Store(-1) // no stream limit: remember, and never ask again
+		return limit
+	}
+	q.dlqMaxMsgSize.Store(n)
+	return min(limit, int(n))
 }
 
 // isJetStreamHeader reports whether a header is one of JetStream's own (Nats-Msg-Id,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,6 +56,8 @@ type Queue struct {
 	maxPayload int
 	stream     StreamConfig
 	termReason bool
+	// dlqMaxMsgSize caches the DLQ stream's max message size (-1: none; 0: not read yet).
+	dlqMaxMsgSize atomic.Int64
 }
 
 // New returns a Queue over cfg.Conn. It does not create anything; call EnsureStreams.

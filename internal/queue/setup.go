@@ -222,6 +222,14 @@ func (q *Queue) checkStream(cfg jetstream.StreamConfig, role streamRole) []Setup
 		add(false, "discard", "discards old messages when full; it has no limits now, but with one it would evict %s: nats stream edit %s --discard new",
 			purpose, name)
 	}
+	if role == roleDLQ && limited && cfg.Discard == jetstream.DiscardNew {
+		add(false, "limits", "has limits (max msgs %d, max bytes %d, max msgs per subject %d): once full it refuses dead jobs, which then wait in the work stream, redelivered, until an operator makes room (enqueue dlq purge); Levee keeps every dead job when it has none: nats stream edit %s --max-msgs -1 --max-bytes -1 --max-msgs-per-subject -1",
+			cfg.MaxMsgs, cfg.MaxBytes, cfg.MaxMsgsPerSubject, name)
+	}
+	if role == roleDLQ && cfg.MaxMsgSize > 0 {
+		add(false, "max message size", "has a max message size of %d bytes: the copy of a larger dead job keeps only the start of its payload (marked %s) and cannot be replayed as it is: nats stream edit %s --max-msg-size -1",
+			cfg.MaxMsgSize, HeaderPayloadTruncated, name)
+	}
 	if cfg.MaxAge > 0 {
 		if role == roleJobs {
 			add(true, "max age", "has max age %s; Levee needs none, since queued jobs older than that would be deleted without running: nats stream edit %s --max-age 0",
