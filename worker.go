@@ -191,7 +191,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		defer pool.Close()
 	}
-	if !cfg.SkipMigrate {
+	if cfg.SkipMigrate {
+		if err := idempotency.CheckEncoding(ctx, pool); err != nil {
+			return err
+		}
+	} else {
 		applied, err := idempotency.Migrate(ctx, pool, cfg.Namespace, nil)
 		if err != nil {
 			return err

@@ -2,6 +2,7 @@ package idempotency
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -22,6 +23,9 @@ const migrationsTable = "levee_migrations"
 // holds a Postgres advisory lock derived from the schema name while it works, so several workers
 // starting at once apply each migration exactly once. It returns the versions it applied.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string, logger *slog.Logger) ([]int64, error) {
+	if err := CheckEncoding(ctx, pool); err != nil {
+		return nil, err
+	}
 	lockID := advisoryLockID("levee.migrate." + schema)
 
 	// CREATE SCHEMA IF NOT EXISTS races with itself; serialise it under the same lock id.
@@ -66,6 +70,26 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string, logger *slo
 		applied = append(applied, r.Source.Version)
 	}
 	return applied, nil
+}
+
+// ErrEncoding is returned (wrapped) for a database whose encoding is not UTF8.
+var ErrEncoding = errors.New("the ledger needs a UTF8 database")
+
+// CheckEncoding returns an error wrapping ErrEncoding unless the database's server encoding is
+// UTF8. Texts are made storable as UTF-8 (design rule 28); on a SQL_ASCII or LATIN1 database
+// jsonb refuses escapes that a UTF8 one stores (SQLSTATE 0A000, 22P05), so one job's result
+// could fail its neighbours' commits or its own success. Migrate calls it, and a worker that
+// skips migrations calls it at start.
+func CheckEncoding(ctx context.Context, pool *pgxpool.Pool) error {
+	var enc, db string
+	if err := pool.QueryRow(ctx, "SELECT current_setting('server_encoding'), current_database()").Scan(&enc, &db); err != nil {
+		return fmt.Errorf("read the database's encoding: %w", err)
+	}
+	if enc != "UTF8" {
+		return fmt.Errorf("%w: database %q has encoding %s; create one with ENCODING 'UTF8' (CREATE DATABASE … ENCODING 'UTF8' TEMPLATE template0) and point --database-url at it",
+			ErrEncoding, db, enc)
+	}
+	return nil
 }
 
 // DropSchema removes a namespace's schema and everything in it. Tests use it to clean up.

@@ -18,11 +18,12 @@ import (
 // up to maxBatch. Each caller waits for its own answer and only then acks: commit before ack
 // holds per job.
 //
-// A row that Postgres refuses never fails its neighbours (design rule 28): a batch refused
-// for its data is split until the row is alone, and that row is replaced by a substitute
-// that can be stored (the job dead with reason unstorable_result). Other failures (a lost
-// connection, a timeout) are answered to every caller of the batch, who retry (design rule
-// 30). After close, callers commit on their own (design rule 33).
+// A row that Postgres refuses never fails its neighbours (design rule 28): a batch refused for
+// anything but a transient failure (its data, above all) is split until the refused row is
+// alone, and that row is replaced by a substitute that can be stored (the job dead with reason
+// unstorable_result). Transient failures (a lost connection, a timeout, a deadlock the ledger
+// could not retry away) are answered to every caller of the batch, who retry (design rule 30).
+// After close, callers commit on their own (design rule 33).
 type committer struct {
 	ledger interface {
 		Finish(ctx context.Context, outs []idempotency.Outcome) ([]bool, error)
@@ -110,8 +111,8 @@ func (c *committer) flush(batch []commitReq) {
 	}
 }
 
-// write commits outs and answers each. A batch refused because of its data is split in
-// halves, recursively; a lone refused outcome is replaced by its substitute.
+// write commits outs and answers each. A batch refused for anything but a transient failure is
+// split in halves, recursively; a lone refused outcome is replaced by its substitute.
 func (c *committer) write(ctx context.Context, outs []idempotency.Outcome) []commitRes {
 	res := make([]commitRes, len(outs))
 	start := time.Now()
@@ -123,7 +124,7 @@ func (c *committer) write(ctx context.Context, outs []idempotency.Outcome) []com
 			res[i] = commitRes{applied: applied[i], stored: outs[i]}
 		}
 		return res
-	case !idempotency.Unstorable(err):
+	case idempotency.Transient(err):
 		for i := range res {
 			res[i] = commitRes{err: err}
 		}

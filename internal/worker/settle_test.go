@@ -286,3 +286,33 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// A row refused for any reason but a transient one is isolated too, not only for its data
+// (found by review: 0A000 on a SQL_ASCII database failed whole batches).
+func TestCommitterIsolatesARowRefusedForAnyPermanentReason(t *testing.T) {
+	t.Parallel()
+	fl := &fakeLedger{finishFunc: func(outs []idempotency.Outcome) ([]bool, error) {
+		applied := make([]bool, len(outs))
+		for i, o := range outs {
+			if o.Key == "3" {
+				return nil, pgErr("0A000")
+			}
+			applied[i] = true
+		}
+		return applied, nil
+	}}
+	c := newCommitter(fl, nil, 64)
+	outs := make([]idempotency.Outcome, 8)
+	for i := range outs {
+		outs[i] = idempotency.Outcome{Lease: idempotency.Lease{Kind: "k", Key: fmt.Sprint(i), Fence: 1}, State: idempotency.StateSucceeded}
+	}
+	for i, r := range c.write(context.Background(), outs) {
+		if i == 3 {
+			require.True(t, r.substituted)
+			continue
+		}
+		require.NoError(t, r.err)
+		require.True(t, r.applied)
+		require.False(t, r.substituted)
+	}
+}
