@@ -2,9 +2,12 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
@@ -124,7 +127,7 @@ func (c *committer) write(ctx context.Context, outs []idempotency.Outcome) []com
 			res[i] = commitRes{applied: applied[i], stored: outs[i]}
 		}
 		return res
-	case idempotency.Transient(err):
+	case !refused(err):
 		for i := range res {
 			res[i] = commitRes{err: err}
 		}
@@ -141,6 +144,15 @@ func (c *committer) write(ctx context.Context, outs []idempotency.Outcome) []com
 		return []commitRes{{err: fmt.Errorf("store the substitute of an unstorable outcome: %w (the outcome: %w)", serr, err)}}
 	}
 	return []commitRes{{applied: applied[0], stored: sub, substituted: true}}
+}
+
+// refused reports whether Postgres answered a statement with an error that trying it again
+// cannot cure: it refused the statement (for its data, above all). Anything else (a transient
+// error, or a failure that is not Postgres's answer: a connection lost, a timeout) is worth
+// retrying.
+func refused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && !idempotency.Transient(err)
 }
 
 // substitute is what is stored instead of an outcome that Postgres refused even after the

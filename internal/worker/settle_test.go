@@ -294,7 +294,7 @@ func TestCommitterIsolatesARowRefusedForAnyPermanentReason(t *testing.T) {
 	fl := &fakeLedger{finishFunc: func(outs []idempotency.Outcome) ([]bool, error) {
 		applied := make([]bool, len(outs))
 		for i, o := range outs {
-			if o.Key == "3" {
+			if o.Key == "3" && o.State == idempotency.StateSucceeded {
 				return nil, pgErr("0A000")
 			}
 			applied[i] = true
