@@ -160,6 +160,14 @@ func adapt(work func(context.Context, *Job) (any, error)) worker.Handler {
 // it stops pulling, lets in-flight jobs finish within ShutdownTimeout (still heartbeating),
 // releases and naks what is left, and returns nil. It returns an error if it cannot start.
 func (w *Worker) Run(ctx context.Context) error {
+	err := w.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		return nil // stopped while starting: a stop, not a failure to start
+	}
+	return err
+}
+
+func (w *Worker) run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.ran {
 		w.mu.Unlock()

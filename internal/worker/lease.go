@@ -186,6 +186,42 @@ func (lk *leaseKeeper) extend(a *attempt, until time.Time) {
 	l.mu.Unlock()
 }
 
+// holds reports whether a's lease is known to hold at now: not lost, left or dropped, and
+// within its deadline.
+func (lk *leaseKeeper) holds(a *attempt, now time.Time) bool {
+	a.lease.mu.Lock()
+	defer a.lease.mu.Unlock()
+	return a.lease.state == leaseHeld && now.Before(a.lease.until)
+}
+
+// settlingUntil returns the latest deadline among the attempts whose handler returned and
+// whose lease still holds: how long their commits may still land (ok false when there are
+// none).
+func (lk *leaseKeeper) settlingUntil(now time.Time) (until time.Time, ok bool) {
+	lk.mu.Lock()
+	as := make([]*attempt, 0, len(lk.held))
+	for a := range lk.held {
+		as = append(as, a)
+	}
+	lk.mu.Unlock()
+	for _, a := range as {
+		l := &a.lease
+		l.mu.Lock()
+		if l.settling && l.state == leaseHeld && now.Before(l.until) && l.until.After(until) {
+			until, ok = l.until, true
+		}
+		l.mu.Unlock()
+	}
+	return until, ok
+}
+
+// count is the number of attempts whose leases are registered: running, or settling.
+func (lk *leaseKeeper) count() int {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	return len(lk.held)
+}
+
 // keeping returns the attempts whose leases are to be kept now: held, and either within
 // their deadline or settling.
 func (lk *leaseKeeper) keeping(now time.Time) []*attempt {

@@ -105,8 +105,11 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 // finishes the job) or the commit was given up. A commit that fails (Postgres unreachable, a
 // timeout) is retried with backoff while the attempt stays registered, its lease extended
 // and its message kept in progress, until it applies, the fence is found lost, the worker
-// shuts down hard, or commitPatience passes (design rule 30). It is always tried at least
-// once, even during a hard shutdown (a released key must be given back).
+// shuts down hard and the attempt's lease no longer holds, or commitPatience passes (design
+// rule 30). A handler that returned before the hard shutdown keeps its chance: its commit is
+// retried for as long as its lease holds (a blip shorter than the lease during a shutdown
+// must not run the job again). It is always tried at least once (a released key must be given
+// back).
 func (k *kindRunner) commitOutcome(ctx context.Context, a *attempt, out idempotency.Outcome, log *slog.Logger) (commitRes, bool) {
 	giveUpAt := time.Now().Add(k.commitPatience())
 	wait := 50 * time.Millisecond
@@ -128,7 +131,7 @@ func (k *kindRunner) commitOutcome(ctx context.Context, a *attempt, out idempote
 		if stop == nil {
 			stop = context.Background()
 		}
-		if stop.Err() != nil || time.Now().After(giveUpAt) {
+		if stop.Err() != nil && !k.leases.holds(a, k.leases.clock.Now()) || time.Now().After(giveUpAt) {
 			k.leases.drop(a)
 			log.Error("commit outcome failed; giving up (the message is no longer kept in progress, and the job runs again once its lease lapses)",
 				"err", res.err, "state", out.State, "tries", try)
@@ -137,12 +140,7 @@ func (k *kindRunner) commitOutcome(ctx context.Context, a *attempt, out idempote
 		if try == 1 {
 			log.Warn("commit outcome failed; retrying while the message is kept in progress", "err", res.err, "state", out.State)
 		}
-		t := time.NewTimer(wait + rand.N(wait))
-		select {
-		case <-t.C:
-		case <-stop.Done():
-			t.Stop()
-		}
+		time.Sleep(wait + rand.N(wait)) // not cut short by the shutdown: the lease may still hold
 		wait = min(2*wait, 2*time.Second)
 	}
 }

@@ -65,14 +65,16 @@ func TestSettleLeaseLostBeforeCommit(t *testing.T) {
 	require.Empty(t, terms)
 }
 
-// At a hard shutdown a failing commit is tried once and given up; the message is no longer
-// kept in progress, so the job runs again elsewhere once its lease lapses.
+// At a hard shutdown, once the attempt's lease no longer holds, a failing commit is tried once
+// more and given up; the message is no longer kept in progress, so the job runs again
+// elsewhere once its lease lapses.
 func TestSettleGivesUpAtHardShutdown(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, executor.Policy{})
 	r.ledger.finishFunc = func(outs []idempotency.Outcome) ([]bool, error) { return nil, errors.New("connection refused") }
 	a, m, _ := r.newAttempt("job-1", 1)
 	r.k.leases.settling(a)
+	r.clock.Set(r.clock.Now().Add(r.k.leases.times.held() + time.Second))
 	r.hard()
 	done := make(chan struct{})
 	go func() {
@@ -89,6 +91,31 @@ func TestSettleGivesUpAtHardShutdown(t *testing.T) {
 	require.Empty(t, naks)
 	require.Len(t, r.ledger.finishCalls(), 1)
 	require.NotContains(t, r.k.leases.keeping(r.clock.Now()), a, "no longer kept in progress")
+}
+
+// A hard shutdown does not give up the commit of a handler that returned while its lease still
+// holds: a Postgres blip shorter than the lease during a shutdown must not run the job again.
+func TestSettleKeepsCommittingAtHardShutdownWhileTheLeaseHolds(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	var mu sync.Mutex
+	fails := 3
+	r.ledger.finishFunc = func(outs []idempotency.Outcome) ([]bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fails > 0 {
+			fails--
+			return nil, errors.New("connection refused")
+		}
+		return []bool{true}, nil
+	}
+	a, m, _ := r.newAttempt("job-1", 1)
+	r.k.leases.settling(a)
+	r.hard()
+	r.k.settle(context.Background(), a, success(a, `{}`), nil, discard)
+	acks, _, _, _ := m.snapshot()
+	require.Equal(t, 1, acks)
+	require.Len(t, r.ledger.finishCalls(), 4)
 }
 
 // A dead outcome is committed, then copied to the DLQ, and only then terminated; a failed

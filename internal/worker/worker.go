@@ -305,17 +305,45 @@ func (w *Worker) Run(ctx context.Context) error {
 	case <-time.After(w.cfg.ShutdownTimeout):
 		w.log.Warn("shutdown timeout: cancelling attempts still running; they will be redelivered", "in_flight", w.inFlight())
 		hardCancel(errShutdown)
-		select {
-		case <-drained:
-		case <-time.After(maxHandlerIgnore):
-			w.log.Error("handlers ignored cancellation; exiting anyway (redelivery covers them)", "in_flight", w.inFlight())
-		}
+		w.waitAfterHardCancel(drained)
 	}
 	w.committer.close() // everything queued is committed; a late handler commits on its own
 	heartStop()
 	hearts.Wait()
 	w.log.Info("worker stopped")
 	return nil
+}
+
+// waitAfterHardCancel waits, after the shutdown timeout cancelled what still ran, for the
+// attempts to end: at least maxHandlerIgnore for handlers to return, and as long as an
+// attempt whose handler returned is still committing under a lease that holds (design rule
+// 30: a Postgres blip during a shutdown must not run a job again). Leases are extended
+// meanwhile. Handlers that ignore their cancellation are left behind; redelivery covers them.
+func (w *Worker) waitAfterHardCancel(drained <-chan struct{}) {
+	ignoreUntil := time.Now().Add(maxHandlerIgnore)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-drained:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if now.Before(ignoreUntil) {
+			continue
+		}
+		committing := false
+		for _, k := range w.kinds {
+			if _, ok := k.leases.settlingUntil(k.leases.clock.Now()); ok {
+				committing = true
+			}
+		}
+		if !committing {
+			w.log.Error("handlers ignored cancellation; exiting anyway (redelivery covers them)", "in_flight", w.inFlight())
+			return
+		}
+	}
 }
 
 // startErr is Run's answer to a failure while starting: none when the context ended meanwhile
@@ -332,10 +360,11 @@ const maxHandlerIgnore = 5 * time.Second
 
 var errShutdown = errors.New("worker shutting down")
 
+// inFlight counts the attempts running or committing their outcome.
 func (w *Worker) inFlight() int {
 	n := 0
 	for _, k := range w.kinds {
-		n += k.pipeline.InFlight()
+		n += k.leases.count()
 	}
 	return n
 }
