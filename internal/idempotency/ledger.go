@@ -638,6 +638,16 @@ func (l *Ledger) Reap(ctx context.Context, retention time.Duration, limit int) (
 	return total, nil
 }
 
+// DropIdle closes the pool's idle connections at once, without a word to the server. After a
+// statement timed out, the other idle connections may be as dead (a silent network partition, a
+// failover: no reset ever arrives), and each would cost its caller a full timeout; new ones are
+// dialled instead (design rule 29).
+func (l *Ledger) DropIdle(ctx context.Context) {
+	for _, c := range l.pool.AcquireAllIdle(ctx) {
+		_ = c.Hijack().PgConn().Conn().Close()
+	}
+}
+
 // Ping checks that the ledger's tables answer.
 func (l *Ledger) Ping(ctx context.Context) error {
 	var one int64

@@ -27,6 +27,7 @@ type ledgerPort interface {
 	Status(ctx context.Context, id string) (*idempotency.JobStatus, error)
 	MarkSolo(ctx context.Context, jobID, kind string, seq uint64) error
 	Ping(ctx context.Context) error
+	DropIdle(ctx context.Context)
 }
 
 // queuePort is what a kind runner needs of JetStream beyond its own messages.

@@ -205,6 +205,7 @@ func (l *fakeLedger) Status(context.Context, string) (*idempotency.JobStatus, er
 }
 func (l *fakeLedger) MarkSolo(context.Context, string, string, uint64) error { return nil }
 func (l *fakeLedger) Ping(context.Context) error                             { return nil }
+func (l *fakeLedger) DropIdle(context.Context)                               {}
 
 func (l *fakeLedger) finishCalls() [][]idempotency.Outcome {
 	l.mu.Lock()

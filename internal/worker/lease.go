@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -37,6 +38,13 @@ func (t leaseTimes) stored() time.Duration { return t.held() + t.margin }
 
 // retry is how soon a failed extension is tried again.
 func (t leaseTimes) retry() time.Duration { return max(t.every/4, 100*time.Millisecond) }
+
+// try bounds one extension: well below h, so that a statement stuck on a dead connection (a
+// silent outage) leaves time for tries on fresh ones before the deadline. A healthy extension
+// takes milliseconds.
+func (t leaseTimes) try() time.Duration {
+	return min(max(t.every/2, 250*time.Millisecond), 5*time.Second)
+}
 
 // leaseState says what the lease keeper does for an attempt.
 type leaseState int
@@ -76,6 +84,7 @@ type leaseKeeper struct {
 	clock  clock
 	ledger interface {
 		Heartbeat(ctx context.Context, leases []idempotency.Lease, d time.Duration) ([]bool, error)
+		DropIdle(ctx context.Context)
 	}
 	log     *slog.Logger
 	metrics *metrics.Metrics
@@ -277,15 +286,21 @@ func (lk *leaseKeeper) beat(ctx context.Context) bool {
 		leases[i] = a.ledgerLease()
 		_ = a.j.msg.InProgress()
 	}
-	hctx, cancel := context.WithTimeout(ctx, lk.times.every)
+	hctx, cancel := context.WithTimeout(ctx, lk.times.try())
 	defer cancel()
 	sent := lk.clock.Now()
 	alive, err := lk.ledger.Heartbeat(hctx, leases, lk.times.stored())
 	lk.metrics.Ledger("heartbeat", sent)
 	if err != nil {
-		if ctx.Err() == nil {
-			lk.log.Warn("extending leases failed; trying again soon", "err", err, "attempts", len(as), "retry_in", lk.times.retry())
+		if ctx.Err() != nil {
+			return false
 		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The connection may be dead without a word (a partition, a failover), and the
+			// pool's other idle ones with it: the next try dials a fresh one.
+			lk.ledger.DropIdle(ctx)
+		}
+		lk.log.Warn("extending leases failed; trying again soon", "err", err, "attempts", len(as), "retry_in", lk.times.retry())
 		return false
 	}
 	for i, a := range as {
