@@ -39,7 +39,7 @@ func (a *attempt) ledgerLease() idempotency.Lease {
 
 // start runs the attempt of a claimed job in its own goroutine. sent is when the claim
 // statement was sent: the lease holds from then (design rule 29).
-func (k *kindRunner) start(j *job, res idempotency.ClaimResult, sent time.Time, turn *soloTurn) {
+func (k *kindRunner) start(j *job, res idempotency.ClaimResult, sent stamp, turn *soloTurn) {
 	a, ctx := k.newAttempt(j, res, turn)
 	k.leases.register(a, sent)
 	k.attempts.Go(func() {

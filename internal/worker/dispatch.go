@@ -3,7 +3,6 @@ package worker
 import (
 	"cmp"
 	"context"
-	"time"
 
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
@@ -62,9 +61,9 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 	if len(reqs) == 0 {
 		return 0, nil
 	}
-	sent := time.Now()
+	sent := k.leases.clock.Stamp()
 	results, err := k.ledger.Claim(ctx, reqs)
-	k.metrics.Ledger("claim", sent)
+	k.metrics.Ledger("claim", sent.mono)
 	if err != nil {
 		for _, j := range good {
 			_ = j.msg.Nak(claimFailedNak)

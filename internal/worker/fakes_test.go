@@ -25,9 +25,10 @@ import (
 
 // fakeClock is a clock whose time moves only when the test says so.
 type fakeClock struct {
-	mu    sync.Mutex
-	now   time.Time
-	calls []*fakeCall
+	mu        sync.Mutex
+	now       time.Time
+	suspended time.Duration // boot-clock time the machine spent suspended
+	calls     []*fakeCall
 }
 
 type fakeCall struct {
@@ -42,7 +43,23 @@ func (c *fakeCall) Stop() bool {
 	return was
 }
 
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_000_000, 0)} }
+var fakeEpoch = time.Unix(1_000_000, 0)
+
+func newFakeClock() *fakeClock { return &fakeClock{now: fakeEpoch} }
+
+func (c *fakeClock) Stamp() stamp {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return stamp{mono: c.now, boot: c.now.Sub(fakeEpoch) + c.suspended}
+}
+
+// Suspend moves the boot clock on by d, but not the monotonic clock, and runs nothing: a
+// machine suspended and resumed.
+func (c *fakeClock) Suspend(d time.Duration) {
+	c.mu.Lock()
+	c.suspended += d
+	c.mu.Unlock()
+}
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
@@ -276,7 +293,7 @@ func (r *rig) newAttempt(id string, number int) (*attempt, *fakeMsg, *context.Co
 	j := &job{msg: m, env: queue.Envelope{ID: id, Kind: "charge", Key: id, Payload: []byte(`{}`)}, delivered: 1, seq: 7}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	a := &attempt{j: j, fence: 3, number: number, cancel: cancel}
-	r.k.leases.register(a, r.clock.Now())
+	r.k.leases.register(a, r.clock.Stamp())
 	return a, m, &ctx
 }
 

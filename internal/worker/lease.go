@@ -65,8 +65,8 @@ const (
 type attemptLease struct {
 	mu    sync.Mutex
 	state leaseState
-	// until is the monotonic time up to which the lease is known to hold.
-	until time.Time
+	// until is the moment up to which the lease is known to hold.
+	until stamp
 	// settling is set once the handler returned: the outcome is being committed, and the
 	// message stays in progress past until, while the commit is retried (design rule 30).
 	settling bool
@@ -94,11 +94,11 @@ type leaseKeeper struct {
 }
 
 // register starts keeping a's lease, which Postgres granted to a statement sent at sent.
-func (lk *leaseKeeper) register(a *attempt, sent time.Time) {
+func (lk *leaseKeeper) register(a *attempt, sent stamp) {
 	l := &a.lease
 	l.mu.Lock()
-	l.until = sent.Add(lk.times.held())
-	l.timer = lk.clock.AfterFunc(l.until.Sub(lk.clock.Now()), func() { lk.expire(a) })
+	l.until = sent.add(lk.times.held())
+	l.timer = lk.clock.AfterFunc(lk.clock.Stamp().until(l.until), func() { lk.expire(a) })
 	l.mu.Unlock()
 	lk.mu.Lock()
 	lk.held[a] = struct{}{}
@@ -129,7 +129,7 @@ func (lk *leaseKeeper) expire(a *attempt) {
 		l.mu.Unlock()
 		return
 	}
-	if left := l.until.Sub(lk.clock.Now()); left > 0 {
+	if left := lk.clock.Stamp().until(l.until); left > 0 {
 		l.timer = lk.clock.AfterFunc(left, func() { lk.expire(a) })
 		l.mu.Unlock()
 		return
@@ -186,10 +186,10 @@ func (lk *leaseKeeper) drop(a *attempt) {
 }
 
 // extend moves a's deadline to until, if its lease is still held.
-func (lk *leaseKeeper) extend(a *attempt, until time.Time) {
+func (lk *leaseKeeper) extend(a *attempt, until stamp) {
 	l := &a.lease
 	l.mu.Lock()
-	if l.state == leaseHeld && until.After(l.until) {
+	if l.state == leaseHeld && until.after(l.until) {
 		l.until = until
 	}
 	l.mu.Unlock()
@@ -197,16 +197,16 @@ func (lk *leaseKeeper) extend(a *attempt, until time.Time) {
 
 // holds reports whether a's lease is known to hold at now: not lost, left or dropped, and
 // within its deadline.
-func (lk *leaseKeeper) holds(a *attempt, now time.Time) bool {
+func (lk *leaseKeeper) holds(a *attempt, now stamp) bool {
 	a.lease.mu.Lock()
 	defer a.lease.mu.Unlock()
-	return a.lease.state == leaseHeld && now.Before(a.lease.until)
+	return a.lease.state == leaseHeld && now.before(a.lease.until)
 }
 
 // settlingUntil returns the latest deadline among the attempts whose handler returned and
 // whose lease still holds: how long their commits may still land (ok false when there are
 // none).
-func (lk *leaseKeeper) settlingUntil(now time.Time) (until time.Time, ok bool) {
+func (lk *leaseKeeper) settlingUntil(now stamp) (until stamp, ok bool) {
 	lk.mu.Lock()
 	as := make([]*attempt, 0, len(lk.held))
 	for a := range lk.held {
@@ -216,7 +216,7 @@ func (lk *leaseKeeper) settlingUntil(now time.Time) (until time.Time, ok bool) {
 	for _, a := range as {
 		l := &a.lease
 		l.mu.Lock()
-		if l.settling && l.state == leaseHeld && now.Before(l.until) && l.until.After(until) {
+		if l.settling && l.state == leaseHeld && now.before(l.until) && l.until.after(until) {
 			until, ok = l.until, true
 		}
 		l.mu.Unlock()
@@ -232,8 +232,9 @@ func (lk *leaseKeeper) count() int {
 }
 
 // keeping returns the attempts whose leases are to be kept now: held, and either within
-// their deadline or settling.
-func (lk *leaseKeeper) keeping(now time.Time) []*attempt {
+// their deadline or settling. An attempt found past its deadline (after a suspend, its timer
+// late) loses its lease at once.
+func (lk *leaseKeeper) keeping(now stamp) []*attempt {
 	lk.mu.Lock()
 	as := make([]*attempt, 0, len(lk.held))
 	for a := range lk.held {
@@ -244,10 +245,13 @@ func (lk *leaseKeeper) keeping(now time.Time) []*attempt {
 	for _, a := range as {
 		l := &a.lease
 		l.mu.Lock()
-		keep := l.state == leaseHeld && (l.settling || now.Before(l.until))
+		keep := l.state == leaseHeld && (l.settling || now.before(l.until))
+		late := l.state == leaseHeld && !keep
 		l.mu.Unlock()
 		if keep {
 			out = append(out, a)
+		} else if late {
+			lk.expire(a)
 		}
 	}
 	return out
@@ -277,7 +281,7 @@ func (lk *leaseKeeper) run(ctx context.Context) {
 // AckWait pass and cause a pointless redelivery), then Postgres, and moves each confirmed
 // attempt's deadline to the send time plus held. It reports false when Postgres failed.
 func (lk *leaseKeeper) beat(ctx context.Context) bool {
-	as := lk.keeping(lk.clock.Now())
+	as := lk.keeping(lk.clock.Stamp())
 	if len(as) == 0 {
 		return true
 	}
@@ -288,9 +292,9 @@ func (lk *leaseKeeper) beat(ctx context.Context) bool {
 	}
 	hctx, cancel := context.WithTimeout(ctx, lk.times.try())
 	defer cancel()
-	sent := lk.clock.Now()
+	sent := lk.clock.Stamp()
 	alive, err := lk.ledger.Heartbeat(hctx, leases, lk.times.stored())
-	lk.metrics.Ledger("heartbeat", sent)
+	lk.metrics.Ledger("heartbeat", sent.mono)
 	if err != nil {
 		if ctx.Err() != nil {
 			return false
@@ -305,7 +309,7 @@ func (lk *leaseKeeper) beat(ctx context.Context) bool {
 	}
 	for i, a := range as {
 		if alive[i] {
-			lk.extend(a, sent.Add(lk.times.held()))
+			lk.extend(a, sent.add(lk.times.held()))
 		} else {
 			lk.lose(a)
 		}

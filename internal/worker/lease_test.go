@@ -57,7 +57,7 @@ func TestLeaseDeadlineCancelsTheAttempt(t *testing.T) {
 	r.clock.Advance(held) // well past the deadline
 	require.ErrorIs(t, cause(*ctx), idempotency.ErrLeaseLost)
 	_, _, _, before := m.snapshot()
-	require.Empty(t, lk.keeping(r.clock.Now()))
+	require.Empty(t, lk.keeping(r.clock.Stamp()))
 	lk.beat(context.Background())
 	_, _, _, after := m.snapshot()
 	require.Equal(t, before, after, "no InProgress once the lease is lost")
@@ -88,7 +88,7 @@ func TestLeaseBridgesABlipShorterThanTheLease(t *testing.T) {
 	require.NoError(t, cause(*ctx), "cancelled by a blip of %s, shorter than the lease %s", blip, lk.times.lease)
 	r.clock.Advance(lk.times.held() - time.Millisecond)
 	require.NoError(t, cause(*ctx))
-	require.Contains(t, lk.keeping(r.clock.Now()), a)
+	require.Contains(t, lk.keeping(r.clock.Stamp()), a)
 }
 
 // An attempt whose handler returned keeps its message in progress past its deadline while
@@ -107,7 +107,7 @@ func TestLeaseKeepsASettlingAttemptInProgress(t *testing.T) {
 	_, _, _, after := m.snapshot()
 	require.Equal(t, before+1, after, "still in progress")
 	lk.drop(a)
-	require.Empty(t, lk.keeping(r.clock.Now()))
+	require.Empty(t, lk.keeping(r.clock.Stamp()))
 }
 
 // Postgres saying the fence moved on cancels the attempt at once.
@@ -119,7 +119,7 @@ func TestLeaseFenceMovedOnCancelsTheAttempt(t *testing.T) {
 	_, _, ctx := r.newAttempt("job-1", 1)
 	require.True(t, lk.beat(context.Background()))
 	require.ErrorIs(t, cause(*ctx), idempotency.ErrLeaseLost)
-	require.Empty(t, lk.keeping(r.clock.Now()))
+	require.Empty(t, lk.keeping(r.clock.Stamp()))
 }
 
 // An attempt whose handler ignores its timeout is left to lapse, and never extended again.
@@ -129,7 +129,7 @@ func TestLeaseLeavesAnOverrunningAttempt(t *testing.T) {
 	lk := r.k.leases
 	a, _, _ := r.newAttempt("job-1", 1)
 	lk.leave(a)
-	require.Empty(t, lk.keeping(r.clock.Now()))
+	require.Empty(t, lk.keeping(r.clock.Stamp()))
 	require.True(t, lk.beat(context.Background()))
 	r.ledger.mu.Lock()
 	beats := r.ledger.beats
@@ -146,7 +146,7 @@ func TestCheckLeaseJudgesTheDeadlineWhenCalled(t *testing.T) {
 	j := &job{msg: m, env: queue.Envelope{ID: "job-1", Kind: "charge", Key: "job-1"}}
 	r.k.w.gate.add(1)
 	a, ctx := r.k.newAttempt(j, idempotency.ClaimResult{Status: idempotency.Claimed, Fence: 4, Attempts: 1}, nil)
-	r.k.leases.register(a, r.clock.Now())
+	r.k.leases.register(a, r.clock.Stamp())
 	require.NoError(t, CheckLease(ctx))
 	require.Equal(t, "w1", IDFrom(ctx))
 
@@ -155,5 +155,27 @@ func TestCheckLeaseJudgesTheDeadlineWhenCalled(t *testing.T) {
 	require.ErrorIs(t, CheckLease(ctx), idempotency.ErrLeaseLost)
 	require.ErrorIs(t, context.Cause(ctx), idempotency.ErrLeaseLost, "and now it is cancelled")
 	require.NoError(t, CheckLease(context.Background()), "outside an attempt")
+	a.unhold()
+}
+
+// A machine suspended past the lease (its monotonic clock stopped, Postgres's did not) knows at
+// once on waking that its lease is gone, before any timer runs.
+func TestLeaseLostAfterASuspend(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	m := &fakeMsg{}
+	j := &job{msg: m, env: queue.Envelope{ID: "job-1", Kind: "charge", Key: "job-1"}}
+	r.k.w.gate.add(1)
+	a, ctx := r.k.newAttempt(j, idempotency.ClaimResult{Status: idempotency.Claimed, Fence: 4, Attempts: 1}, nil)
+	r.k.leases.register(a, r.clock.Stamp())
+	r.clock.Suspend(r.k.leases.times.held() + time.Second)
+	require.NoError(t, ctx.Err())
+	require.ErrorIs(t, CheckLease(ctx), idempotency.ErrLeaseLost)
+
+	// The heartbeat loop, the first to run after waking, drops it too.
+	b, _, bctx := r.newAttempt("job-2", 1)
+	r.clock.Suspend(r.k.leases.times.held() + time.Second)
+	require.NotContains(t, r.k.leases.keeping(r.clock.Stamp()), b)
+	require.ErrorIs(t, context.Cause(*bctx), idempotency.ErrLeaseLost)
 	a.unhold()
 }

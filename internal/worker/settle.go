@@ -131,7 +131,7 @@ func (k *kindRunner) commitOutcome(ctx context.Context, a *attempt, out idempote
 		if stop == nil {
 			stop = context.Background()
 		}
-		if stop.Err() != nil && !k.leases.holds(a, k.leases.clock.Now()) || time.Now().After(giveUpAt) {
+		if stop.Err() != nil && !k.leases.holds(a, k.leases.clock.Stamp()) || time.Now().After(giveUpAt) {
 			k.leases.drop(a)
 			log.Error("commit outcome failed; giving up (the message is no longer kept in progress, and the job runs again once its lease lapses)",
 				"err", res.err, "state", out.State, "tries", try)

@@ -48,7 +48,7 @@ func TestSettleRetriesAFailingCommitUntilItApplies(t *testing.T) {
 	require.Empty(t, naks)
 	require.Empty(t, terms)
 	require.Len(t, r.ledger.finishCalls(), 3, "two failed tries, then the one that applied")
-	require.Contains(t, r.k.leases.keeping(r.clock.Now()), a, "kept in progress while the commit was retried")
+	require.Contains(t, r.k.leases.keeping(r.clock.Stamp()), a, "kept in progress while the commit was retried")
 }
 
 // A commit that finds the fence moved on writes nothing more and acks nothing: another worker
@@ -90,7 +90,7 @@ func TestSettleGivesUpAtHardShutdown(t *testing.T) {
 	require.Zero(t, acks)
 	require.Empty(t, naks)
 	require.Len(t, r.ledger.finishCalls(), 1)
-	require.NotContains(t, r.k.leases.keeping(r.clock.Now()), a, "no longer kept in progress")
+	require.NotContains(t, r.k.leases.keeping(r.clock.Stamp()), a, "no longer kept in progress")
 }
 
 // A hard shutdown does not give up the commit of a handler that returned while its lease still

@@ -335,7 +335,7 @@ func (w *Worker) waitAfterHardCancel(drained <-chan struct{}) {
 		}
 		committing := false
 		for _, k := range w.kinds {
-			if _, ok := k.leases.settlingUntil(k.leases.clock.Now()); ok {
+			if _, ok := k.leases.settlingUntil(k.leases.clock.Stamp()); ok {
 				committing = true
 			}
 		}
