@@ -45,8 +45,9 @@ func TestCheckConfigChecksStreams(t *testing.T) {
 	require.Equal(t, 1, code, stdout)
 	require.Contains(t, stdout, "  error: stream "+names.JobsStream()+" has memory storage; Levee needs file storage")
 	require.Contains(t, stdout, "  warning: stream "+names.JobsStream()+" has a duplicate window of 1m0s")
-	// The consumer's AckWait is the lease Postgres keeps: ack_wait 20s + 6.667s + a 2s margin.
-	require.Contains(t, stdout, "  warning: consumer "+names.Consumer("ping")+" on "+names.JobsStream()+" had ack wait 5s; this worker sets 28.667s")
+	// The consumer's AckWait is the lease Postgres keeps (ack_wait 20s + 6.667s + a 2s margin),
+	// plus the margin again.
+	require.Contains(t, stdout, "  warning: consumer "+names.Consumer("ping")+" on "+names.JobsStream()+" had ack wait 5s; this worker sets 30.667s")
 	require.Equal(t, 1, strings.Count(stderr, "\n"), "one line: %q", stderr)
 	require.Contains(t, stderr, "would refuse the start")
 

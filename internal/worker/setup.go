@@ -31,13 +31,16 @@ func (w *Worker) checkSetup(ctx context.Context) error {
 
 // ConsumerConfig is the durable consumer a worker gives kind k (zero fields take their
 // defaults). Its AckWait is the lease Postgres keeps (design rule 29: ack_wait plus a heartbeat
-// interval plus the takeover margin), so that JetStream redelivers a dead worker's message
-// when another worker may take its key over, not before (a claim before would find the key
-// busy and spend a delivery).
+// interval plus the takeover margin) plus the margin again, so that JetStream redelivers a
+// dead worker's message once another worker may take its key over, not before: AckWait starts
+// when the message is delivered or kept in progress, a little before the statement that
+// starts the lease in Postgres, and a claim too early would find the key busy and spend a
+// delivery.
 func ConsumerConfig(k Kind) queue.ConsumerConfig {
+	lt := newLeaseTimes(cmp.Or(k.AckWait, defaultAckWait))
 	return queue.ConsumerConfig{
 		Kind:          k.Name,
-		AckWait:       newLeaseTimes(cmp.Or(k.AckWait, defaultAckWait)).stored(),
+		AckWait:       lt.stored() + lt.margin,
 		MaxDeliver:    cmp.Or(k.MaxDeliver, defaultMaxDeliver),
 		MaxAckPending: cmp.Or(k.MaxAckPending, defaultMaxAckPending),
 	}
