@@ -296,6 +296,13 @@ func TestMarkDeadGivesBystandersAnotherChance(t *testing.T) {
 	require.NoError(t, l.MarkSolo(ctx, "poison", "charge", 20))
 	time.Sleep(200 * time.Millisecond) // the lease lapses on the database clock
 	require.Equal(t, idempotency.StrandedRequeue, markDead("poison", 21), "marked alone on another message")
+
+	// A mark taken back (its run alone was cancelled when its worker lost Postgres) condemns
+	// nothing; marked again, it does.
+	require.NoError(t, l.UnmarkSolo(ctx, "poison", 20))
+	require.Equal(t, idempotency.StrandedRequeue, markDead("poison", 20), "its mark was taken back")
+	require.NoError(t, l.MarkSolo(ctx, "poison", "charge", 20))
+	require.NoError(t, l.UnmarkSolo(ctx, "poison", 19), "another message's unmark changes nothing")
 	require.Equal(t, idempotency.StrandedDead, markDead("poison", 20))
 	require.Equal(t, idempotency.StateDead, status("poison"))
 

@@ -85,6 +85,16 @@ func (l *Ledger) MarkSolo(ctx context.Context, jobID, kind string, seq uint64) e
 	return nil
 }
 
+// UnmarkSolo takes back MarkSolo's mark of message seq: the job's run alone ended without
+// telling anything about it (its worker lost Postgres and cancelled it), so its deliveries
+// running out must not condemn it as a poison.
+func (l *Ledger) UnmarkSolo(ctx context.Context, jobID string, seq uint64) error {
+	if _, err := l.pool.Exec(ctx, l.q.unmarkSolo, storableID(jobID), int64(seq)); err != nil {
+		return fmt.Errorf("take back the last-chance mark of job %s: %w", jobID, err)
+	}
+	return nil
+}
+
 // MarkDead settles a job whose message seq ran out of deliveries without an outcome (the
 // max-deliveries safety net). A job whose key is healthy (retrying, or running under a live lease, whoever
 // owns it) is not dead: StrandedRequeue, nothing written, so a long outage or a busy key never

@@ -7,6 +7,7 @@ type queries struct {
 	claim, heartbeat, finish, addRecords, reapKeys, reapRecords, reapAttempts, status, ping string
 	deleteRecord, lockKeyOwner, lockKeyLease, revive, markDead                              string
 	markSolo, lockLastChance, addRequeue, reapLastChances, forgetLastChance                 string
+	unmarkSolo                                                                              string
 	keysGrowth, analyzeKeys                                                                 string
 }
 
@@ -163,6 +164,7 @@ ON CONFLICT (job_id) DO UPDATE SET
     requeues = S.last_chances.requeues + CASE WHEN S.last_chances.last_requeue_seq = $3 THEN 0 ELSE 1 END,
     last_requeue_seq = $3, updated_at = now()`),
 		forgetLastChance: s(`DELETE FROM S.last_chances WHERE job_id = $1`),
+		unmarkSolo:       s(`UPDATE S.last_chances SET solo_seq = NULL, updated_at = now() WHERE job_id = $1 AND solo_seq = $2`),
 
 		// The rows Postgres counted at the last ANALYZE (-1: never), the live rows now, and
 		// whether this role may ANALYZE the table (its owner; a superuser is).

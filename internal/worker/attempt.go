@@ -170,6 +170,9 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 	e := k.decide(a, v, result, maxAttempts, rand.Float64())
 	if e.then == thenNothing {
 		log.Warn("lease lost during the attempt; writing nothing, not acking (another worker takes the job over)")
+		if a.turn != nil && a.turn.marked {
+			k.unmark(j)
+		}
 		return
 	}
 	committedTx := tx

@@ -26,6 +26,7 @@ type ledgerPort interface {
 	AddRecords(ctx context.Context, recs []idempotency.Record) error
 	Status(ctx context.Context, id string) (*idempotency.JobStatus, error)
 	MarkSolo(ctx context.Context, jobID, kind string, seq uint64) error
+	UnmarkSolo(ctx context.Context, jobID string, seq uint64) error
 	Ping(ctx context.Context) error
 	DropIdle(ctx context.Context)
 }

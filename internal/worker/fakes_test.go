@@ -221,6 +221,7 @@ func (l *fakeLedger) Status(context.Context, string) (*idempotency.JobStatus, er
 	return nil, idempotency.ErrNotFound
 }
 func (l *fakeLedger) MarkSolo(context.Context, string, string, uint64) error { return nil }
+func (l *fakeLedger) UnmarkSolo(context.Context, string, uint64) error       { return nil }
 func (l *fakeLedger) Ping(context.Context) error                             { return nil }
 func (l *fakeLedger) DropIdle(context.Context)                               {}
 

@@ -132,6 +132,8 @@ func (g *soloGate) turn(ctx context.Context) (end func(), alone bool) {
 type soloTurn struct {
 	released chan struct{}
 	mark     func(ctx context.Context) error
+	// marked is set once the mark is written.
+	marked bool
 }
 
 // lastDelivery reports whether d is on the last delivery the kind's consumer allows
@@ -187,6 +189,7 @@ func (k *kindRunner) runAlone(ctx context.Context, j *job) {
 				log.Warn("last chance: ledger unavailable; handing the job back", "err", err)
 				return err
 			}
+			turn.marked = true
 			log.Info("last chance: running the job alone in the worker")
 			return nil
 		}
@@ -201,6 +204,31 @@ func (k *kindRunner) runAlone(ctx context.Context, j *job) {
 		return // settled without an attempt (a duplicate, a busy key, a failed claim or mark)
 	}
 	<-turn.released
+}
+
+// unmark takes back a last chance's mark after its attempt lost its lease: the worker lost
+// Postgres (or froze) and cancelled it, which says nothing about the job, so its deliveries
+// running out must not condemn it as a poison. Postgres was unreachable a moment ago, so it is
+// tried until the lease would have lapsed; if it never lands, the job is dead-lettered as a
+// poison after all (a documented limitation).
+func (k *kindRunner) unmark(j *job) {
+	k.attempts.Go(func() {
+		giveUpAt := time.Now().Add(k.leases.times.stored())
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+			ctx, cancel := context.WithTimeout(context.Background(), k.leases.times.try())
+			err := k.ledger.UnmarkSolo(ctx, j.env.ID, j.seq)
+			cancel()
+			if err == nil {
+				k.log.Info("last chance: taken back after the lease was lost", "job_id", j.env.ID)
+				return
+			}
+			if time.Now().After(giveUpAt) {
+				k.log.Warn("last chance: could not take back its mark; its deliveries running out will dead-letter it", "job_id", j.env.ID, "err", err)
+				return
+			}
+			time.Sleep(wait)
+		}
+	})
 }
 
 // addOverrun counts a handler that runs past its timeout (+1), or that returned after (-1).
