@@ -45,7 +45,8 @@ func (j *Job) Decode(v any) error {
 // status (nil for none), or an error: retried by default, see Permanent and RetryAfter.
 // The context ends at the attempt's timeout, at a hard shutdown, or when the worker loses
 // the job's lease (its cause is then ErrLeaseLost); a handler must return soon after, and
-// should stop calling downstreams: another worker may take the job over.
+// must stop calling downstreams: another worker may take the job over a margin after that
+// cancel (ack_wait/10, from 250 ms to 5 s). Call CheckLease right before an irreversible call.
 type Handler interface {
 	Work(ctx context.Context, job *Job) (any, error)
 }
