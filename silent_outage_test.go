@@ -39,7 +39,7 @@ type hconn struct {
 }
 
 func newBlackhole(t *testing.T, target string) *blackhole {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	h := &blackhole{ln: ln, target: target, up: make(chan struct{}), conns: map[*hconn]struct{}{}}
 	close(h.up)
@@ -77,7 +77,7 @@ func (h *blackhole) serve() {
 			up := h.up
 			h.mu.Unlock()
 			<-up // a new connection waits out the outage
-			out, err := net.Dial("tcp", h.target)
+			out, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", h.target)
 			if err != nil {
 				_ = in.Close()
 				return

@@ -162,7 +162,7 @@ func adapt(work func(context.Context, *Job) (any, error)) worker.Handler {
 func (w *Worker) Run(ctx context.Context) error {
 	err := w.run(ctx)
 	if err != nil && ctx.Err() != nil {
-		return nil // stopped while starting: a stop, not a failure to start
+		return nil //nolint:nilerr // stopped while starting: a stop, not a failure to start
 	}
 	return err
 }
