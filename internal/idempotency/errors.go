@@ -33,6 +33,11 @@ func Transient(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		// Whatever the server answered while connecting (a password refused during a
+		// rotation, a database not there during a failover), the statement never ran.
+		return true
+	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		switch code := pgErr.Code; {
 		case strings.HasPrefix(code, "08"), strings.HasPrefix(code, "53"):
@@ -45,9 +50,6 @@ func Transient(err error) bool {
 		return false
 	}
 	if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
-		return true
-	}
-	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
 		return true
 	}
 	if _, ok := errors.AsType[net.Error](err); ok {
@@ -70,5 +72,6 @@ func Unstorable(err error) bool {
 	if !ok {
 		return false
 	}
-	return strings.HasPrefix(pgErr.Code, "22") || pgErr.Code == "54000" || pgErr.Code == "54001"
+	return strings.HasPrefix(pgErr.Code, "22") || pgErr.Code == "54000" || pgErr.Code == "54001" ||
+		pgErr.Code == "0A000" // a conversion the database's encoding cannot make
 }

@@ -79,27 +79,31 @@ func (c *committer) run() {
 		select {
 		case first = <-c.reqs:
 		case <-c.stop:
+			// Drain what is queued in batches, as usual: a shutdown during an outage must not
+			// cost a statement (and its timeout) per outcome.
 			for {
-				select {
-				case r := <-c.reqs:
-					c.flush([]commitReq{r})
-				default:
+				batch := c.take(nil)
+				if len(batch) == 0 {
 					return
 				}
+				c.flush(batch)
 			}
 		}
-		batch := []commitReq{first}
-	more:
-		for len(batch) < c.maxBatch {
-			select {
-			case r := <-c.reqs:
-				batch = append(batch, r)
-			default:
-				break more
-			}
-		}
-		c.flush(batch)
+		c.flush(c.take([]commitReq{first}))
 	}
+}
+
+// take adds to batch what is queued, up to maxBatch, without waiting.
+func (c *committer) take(batch []commitReq) []commitReq {
+	for len(batch) < c.maxBatch {
+		select {
+		case r := <-c.reqs:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (c *committer) flush(batch []commitReq) {
@@ -135,6 +139,10 @@ func (c *committer) write(ctx context.Context, outs []idempotency.Outcome) []com
 	case len(outs) > 1:
 		half := len(outs) / 2
 		return append(c.write(ctx, outs[:half]), c.write(ctx, outs[half:])...)
+	case !idempotency.Unstorable(err):
+		// Refused alone for a reason that is not its data (a read-only session during a
+		// failover, a permission being changed): tried again, never replaced.
+		return []commitRes{{err: err}}
 	}
 	sub := substitute(outs[0], err)
 	start = time.Now()
@@ -146,10 +154,11 @@ func (c *committer) write(ctx context.Context, outs []idempotency.Outcome) []com
 	return []commitRes{{applied: applied[0], stored: sub, substituted: true}}
 }
 
-// refused reports whether Postgres answered a statement with an error that trying it again
-// cannot cure: it refused the statement (for its data, above all). Anything else (a transient
-// error, or a failure that is not Postgres's answer: a connection lost, a timeout) is worth
-// retrying.
+// refused reports whether Postgres answered a statement with an error that is not transient:
+// it refused the statement, perhaps for one row's data, so the batch is split to find out.
+// Anything else (a transient error, or a failure that is not Postgres's answer: a connection
+// lost, a timeout) is retried as it is. Only a lone row refused for its data (Unstorable) is
+// replaced by a substitute.
 func refused(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && !idempotency.Transient(err)
