@@ -164,3 +164,53 @@ func TestTxHandlerWhoseTransactionCannotCommitFailsItsAttempts(t *testing.T) {
 		})
 	}
 }
+
+// A TxHandler whose session is killed while it works (a DBA's cron terminating sessions idle in
+// transaction, pgbouncer's idle_transaction_timeout, a NAT dropping a long-idle connection)
+// fails the same way on every attempt: each counts, and the job dies after max_attempts
+// (design rule 0: a transaction that does not commit is a failed attempt). Found by review:
+// it was given back uncounted, and called again forever.
+func TestTxHandlerWhoseSessionIsKilledFailsItsAttempts(t *testing.T) {
+	t.Parallel()
+	srv := leveetest.Servers(t)[0]
+	b := setup(t, srv)
+	ctx := context.Background()
+	killer := leveetest.Pool(t)
+
+	var calls atomic.Int32
+	w, err := levee.NewWorker(b.workerConfig(t))
+	require.NoError(t, err)
+	require.NoError(t, w.HandleTx("book", levee.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, job *levee.Job) (any, error) {
+		calls.Add(1)
+		var pid int32
+		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return nil, err
+		}
+		// ... a long downstream call while the transaction is idle; meanwhile its session is
+		// terminated from outside, as a cron job killing long idle-in-transaction sessions does.
+		if _, err := killer.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid); err != nil {
+			return nil, err
+		}
+		time.Sleep(100 * time.Millisecond)
+		return "booked", nil
+	}), levee.Policy{AckWait: 2 * time.Second, MaxAttempts: 2, MaxDeliveries: 50,
+		Backoff: levee.Backoff{Base: 100 * time.Millisecond, Max: 100 * time.Millisecond}}))
+	run(t, w)
+
+	res, err := b.client.Publish(ctx, "book", map[string]int{"slot": 1})
+	require.NoError(t, err)
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := b.client.Status(ctx, res.ID)
+		if err == nil && st.State.Final() {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st, err := b.client.Status(ctx, res.ID)
+	require.NoError(t, err)
+	t.Logf("after 15s: state %s, attempts %d, handler calls %d, last error %q", st.State, st.Attempts, calls.Load(), st.LastError)
+	require.True(t, st.State.Final(), "a transaction that cannot commit on any attempt must spend the attempt budget (max_attempts 2); the job is still %s after %d calls",
+		st.State, calls.Load())
+	require.LessOrEqual(t, calls.Load(), int32(2), "max_attempts is 2")
+}

@@ -170,14 +170,14 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 	e := k.decide(a, v, result, maxAttempts, rand.Float64())
 	if e.then == thenNothing {
 		log.Warn("lease lost during the attempt; writing nothing, not acking (another worker takes the job over)")
-		if a.turn != nil && a.turn.marked {
-			k.unmark(j)
-		}
-		return
 	}
 	committedTx := tx
 	tx = nil
-	k.settle(ctx, a, e, committedTx, log)
+	if !k.settle(ctx, a, e, committedTx, log) && a.turn != nil && a.turn.marked {
+		// The run alone ended without an outcome of its own (its lease lost, its commit given
+		// up): that says nothing about the job, so its mark must not condemn it.
+		k.unmark(j)
+	}
 }
 
 // decide turns an attempt's verdict into what is committed and what follows it. jitter in

@@ -46,9 +46,9 @@ func (k *kindRunner) commitPatience() time.Duration { return max(2*time.Minute, 
 // retries; a TxHandler's success in its transaction tx), and only once the commit applied
 // acks, naks, dead-letters or falls back. An outcome that could not be stored is replaced by
 // its substitute, and the job is dead-lettered (design rule 28).
-func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx, log *slog.Logger) {
+func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx, log *slog.Logger) (committed bool) {
 	if e.then == thenNothing {
-		return
+		return false
 	}
 	var (
 		stored idempotency.Outcome
@@ -57,14 +57,14 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 	if tx != nil {
 		e, ok = k.commitTx(ctx, a, tx, e, log)
 		if !ok {
-			return
+			return false
 		}
 		stored = e.out
 	} else {
 		var res commitRes
 		res, ok = k.commitOutcome(ctx, a, e.out, log)
 		if !ok {
-			return
+			return false
 		}
 		stored = res.stored
 		if res.substituted {
@@ -78,7 +78,7 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 		log.Debug("job succeeded")
 		k.metrics.Finished(k.kind.Name, "succeeded", j.env.EnqueuedAt)
 		if k.w.cfg.Hooks.SkipAck != nil && k.w.cfg.Hooks.SkipAck(j.env) {
-			return
+			return true
 		}
 		if err := j.msg.Ack(); err != nil {
 			log.Warn("ack after commit failed; the redelivery will find the key succeeded", "err", err)
@@ -98,6 +98,7 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 		defer cancel()
 		k.fallBack(dctx, j, stored, log)
 	}
+	return true
 }
 
 // commitOutcome commits out through the group commit and reports what was stored, and
@@ -147,14 +148,13 @@ func (k *kindRunner) commitOutcome(ctx context.Context, a *attempt, out idempote
 
 // commitTx writes a TxHandler's success in the handler's transaction and commits both (design
 // rule 13). If that fails, the handler's writes did not commit (or their fate is unknown), and
-// the job must run again: the attempt's ending is returned instead, committed through the group
-// commit with retries. A transaction lost before its COMMIT was sent (a connection lost while
-// writing the outcome) was not the attempt's doing: the key is given back uncounted, to run
-// again after a backoff. Any other failure (the COMMIT refused or unanswered, a deferred
-// constraint, a statement the handler let fail) is the attempt's own: it counts, is retried
-// with backoff, and the job dies after max_attempts (design rule 0 (a)). If the transaction
-// did commit after all, that ending finds the key succeeded and applies nothing, and the
-// redelivery acks the job as done. It reports what was stored and whether anything may follow.
+// the job must run again: the attempt failed (design rule 0 (a)), whatever the cause (the
+// COMMIT refused or unanswered, a deferred constraint, a statement the handler let fail, the
+// session killed while the handler worked). It counts, is retried with backoff, and the job
+// dies after max_attempts; its ending is committed through the group commit with retries. If
+// the transaction did commit after all, that ending finds the key succeeded and applies
+// nothing, and the redelivery acks the job as done. It reports what was stored and whether
+// anything may follow.
 func (k *kindRunner) commitTx(ctx context.Context, a *attempt, tx pgx.Tx, e ending, log *slog.Logger) (ending, bool) {
 	wctx, cancel := detached(ctx)
 	defer cancel()
@@ -166,7 +166,6 @@ func (k *kindRunner) commitTx(ctx context.Context, a *attempt, tx pgx.Tx, e endi
 		log.Warn("lease lost before commit; the handler's writes are rolled back, not acking (another worker finishes the job)")
 		return e, false
 	}
-	beforeCommit := err != nil
 	if err == nil {
 		err = tx.Commit(wctx)
 	}
@@ -174,25 +173,21 @@ func (k *kindRunner) commitTx(ctx context.Context, a *attempt, tx pgx.Tx, e endi
 		return e, true
 	}
 	_ = tx.Rollback(wctx)
-	failed := k.txFailed(a, err, beforeCommit && idempotency.Transient(err), rand.Float64())
-	log.Warn("the handler's transaction did not commit; the job runs again", "err", err,
-		"attempt_counted", !failed.out.Release, "retry_in", failed.out.RetryIn.Round(time.Millisecond))
+	failed := k.txFailed(a, err, rand.Float64())
+	log.Warn("the handler's transaction did not commit; the attempt failed", "err", err,
+		"retry_in", failed.out.RetryIn.Round(time.Millisecond))
 	res, ok := k.commitOutcome(ctx, a, failed.out, log)
 	failed.out = res.stored
 	return failed, ok
 }
 
 // txFailed is the ending of an attempt whose handler succeeded but whose transaction did not
-// commit (see commitTx): given back uncounted when lost is set, else a counted failure.
-func (k *kindRunner) txFailed(a *attempt, err error, lost bool, jitter float64) ending {
+// commit (see commitTx): a counted failure.
+func (k *kindRunner) txFailed(a *attempt, err error, jitter float64) ending {
 	err = fmt.Errorf("the handler's transaction did not commit: %w", err)
 	v := executor.Verdict{Class: executor.Retry, Err: err}
 	out := idempotency.Outcome{Lease: a.ledgerLease(), State: idempotency.StateRetrying, Error: err.Error(),
 		Attempt: idempotency.AttemptFailed, Worker: k.w.cfg.ID, RetryIn: k.pipeline.Policy().Backoff.RetryDelay(a.number, v, jitter)}
-	if lost {
-		out.Release, out.Attempt = true, idempotency.AttemptReleased
-		return ending{out: out, then: thenNak}
-	}
 	if a.number >= a.max {
 		return k.giveUp(a, a.number, err.Error())
 	}
