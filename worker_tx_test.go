@@ -214,3 +214,62 @@ func TestTxHandlerWhoseSessionIsKilledFailsItsAttempts(t *testing.T) {
 		st.State, calls.Load())
 	require.LessOrEqual(t, calls.Load(), int32(2), "max_attempts is 2")
 }
+
+// A HandleTx job whose COMMIT takes a while (a deferred constraint trigger, a synchronous
+// standby lagging) holds its key's row meanwhile; the heartbeat skips that row instead of
+// waiting, so the other attempts of the kind keep their leases and are never called again
+// (found by review: they were cancelled once the COMMIT had lasted the lease).
+func TestSlowTxCommitDoesNotCancelItsNeighbours(t *testing.T) {
+	t.Parallel()
+	srv := leveetest.Servers(t)[0]
+	b := setup(t, srv)
+	ctx := context.Background()
+	pool := leveetest.Pool(t)
+	table := pgx.Identifier{b.ns, "imports"}.Sanitize()
+	fn := pgx.Identifier{b.ns, "slow_check"}.Sanitize()
+	for _, q := range []string{
+		"CREATE TABLE " + table + " (n int)",
+		"CREATE FUNCTION " + fn + "() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$",
+		"CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON " + table + " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION " + fn + "()",
+	} {
+		_, err := pool.Exec(ctx, q)
+		require.NoError(t, err)
+	}
+
+	var slowCalls, neighbourCalls atomic.Int32
+	started := make(chan struct{}, 8)
+	w, err := levee.NewWorker(b.workerConfig(t))
+	require.NoError(t, err)
+	require.NoError(t, w.HandleTx("book", levee.TxHandlerFunc(func(ctx context.Context, tx pgx.Tx, job *levee.Job) (any, error) {
+		var in struct{ Slow bool }
+		if err := job.Decode(&in); err != nil {
+			return nil, err
+		}
+		if in.Slow {
+			slowCalls.Add(1)
+			_, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES (1)") // its COMMIT takes 5 s
+			return "imported", err
+		}
+		neighbourCalls.Add(1)
+		started <- struct{}{}
+		select { // a 7 s downstream call
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(7 * time.Second):
+			return "called", nil
+		}
+	}), levee.Policy{AckWait: 2 * time.Second, MaxAttempts: 3, MaxDeliveries: 20, Timeout: 20 * time.Second}))
+	run(t, w)
+
+	neighbour, err := b.client.Publish(ctx, "book", map[string]bool{"slow": false})
+	require.NoError(t, err)
+	<-started
+	slow, err := b.client.Publish(ctx, "book", map[string]bool{"slow": true})
+	require.NoError(t, err)
+
+	stN := b.waitFinal(t, neighbour.ID, 60*time.Second)
+	stS := b.waitFinal(t, slow.ID, 60*time.Second)
+	t.Logf("neighbour: %s after %d calls (ledger attempts %d); slow: %s after %d calls", stN.State, neighbourCalls.Load(), stN.Attempts, stS.State, slowCalls.Load())
+	require.Equal(t, levee.StateSucceeded, stS.State)
+	require.EqualValues(t, 1, neighbourCalls.Load(), "the neighbour's worker never lost Postgres: its handler must not be cancelled and called again")
+}

@@ -112,7 +112,7 @@ func TestHandlerTransactionIgnoresTheDefaultIsolation(t *testing.T) {
 
 			alive, err := l.Heartbeat(ctx, []idempotency.Lease{lease}, time.Minute) // meanwhile
 			require.NoError(t, err)
-			require.True(t, alive[0])
+			require.Equal(t, idempotency.LeaseExtended, alive[0])
 
 			applied, err := l.FinishTx(ctx, tx, []idempotency.Outcome{{Lease: lease, State: idempotency.StateSucceeded, Result: []byte(`1`)}})
 			require.NoError(t, err)
@@ -127,4 +127,36 @@ func TestHandlerTransactionIgnoresTheDefaultIsolation(t *testing.T) {
 			require.Equal(t, "read committed", iso)
 		})
 	}
+}
+
+// A heartbeat skips a key whose row another statement holds (a handler's own transaction
+// committing its outcome) instead of waiting for it: that lease is LeaseBusy (unknown), and
+// the others of the statement are extended at once (found by review: one slow COMMIT stalled
+// every lease of its kind until they were lost).
+func TestHeartbeatSkipsARowHeldByACommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := setup(t)
+	held := claimOne(t, l, req("j1", "k1", "p", time.Minute))
+	other := claimOne(t, l, req("j2", "k2", "p", time.Minute))
+	heldLease := idempotency.Lease{Kind: "charge", Key: "k1", Fence: held.Fence}
+	otherLease := idempotency.Lease{Kind: "charge", Key: "k2", Fence: other.Fence}
+
+	tx, err := l.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	applied, err := l.FinishTx(ctx, tx, []idempotency.Outcome{{Lease: heldLease, State: idempotency.StateSucceeded}})
+	require.NoError(t, err)
+	require.True(t, applied[0]) // the row is locked until tx ends
+
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	status, err := l.Heartbeat(hctx, []idempotency.Lease{heldLease, otherLease}, time.Minute)
+	require.NoError(t, err, "the heartbeat does not wait for the held row")
+	require.Equal(t, []idempotency.LeaseStatus{idempotency.LeaseBusy, idempotency.LeaseExtended}, status)
+
+	require.NoError(t, tx.Commit(ctx))
+	status, err = l.Heartbeat(ctx, []idempotency.Lease{heldLease}, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, []idempotency.LeaseStatus{idempotency.LeaseLost}, status, "committed: no longer running")
 }

@@ -284,43 +284,77 @@ type Lease struct {
 // where the lease was lost (the fence moved on or the key is no longer running): cancel that
 // attempt and write nothing more for it. A statement that meets a deadlock or a serialization
 // failure is tried again (design rule 31).
-func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration) (alive []bool, err error) {
-	alive = make([]bool, len(leases))
+func (l *Ledger) Heartbeat(ctx context.Context, leases []Lease, d time.Duration) (status []LeaseStatus, err error) {
+	status = make([]LeaseStatus, len(leases))
+	for i := range status {
+		status[i] = LeaseLost
+	}
 	if len(leases) == 0 {
-		return alive, nil
+		return status, nil
 	}
 	// Sorted like claims (see Claim); the statement locks its rows in that order too (design
 	// rule 31). A lease that names a key that cannot be stored matches no row: it is lost, and
 	// not sent (design rule 28).
 	sorted := slices.DeleteFunc(slices.Clone(leases), func(le Lease) bool { return !storableLease(le) })
 	if len(sorted) == 0 {
-		return alive, nil
+		return status, nil
 	}
 	slices.SortFunc(sorted, func(a, b Lease) int {
 		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Key, b.Key))
 	})
 	kinds, keys, fences := splitLeases(sorted)
-	var sortedAlive []bool
+	var sortedStatus []LeaseStatus
 	err = l.retryLocks(ctx, func() error {
-		sortedAlive = make([]bool, len(sorted))
+		sortedStatus = make([]LeaseStatus, len(sorted))
+		for i := range sortedStatus {
+			sortedStatus[i] = LeaseBusy // skipped: its row is held by another statement
+		}
 		rows, err := l.pool.Query(ctx, l.q.heartbeat, kinds, keys, fences, d.Seconds())
 		if err != nil {
 			return err
 		}
-		return collectOrdinals(rows, sortedAlive)
+		defer rows.Close()
+		for rows.Next() {
+			var ord, what int
+			if err := rows.Scan(&ord, &what); err != nil {
+				return err
+			}
+			if ord >= 1 && ord <= len(sortedStatus) {
+				sortedStatus[ord-1] = LeaseStatus(what)
+			}
+		}
+		return rows.Err()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat %d leases: %w", len(leases), err)
 	}
-	held := make(map[Lease]bool, len(sorted))
+	byLease := make(map[Lease]LeaseStatus, len(sorted))
 	for i, le := range sorted {
-		held[le] = held[le] || sortedAlive[i]
+		if cur, ok := byLease[le]; !ok || sortedStatus[i] < cur {
+			byLease[le] = sortedStatus[i] // a lease listed twice: the best answer
+		}
 	}
 	for i, le := range leases {
-		alive[i] = held[le]
+		if st, ok := byLease[le]; ok {
+			status[i] = st
+		}
 	}
-	return alive, nil
+	return status, nil
 }
+
+// LeaseStatus is what Heartbeat found of one lease.
+type LeaseStatus int
+
+const (
+	// LeaseExtended: the lease was extended.
+	LeaseExtended LeaseStatus = 1
+	// LeaseLost: the key's fence moved on, or it is no longer running (or cannot be stored).
+	LeaseLost LeaseStatus = 2
+	// LeaseBusy: the key's row was held by another statement (a handler's own transaction
+	// committing its outcome, say) and was skipped rather than waited for: nothing is known;
+	// the lease stands until it is extended or its deadline passes.
+	LeaseBusy LeaseStatus = 3
+)
 
 // State is a key's state in the ledger.
 type State string

@@ -166,7 +166,7 @@ func TestZombieFencedWriteUpdatesNothing(t *testing.T) {
 	zl := idempotency.Lease{Kind: "charge", Key: "k", Fence: zombie.Fence}
 	alive, err := l.Heartbeat(ctx, []idempotency.Lease{zl}, time.Minute)
 	require.NoError(t, err)
-	require.False(t, alive[0], "the zombie's heartbeat finds its lease lost")
+	require.Equal(t, idempotency.LeaseLost, alive[0], "the zombie's heartbeat finds its lease lost")
 	require.False(t, finishOne(t, l, idempotency.Outcome{Lease: zl, State: idempotency.StateDead, Reason: "permanent_error", Error: "zombie"}))
 	require.False(t, finishOne(t, l, idempotency.Outcome{Lease: zl, State: idempotency.StateSucceeded, Result: []byte(`1`)}))
 
@@ -339,7 +339,7 @@ func TestLedgerWorksWithoutStatementCaches(t *testing.T) {
 	lease := idempotency.Lease{Kind: "charge", Key: "k1", Fence: res.Fence}
 	alive, err := l.Heartbeat(ctx, []idempotency.Lease{lease}, time.Minute)
 	require.NoError(t, err)
-	require.True(t, alive[0])
+	require.Equal(t, idempotency.LeaseExtended, alive[0])
 	require.True(t, finishOne(t, l, idempotency.Outcome{Lease: lease, State: idempotency.StateSucceeded, Result: []byte(`{"ok":1}`), Attempt: idempotency.AttemptSucceeded}))
 	st, err := l.Status(ctx, "j1")
 	require.NoError(t, err)

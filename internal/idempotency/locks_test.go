@@ -152,52 +152,54 @@ func waitForLockWait(t *testing.T, pool *pgxpool.Pool, ns string) {
 	}, 10*time.Second, 5*time.Millisecond)
 }
 
-// Design rule 31: a batch statement that still meets a deadlock (here with an operator's
-// transaction that locks two keys in the other order) is tried again, and succeeds.
+// Design rule 31: a batch statement that still meets a deadlock (here a finish, with an
+// operator's transaction that locks two keys in the other order) is tried again, and
+// succeeds. (Heartbeats never wait for a row lock: they skip a held row.)
 func TestBatchStatementRetriesADeadlock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ns := leveetest.Namespace(t)
 	pool := leveetest.Pool(t)
 	l := leveetest.LedgerOn(t, pool, ns)
-	var leases []idempotency.Lease
-	for _, k := range []string{"a", "b"} {
-		c := claimOne(t, l, req(k, k, "p", time.Minute))
-		leases = append(leases, idempotency.Lease{Kind: "charge", Key: k, Fence: c.Fence})
-	}
 
-	// The other transaction takes b, waits until the heartbeat holds a and waits for b, then
-	// asks for a: a deadlock, which the heartbeat's session detects first (its
-	// deadlock_timeout is the server's 1 s, the other's a minute) and so is the one aborted.
-	deadlock := func(l *idempotency.Ledger) error {
+	// The other transaction takes b, waits until the finish holds a and waits for b, then
+	// asks for a: a deadlock, which the finish's session detects first (its deadlock_timeout
+	// is the server's 1 s, the other's a minute) and so is the one aborted.
+	deadlock := func(l *idempotency.Ledger, a, b string) error {
+		var outs []idempotency.Outcome
+		for _, k := range []string{a, b} {
+			c := claimOne(t, l, req(k, k, "p", time.Minute))
+			outs = append(outs, idempotency.Outcome{Lease: idempotency.Lease{Kind: "charge", Key: k, Fence: c.Fence},
+				State: idempotency.StateRetrying, Release: true})
+		}
 		other, err := pool.Begin(ctx)
 		require.NoError(t, err)
 		defer func() { _ = other.Rollback(ctx) }()
 		_, err = other.Exec(ctx, `SET LOCAL deadlock_timeout = '1min'`)
 		require.NoError(t, err)
 		lock := `SELECT 1 FROM ` + ns + `.keys WHERE kind = 'charge' AND key = $1 FOR UPDATE`
-		_, err = other.Exec(ctx, lock, "b")
+		_, err = other.Exec(ctx, lock, b)
 		require.NoError(t, err)
 		done := make(chan error, 1)
 		go func() {
-			alive, err := l.Heartbeat(ctx, leases, time.Minute)
-			if err == nil && (!alive[0] || !alive[1]) {
-				err = fmt.Errorf("leases lost: %v", alive)
+			applied, err := l.Finish(ctx, outs)
+			if err == nil && (!applied[0] || !applied[1]) {
+				err = fmt.Errorf("not applied: %v", applied)
 			}
 			done <- err
 		}()
 		waitForLockWait(t, pool, ns)
-		_, err = other.Exec(ctx, lock, "a") // granted once the heartbeat is aborted
+		_, err = other.Exec(ctx, lock, a) // granted once the finish is aborted
 		require.NoError(t, err)
 		require.NoError(t, other.Commit(ctx))
 		return <-done
 	}
-	require.NoError(t, deadlock(l), "the heartbeat was tried again")
+	require.NoError(t, deadlock(l, "a", "b"), "the finish was tried again")
 
 	once, err := idempotency.New(idempotency.Config{Pool: pool, Schema: ns})
 	require.NoError(t, err)
 	idempotency.NoLockRetries(once)
-	err = deadlock(once)
+	err = deadlock(once, "c", "d")
 	require.Error(t, err, "without retries the deadlock shows")
 	require.True(t, idempotency.Transient(err), "%v", err)
 	require.ErrorContains(t, err, "40P01")

@@ -62,6 +62,11 @@ LEFT JOIN LATERAL (
 		// Heartbeat: extend the leases still held (fenced, design rule 10). The rows are locked
 		// first, in (kind, key) order (design rule 31): LockRows sits above the Sort, whatever
 		// order the update's plan then visits them in.
+		// Heartbeat: a row another statement holds locked is skipped, not waited for (a
+		// handler's own transaction committing its outcome holds its key's row, and must not
+		// stall every lease of the kind): the answer per lease is 1 extended, 2 lost (the
+		// fence moved on, or the key is no longer running, as of the statement's snapshot),
+		// or neither (skipped: unknown, try again).
 		heartbeat: s(`
 WITH l AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS l(kind, key, fence, ord)
@@ -69,13 +74,18 @@ WITH l AS (
     SELECT k.kind, k.key FROM S.keys k JOIN l ON k.kind = l.kind AND k.key = l.key
     WHERE k.fence = l.fence AND k.state = 'running'
     ORDER BY k.kind COLLATE "C", k.key COLLATE "C"
-    FOR UPDATE OF k
+    FOR UPDATE OF k SKIP LOCKED
+), upd AS (
+    UPDATE S.keys k SET lease_until = now() + make_interval(secs => $4), updated_at = now()
+    FROM l, locked
+    WHERE k.kind = locked.kind AND k.key = locked.key
+      AND k.kind = l.kind AND k.key = l.key AND k.fence = l.fence AND k.state = 'running'
+    RETURNING l.ord
 )
-UPDATE S.keys k SET lease_until = now() + make_interval(secs => $4), updated_at = now()
-FROM l, locked
-WHERE k.kind = locked.kind AND k.key = locked.key
-  AND k.kind = l.kind AND k.key = l.key AND k.fence = l.fence AND k.state = 'running'
-RETURNING l.ord`),
+SELECT ord, 1 FROM upd
+UNION ALL
+SELECT l.ord, 2 FROM l LEFT JOIN S.keys k ON k.kind = l.kind AND k.key = l.key
+WHERE k.kind IS NULL OR k.fence <> l.fence OR k.state <> 'running'`),
 
 		// Finish: every write is fenced (design rule 10); a zombie's outcome matches no row.
 		// The keys' rows are locked first, in (kind, key) order (design rule 31), as the

@@ -345,7 +345,7 @@ func TestEveryLedgerWriteStoresItsTexts(t *testing.T) {
 	good := claimOne(t, l, req("h1", "h1", "p", time.Minute))
 	alive, err := l.Heartbeat(ctx, []idempotency.Lease{{Kind: "charge", Key: "h\xff", Fence: 1}, {Kind: "charge", Key: "h1", Fence: good.Fence}}, time.Minute)
 	require.NoError(t, err)
-	require.Equal(t, []bool{false, true}, alive)
+	require.Equal(t, []idempotency.LeaseStatus{idempotency.LeaseLost, idempotency.LeaseExtended}, alive)
 	applied, err := l.Finish(ctx, []idempotency.Outcome{
 		{Lease: idempotency.Lease{Kind: "charge", Key: "h\xff", Fence: 1}, State: idempotency.StateSucceeded},
 		{Lease: idempotency.Lease{Kind: "charge", Key: "h1", Fence: good.Fence}, State: idempotency.StateSucceeded},

@@ -19,7 +19,7 @@ import (
 // ledgerPort is what a kind runner needs of the ledger.
 type ledgerPort interface {
 	Claim(ctx context.Context, reqs []idempotency.ClaimRequest) ([]idempotency.ClaimResult, error)
-	Heartbeat(ctx context.Context, leases []idempotency.Lease, d time.Duration) ([]bool, error)
+	Heartbeat(ctx context.Context, leases []idempotency.Lease, d time.Duration) ([]idempotency.LeaseStatus, error)
 	Finish(ctx context.Context, outs []idempotency.Outcome) ([]bool, error)
 	FinishTx(ctx context.Context, tx pgx.Tx, outs []idempotency.Outcome) ([]bool, error)
 	Begin(ctx context.Context) (pgx.Tx, error)

@@ -159,7 +159,7 @@ type fakeLedger struct {
 	mu         sync.Mutex
 	finishFunc func(outs []idempotency.Outcome) ([]bool, error)
 	finished   [][]idempotency.Outcome // every Finish call's outcomes
-	beatFunc   func(leases []idempotency.Lease) ([]bool, error)
+	beatFunc   func(leases []idempotency.Lease) ([]bool, error) // alive per lease
 	beats      int
 	records    []idempotency.Record
 	recordErr  error
@@ -169,19 +169,28 @@ func (l *fakeLedger) Claim(context.Context, []idempotency.ClaimRequest) ([]idemp
 	return nil, errors.New("fake ledger: no claims")
 }
 
-func (l *fakeLedger) Heartbeat(_ context.Context, leases []idempotency.Lease, _ time.Duration) ([]bool, error) {
+func (l *fakeLedger) Heartbeat(_ context.Context, leases []idempotency.Lease, _ time.Duration) ([]idempotency.LeaseStatus, error) {
 	l.mu.Lock()
 	l.beats++
 	f := l.beatFunc
 	l.mu.Unlock()
-	if f == nil {
-		alive := make([]bool, len(leases))
-		for i := range alive {
-			alive[i] = true
-		}
-		return alive, nil
+	status := make([]idempotency.LeaseStatus, len(leases))
+	for i := range status {
+		status[i] = idempotency.LeaseExtended
 	}
-	return f(leases)
+	if f == nil {
+		return status, nil
+	}
+	alive, err := f(leases)
+	if err != nil {
+		return nil, err
+	}
+	for i, ok := range alive {
+		if !ok {
+			status[i] = idempotency.LeaseLost
+		}
+	}
+	return status, nil
 }
 
 func (l *fakeLedger) Finish(_ context.Context, outs []idempotency.Outcome) ([]bool, error) {

@@ -83,7 +83,7 @@ type leaseKeeper struct {
 	times  leaseTimes
 	clock  clock
 	ledger interface {
-		Heartbeat(ctx context.Context, leases []idempotency.Lease, d time.Duration) ([]bool, error)
+		Heartbeat(ctx context.Context, leases []idempotency.Lease, d time.Duration) ([]idempotency.LeaseStatus, error)
 		DropIdle(ctx context.Context)
 	}
 	log     *slog.Logger
@@ -293,7 +293,7 @@ func (lk *leaseKeeper) beat(ctx context.Context) bool {
 	hctx, cancel := context.WithTimeout(ctx, lk.times.try())
 	defer cancel()
 	sent := lk.clock.Stamp()
-	alive, err := lk.ledger.Heartbeat(hctx, leases, lk.times.stored())
+	status, err := lk.ledger.Heartbeat(hctx, leases, lk.times.stored())
 	lk.metrics.Ledger("heartbeat", sent.mono)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -308,11 +308,14 @@ func (lk *leaseKeeper) beat(ctx context.Context) bool {
 		return false
 	}
 	for i, a := range as {
-		if alive[i] {
+		switch status[i] {
+		case idempotency.LeaseExtended:
 			lk.extend(a, sent.add(lk.times.held()))
-		} else {
+		case idempotency.LeaseLost:
 			lk.lose(a)
 		}
+		// LeaseBusy: its row is held by another statement (its own handler's transaction
+		// committing, most often); its deadline stands until an extension lands.
 	}
 	return true
 }
