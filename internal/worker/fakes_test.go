@@ -158,7 +158,7 @@ func (m *fakeMsg) snapshot() (acks int, naks []time.Duration, terms []string, in
 type fakeLedger struct {
 	mu         sync.Mutex
 	finishFunc func(outs []idempotency.Outcome) ([]bool, error)
-	finished   [][]idempotency.Outcome // every Finish call's outcomes
+	finished   [][]idempotency.Outcome                          // every Finish call's outcomes
 	beatFunc   func(leases []idempotency.Lease) ([]bool, error) // alive per lease
 	beats      int
 	records    []idempotency.Record
