@@ -101,7 +101,7 @@ func (c *Client) DeadJob(ctx context.Context, id string) (*DeadJob, error) {
 // ErrPayloadTruncated is returned by Replay for a dead job whose DLQ copy holds only the start
 // of its payload (it was cut to fit the server's max_payload): replay it with a payload of its
 // own (ReplayOptions.Payload).
-var ErrPayloadTruncated = errors.New("the dead-letter copy holds only the start of the job's payload (cut to fit the server's max_payload): replay it with a payload of its own (--payload)")
+var ErrPayloadTruncated = errors.New("the dead-letter copy holds only the start of the job's payload (cut to fit the server's max_payload): replay it with its full payload (--payload), which is checked against the key's stored hash")
 
 // ReplayOptions are the choices of one replay.
 type ReplayOptions struct {
@@ -143,8 +143,18 @@ func (c *Client) Replay(ctx context.Context, dj DeadJob, opts ReplayOptions) (Re
 		if err != nil {
 			return ReplayResult{}, fmt.Errorf("replay %s: %w", dj.ID, err)
 		}
-		old := compactOrRaw(payload)
-		if !bytes.Equal(compact.Payload, old) {
+		same := bytes.Equal(compact.Payload, compactOrRaw(payload))
+		if dj.Headers[queue.HeaderPayloadTruncated] != "" {
+			// The copy holds only the start of the payload: the key's stored hash says whether
+			// this is the job's own.
+			stored, err := c.ledger.PayloadHash(ctx, dj.Kind, dj.Key)
+			if err != nil {
+				return ReplayResult{}, fmt.Errorf("replay %s: %w", dj.ID, err)
+			}
+			sum := sha256.Sum256(compact.Payload)
+			same = stored == nil || bytes.Equal(stored, sum[:])
+		}
+		if !same {
 			if !opts.AllowPayloadChange {
 				return ReplayResult{}, fmt.Errorf("replay %s: %w", dj.ID, ErrPayloadChange)
 			}

@@ -85,6 +85,21 @@ func (l *Ledger) MarkSolo(ctx context.Context, jobID, kind string, seq uint64) e
 	return nil
 }
 
+// PayloadHash returns the payload hash stored for kind's key (nil when the key has no row): what
+// a replay compares a payload given in place of a truncated dead-letter copy's with.
+func (l *Ledger) PayloadHash(ctx context.Context, kind, key string) ([]byte, error) {
+	var h []byte
+	err := l.pool.QueryRow(ctx, `SELECT payload_hash FROM `+l.sanitized()+`.keys WHERE kind = $1 AND key = $2`,
+		storableKey(kind), storableKey(key)).Scan(&h)
+	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("payload hash of key %s/%s: %w", kind, key, err)
+	}
+	return h, nil
+}
+
 // UnmarkSolo takes back MarkSolo's mark of message seq: the job's run alone ended without
 // telling anything about it (its worker lost Postgres and cancelled it), so its deliveries
 // running out must not condemn it as a poison.

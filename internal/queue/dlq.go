@@ -118,8 +118,17 @@ func (q *Queue) DeadLetter(ctx context.Context, env Envelope, raw []byte, hdr na
 	if original != "" {
 		m.Header.Set(HeaderOriginalSubject, headerSafe(original, maxOriginalSubject))
 	}
-	fitCopy(m, q.dlqLimit(ctx))
-	if _, err := q.js.PublishMsg(ctx, m, jetstream.WithExpectStream(q.names.DLQStream())); err != nil {
+	// The publish adds its own Nats-Expected-Stream header: room is kept for it.
+	expect := len(jetstream.ExpectedStreamHeader) + len(": ") + len(q.names.DLQStream()) + len("\r\n")
+	fitCopy(m, q.dlqLimit(ctx)-expect)
+	_, err := q.js.PublishMsg(ctx, m, jetstream.WithExpectStream(q.names.DLQStream()))
+	if isTooBig(err) {
+		// The DLQ's limit changed since it was read: read it again, shrink, try once more.
+		q.forgetDLQLimit()
+		fitCopy(m, q.dlqLimit(ctx)-expect)
+		_, err = q.js.PublishMsg(ctx, m, jetstream.WithExpectStream(q.names.DLQStream()))
+	}
+	if err != nil {
 		return fmt.Errorf("dead-letter job %s: %w", id, translate(err))
 	}
 	return nil
@@ -130,65 +139,120 @@ func (q *Queue) DeadLetter(ctx context.Context, env Envelope, raw []byte, hdr na
 // Such a copy cannot be replayed as it is (replay it with a payload of its own).
 const HeaderPayloadTruncated = "Levee-Payload-Truncated"
 
-// copyHeaderSlack is room kept below the limit for what the server adds to a stored message.
-const copyHeaderSlack = 256
+// copyHeaderSlack is room kept below the limits, against rounding in what is counted.
+const copyHeaderSlack = 32
 
-// fitCopy shrinks a dead-letter copy until it fits limit bytes (headers and body, as NATS counts
-// max_payload): a job near the payload bound gains about 1 KiB of Levee-* headers on its copy,
-// and a copy the DLQ refuses would leave the job neither done nor dead, forever (design rule
-// 32). It drops the original's own headers first, then cuts the last error to a line, then
-// cuts the body, marking it with HeaderPayloadTruncated. limit <= 0 means no limit.
+// maxHeaderBlock is the largest header block JetStream stores (err_code 10097 beyond it).
+const maxHeaderBlock = 65535
+
+// copyHeaders are the headers a dead-letter copy keeps when it must shrink: those Levee sets
+// on it, and the job's own that the copy is read by. Any other header of the original (the
+// user's, or a Levee-* one a publisher invented) goes first.
+var copyHeaders = map[string]bool{
+	HeaderMsgID: true, HeaderJobID: true, HeaderKind: true, HeaderKey: true, HeaderReason: true,
+	HeaderAttempts: true, HeaderLastError: true, HeaderFirstFailedAt: true, HeaderFailedAt: true,
+	HeaderWorker: true, HeaderOriginalSubject: true, HeaderPayloadTruncated: true,
+	HeaderMaxAttempts: true, HeaderEnqueuedAt: true, HeaderFallbackOf: true,
+}
+
+// optionalCopyHeaders are dropped, last, when even the essential headers do not fit (a DLQ
+// whose max message size is tiny).
+var optionalCopyHeaders = []string{HeaderLastError, HeaderWorker, HeaderOriginalSubject, HeaderFirstFailedAt,
+	HeaderEnqueuedAt, HeaderMaxAttempts, HeaderFallbackOf}
+
+// fitCopy shrinks a dead-letter copy until it fits limit bytes (headers and body, as NATS
+// counts max_payload) and its header block fits JetStream's 64 KiB: a job near the payload
+// bound gains about 1 KiB of Levee-* headers on its copy, a job may carry large headers of its
+// own, and a copy the DLQ refuses would leave the job neither done nor dead, forever (design
+// rule 32). In turn it drops the original's own headers, cuts the last error to a line, cuts
+// the body (marking it with HeaderPayloadTruncated and the original size), and drops the
+// optional Levee-* headers. limit <= 0 means no limit but the header block's.
 func fitCopy(m *nats.Msg, limit int) {
-	if limit <= 0 || msgSize(m) <= limit-copyHeaderSlack {
+	fits := func() bool {
+		h := headerSize(m)
+		return h <= maxHeaderBlock-copyHeaderSlack && (limit <= 0 || h+len(m.Data) <= limit-copyHeaderSlack)
+	}
+	if fits() {
 		return
 	}
 	for k := range m.Header {
-		if !strings.HasPrefix(k, "Levee-") && k != HeaderMsgID {
+		if !copyHeaders[k] {
 			delete(m.Header, k)
 		}
 	}
-	if e := m.Header.Get(HeaderLastError); len(e) > 200 {
-		m.Header.Set(HeaderLastError, headerSafe(e, 200))
+	for _, k := range []string{HeaderLastError, HeaderOriginalSubject, HeaderKey} {
+		if v := m.Header.Get(k); len(v) > 200 {
+			m.Header.Set(k, headerSafe(v, 200))
+		}
 	}
-	if over := msgSize(m) - (limit - copyHeaderSlack); over > 0 {
+	if fits() {
+		return
+	}
+	if over := headerSize(m) + len(m.Data) + len(HeaderPayloadTruncated) + 16 - (limit - copyHeaderSlack); limit > 0 && over > 0 {
 		m.Header.Set(HeaderPayloadTruncated, strconv.Itoa(len(m.Data)))
-		over += len(HeaderPayloadTruncated) + 16
 		m.Data = m.Data[:max(len(m.Data)-over, 0)]
+	}
+	for _, k := range optionalCopyHeaders {
+		if fits() {
+			return
+		}
+		m.Header.Del(k)
 	}
 }
 
-// msgSize is the size NATS counts against max_payload: the encoded headers and the body.
-func msgSize(m *nats.Msg) int {
+// headerSize is the size of a message's encoded header block.
+func headerSize(m *nats.Msg) int {
 	n := len("NATS/1.0\r\n\r\n")
 	for k, vs := range m.Header {
 		for _, v := range vs {
 			n += len(k) + len(": ") + len(v) + len("\r\n")
 		}
 	}
-	return n + len(m.Data)
+	return n
 }
 
+// msgSize is the size NATS counts against max_payload: the encoded headers and the body.
+func msgSize(m *nats.Msg) int { return headerSize(m) + len(m.Data) }
+
+// dlqLimitTTL is how long the DLQ stream's max message size is trusted before it is read again
+// (an operator may change it while workers run).
+const dlqLimitTTL = time.Minute
+
 // dlqLimit is the largest dead-letter copy the server and the DLQ stream accept: the
-// connection's max_payload, or the stream's max message size when it is smaller.
+// connection's max_payload, or the stream's max message size when it is smaller (read at most
+// once a minute, or again at once after forget).
 func (q *Queue) dlqLimit(ctx context.Context) int {
 	limit := int(q.nc.MaxPayload())
-	if n := q.dlqMaxMsgSize.Load(); n != 0 {
-		if n > 0 && int(n) < limit {
-			limit = int(n)
+	q.dlqMu.Lock()
+	defer q.dlqMu.Unlock()
+	if q.dlqReadAt.IsZero() || time.Since(q.dlqReadAt) > dlqLimitTTL {
+		stream, err := q.js.Stream(ctx, q.names.DLQStream())
+		if err != nil {
+			return limit
 		}
-		return limit
+		q.dlqMaxMsgSize, q.dlqReadAt = int(stream.CachedInfo().Config.MaxMsgSize), time.Now()
 	}
-	stream, err := q.js.Stream(ctx, q.names.DLQStream())
-	if err != nil {
-		return limit
+	if q.dlqMaxMsgSize > 0 {
+		return min(limit, q.dlqMaxMsgSize)
 	}
-	n := int64(stream.CachedInfo().Config.MaxMsgSize)
-	if n <= 0 {
-		q.dlqMaxMsgSize.Store(-1) // no stream limit: remember, and never ask again
-		return limit
+	return limit
+}
+
+// forgetDLQLimit makes the next dlqLimit read the DLQ stream's limit again.
+func (q *Queue) forgetDLQLimit() {
+	q.dlqMu.Lock()
+	q.dlqReadAt = time.Time{}
+	q.dlqMu.Unlock()
+}
+
+// isTooBig reports whether the server refused a message for its size (max_payload, a stream's
+// max message size, the header block's limit).
+func isTooBig(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == 10054 || apiErr.ErrorCode == 10097) {
+		return true
 	}
-	q.dlqMaxMsgSize.Store(n)
-	return min(limit, int(n))
+	return errors.Is(err, nats.ErrMaxPayload)
 }
 
 // isJetStreamHeader reports whether a header is one of JetStream's own (Nats-Msg-Id,

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,8 +56,11 @@ type Queue struct {
 	maxPayload int
 	stream     StreamConfig
 	termReason bool
-	// dlqMaxMsgSize caches the DLQ stream's max message size (-1: none; 0: not read yet).
-	dlqMaxMsgSize atomic.Int64
+	// dlqMaxMsgSize caches the DLQ stream's max message size (0 or below: none), read at
+	// dlqReadAt (zero: not read yet).
+	dlqMu         sync.Mutex
+	dlqMaxMsgSize int
+	dlqReadAt     time.Time
 }
 
 // New returns a Queue over cfg.Conn. It does not create anything; call EnsureStreams.

@@ -105,6 +105,10 @@ func FatalSetup(ps []SetupProblem) error {
 // minDuplicates is the shortest duplicate window Levee is happy with: its own default.
 const minDuplicates = 2 * time.Minute
 
+// minDLQMsgSize is the smallest max message size a DLQ stream may have: room for a copy's
+// Levee-* headers and the start of its payload.
+const minDLQMsgSize = 1024
+
 // streamRole says which of Levee's streams is checked.
 type streamRole int
 
@@ -226,7 +230,10 @@ func (q *Queue) checkStream(cfg jetstream.StreamConfig, role streamRole) []Setup
 		add(false, "limits", "has limits (max msgs %d, max bytes %d, max msgs per subject %d): once full it refuses dead jobs, which then wait in the work stream, redelivered, until an operator makes room (enqueue dlq purge); Levee keeps every dead job when it has none: nats stream edit %s --max-msgs -1 --max-bytes -1 --max-msgs-per-subject -1",
 			cfg.MaxMsgs, cfg.MaxBytes, cfg.MaxMsgsPerSubject, name)
 	}
-	if role == roleDLQ && cfg.MaxMsgSize > 0 {
+	if role == roleDLQ && cfg.MaxMsgSize > 0 && cfg.MaxMsgSize < minDLQMsgSize {
+		add(true, "max message size", "has a max message size of %d bytes, below the %d a dead-letter copy's own headers need: no dead job could be kept: nats stream edit %s --max-msg-size -1",
+			cfg.MaxMsgSize, minDLQMsgSize, name)
+	} else if role == roleDLQ && cfg.MaxMsgSize > 0 {
 		add(false, "max message size", "has a max message size of %d bytes: the copy of a larger dead job keeps only the start of its payload (marked %s) and cannot be replayed as it is: nats stream edit %s --max-msg-size -1",
 			cfg.MaxMsgSize, HeaderPayloadTruncated, name)
 	}
