@@ -85,17 +85,19 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 		switch res.Status {
 		case idempotency.Claimed:
 			if divert {
-				// Kept in progress, its lease extended, while the commit is retried (design
-				// rule 30); no handler runs.
+				// Settled beside the loop, as an attempt is, kept in progress and its lease
+				// extended while the commit is retried (design rule 30); no handler runs.
 				a := &attempt{j: j, fence: res.Fence, number: res.Attempts, cancel: func(error) {}}
 				k.leases.register(a, sent)
 				k.leases.settling(a)
-				k.settle(ctx, a, ending{
-					out: idempotency.Outcome{Lease: a.ledgerLease(), State: idempotency.StateDead, Reason: executor.ReasonFellBack,
-						Error: "breaker open longer than fallback_after", FallbackTo: FallbackID(j.env.ID), Worker: k.w.cfg.ID},
-					then: thenFallBack,
-				}, nil, k.log.With("job_id", j.env.ID, "key", j.env.Key))
-				k.leases.unregister(a)
+				k.attempts.Go(func() {
+					defer k.leases.unregister(a)
+					k.settle(k.hardCtx, a, ending{
+						out: idempotency.Outcome{Lease: a.ledgerLease(), State: idempotency.StateDead, Reason: executor.ReasonFellBack,
+							Error: "breaker open longer than fallback_after", FallbackTo: FallbackID(j.env.ID), Worker: k.w.cfg.ID},
+						then: thenFallBack,
+					}, nil, k.log.With("job_id", j.env.ID, "key", j.env.Key))
+				})
 				continue
 			}
 			if turn != nil && turn.mark != nil {
