@@ -43,7 +43,7 @@ func (t leaseTimes) retry() time.Duration { return max(t.every/4, 100*time.Milli
 // silent outage) leaves time for tries on fresh ones before the deadline. A healthy extension
 // takes milliseconds.
 func (t leaseTimes) try() time.Duration {
-	return min(max(t.every/2, 250*time.Millisecond), 5*time.Second)
+	return min(max(t.every/2, 50*time.Millisecond), 5*time.Second)
 }
 
 // leaseState says what the lease keeper does for an attempt.

@@ -210,7 +210,7 @@ func (k *kindRunner) runAlone(ctx context.Context, j *job) {
 // Postgres (or froze) and cancelled it, which says nothing about the job, so its deliveries
 // running out must not condemn it as a poison. Postgres was unreachable a moment ago, so it is
 // tried until the lease would have lapsed; if it never lands, the job is dead-lettered as a
-// poison after all (a documented limitation).
+// poison after all (a limitation docs/reliability.md names).
 func (k *kindRunner) unmark(j *job) {
 	k.attempts.Go(func() {
 		giveUpAt := time.Now().Add(k.leases.times.stored())
