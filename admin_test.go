@@ -10,11 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/fleet"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/leveetest"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // failTimes is a handler that fails the first n attempts of every job with "boom <attempt>",
@@ -39,7 +44,7 @@ func TestAttemptsAndFindJobs(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, levee.StateSucceeded, b.waitFinal(t, first.ID, 20*time.Second).State)
 
-		atts, err := b.client.Attempts(ctx, first.ID)
+		atts, err := b.ops.JobAttempts(ctx, first.ID)
 		require.NoError(t, err)
 		require.Len(t, atts, 3, "%+v", atts)
 		for i, a := range atts {
@@ -59,26 +64,26 @@ func TestAttemptsAndFindJobs(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, first.ID, b.waitFinal(t, second.ID, 20*time.Second).DuplicateOf)
 
-		found, err := b.client.FindJobs(ctx, "order-7")
+		found, err := b.ops.JobFind(ctx, "order-7")
 		require.NoError(t, err)
 		require.Len(t, found, 2)
 		require.Equal(t, second.ID, found[0].ID)
 		require.Equal(t, first.ID, found[1].ID)
 		require.Equal(t, levee.StateSucceeded, found[1].State)
 
-		byID, err := b.client.FindJobs(ctx, first.ID)
+		byID, err := b.ops.JobFind(ctx, first.ID)
 		require.NoError(t, err)
 		require.Len(t, byID, 1)
 		require.Equal(t, "order-7", byID[0].Key)
 
-		dupAtts, err := b.client.Attempts(ctx, second.ID)
+		dupAtts, err := b.ops.JobAttempts(ctx, second.ID)
 		require.NoError(t, err)
 		require.Empty(t, dupAtts, "a duplicate never ran")
 
-		_, err = b.client.FindJobs(ctx, "no-such-thing")
-		require.ErrorIs(t, err, levee.ErrNotFound)
-		_, err = b.client.Attempts(ctx, "no-such-job")
-		require.ErrorIs(t, err, levee.ErrNotFound)
+		_, err = b.ops.JobFind(ctx, "no-such-thing")
+		require.ErrorIs(t, err, admin.ErrNotFound)
+		_, err = b.ops.JobAttempts(ctx, "no-such-job")
+		require.ErrorIs(t, err, admin.ErrNotFound)
 	})
 }
 
@@ -123,7 +128,7 @@ func TestJobsPagingConcurrentInserts(t *testing.T) {
 	seen := map[string]int{}
 	cursor, pages := "", 0
 	for {
-		page, err := b.client.Jobs(ctx, levee.JobFilter{Kind: "page", Cursor: cursor, Limit: 40})
+		page, err := b.ops.JobList(ctx, admin.JobListParams{Kind: "page", Cursor: cursor, Limit: 40})
 		require.NoError(t, err)
 		pages++
 		for _, j := range page.Jobs {
@@ -146,7 +151,7 @@ func TestJobsPagingConcurrentInserts(t *testing.T) {
 	require.Contains(t, seen, "dup-1")
 
 	// Filters: state, and a time window on the enqueued time.
-	page, err := b.client.Jobs(ctx, levee.JobFilter{State: levee.StateRunning, Kind: "page",
+	page, err := b.ops.JobList(ctx, admin.JobListParams{State: levee.StateRunning, Kind: "page",
 		Since: base, Until: base.Add(10 * time.Second), Limit: 500})
 	require.NoError(t, err)
 	require.Empty(t, page.Next)
@@ -159,12 +164,12 @@ func TestJobsPagingConcurrentInserts(t *testing.T) {
 	}
 	require.Equal(t, 30, old, "old ids 0-29 were enqueued in the first 10 seconds")
 
-	_, err = b.client.Jobs(ctx, levee.JobFilter{State: levee.StateQueued})
-	require.ErrorIs(t, err, levee.ErrBadFilter)
-	_, err = b.client.Jobs(ctx, levee.JobFilter{Cursor: "garbage!"})
-	require.ErrorIs(t, err, levee.ErrBadFilter)
-	_, err = b.client.Jobs(ctx, levee.JobFilter{Limit: 501})
-	require.ErrorIs(t, err, levee.ErrBadFilter)
+	_, err = b.ops.JobList(ctx, admin.JobListParams{State: levee.StateQueued})
+	require.ErrorIs(t, err, admin.ErrBadFilter)
+	_, err = b.ops.JobList(ctx, admin.JobListParams{Cursor: "garbage!"})
+	require.ErrorIs(t, err, admin.ErrBadFilter)
+	_, err = b.ops.JobList(ctx, admin.JobListParams{Limit: 501})
+	require.ErrorIs(t, err, admin.ErrBadFilter)
 }
 
 // TestOverviewSingleflight: ten concurrent callers share one computation, and the result is
@@ -185,7 +190,7 @@ func TestOverviewSingleflight(t *testing.T) {
 	)
 	for range 10 {
 		wg.Go(func() {
-			ov, err := b.client.Overview(ctx, time.Minute)
+			ov, err := b.ops.Overview(ctx, time.Minute)
 			if err != nil {
 				t.Error(err)
 				return
@@ -197,25 +202,25 @@ func TestOverviewSingleflight(t *testing.T) {
 	wg.Wait()
 	require.EqualValues(t, 10, calls.Load())
 	n := 0
-	var ov *levee.Overview
+	var ov *admin.Overview
 	gens.Range(func(k, v any) bool {
 		n++
-		ov = v.(*levee.Overview)
+		ov = v.(*admin.Overview)
 		return true
 	})
 	require.Equal(t, 1, n, "ten concurrent callers share one computation")
 	require.EqualValues(t, 1, ov.Generation)
 
-	again, err := b.client.Overview(ctx, time.Minute)
+	again, err := b.ops.Overview(ctx, time.Minute)
 	require.NoError(t, err)
 	require.Same(t, ov, again, "cached for maxAge")
-	fresh, err := b.client.Overview(ctx, 0)
+	fresh, err := b.ops.Overview(ctx, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 2, fresh.Generation, "maxAge 0 computes again")
 
 	require.EqualValues(t, 1, ov.Counts[levee.StateSucceeded])
 	require.Len(t, ov.Buckets, 60)
-	var kind *levee.KindInfo
+	var kind *admin.KindInfo
 	for i := range ov.Kinds {
 		if ov.Kinds[i].Kind == "ov" {
 			kind = &ov.Kinds[i]
@@ -238,32 +243,34 @@ func TestAuditLog(t *testing.T) {
 	t.Parallel()
 	b := setup(t, leveetest.Servers(t)[0])
 	ctx := context.Background()
-	require.NoError(t, b.client.Audit(ctx, "ada", "note", "x", "first"))
-	require.NoError(t, b.client.PauseKind(ctx, "mail", "grace"))
-	require.NoError(t, b.client.ResumeKind(ctx, "mail", "grace"))
-	log, err := b.client.AuditLog(ctx, 2)
+	require.NoError(t, b.ops.AuditRecord(ctx, admin.AuditRecordParams{By: "ada", Action: "note", Target: "x", Detail: "first"}))
+	_, err := b.client.Publish(ctx, "mail", nil) // a kind Levee knows of
+	require.NoError(t, err)
+	require.NoError(t, b.ops.KindPause(ctx, "mail", "grace"))
+	require.NoError(t, b.ops.KindResume(ctx, "mail", "grace"))
+	log, err := b.ops.AuditList(ctx, 2)
 	require.NoError(t, err)
 	require.Len(t, log, 2)
-	require.Equal(t, levee.AuditEntry{At: log[0].At, Actor: "grace", Action: "resume", Target: "mail"}, log[0])
+	require.Equal(t, leveetype.AuditEntry{At: log[0].At, Actor: "grace", Action: "resume", Target: "mail"}, log[0])
 	require.Equal(t, "pause", log[1].Action)
 	require.WithinDuration(t, time.Now(), log[0].At, time.Minute)
 }
 
 // kindInfo returns kind's line of a fresh Overview.
-func (b *bundle) kindInfo(t *testing.T, kind string) levee.KindInfo {
+func (b *bundle) kindInfo(t *testing.T, kind string) admin.KindInfo {
 	t.Helper()
-	ov, err := b.client.Overview(context.Background(), 0)
+	ov, err := b.ops.Overview(context.Background(), 0)
 	require.NoError(t, err)
 	for _, k := range ov.Kinds {
 		if k.Kind == kind {
 			return k
 		}
 	}
-	return levee.KindInfo{Kind: kind}
+	return admin.KindInfo{Kind: kind}
 }
 
 // waitKind polls kind's Overview line until ok holds.
-func (b *bundle) waitKind(t *testing.T, kind string, within time.Duration, ok func(levee.KindInfo) bool) levee.KindInfo {
+func (b *bundle) waitKind(t *testing.T, kind string, within time.Duration, ok func(admin.KindInfo) bool) admin.KindInfo {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -295,13 +302,22 @@ func TestPauseResume(t *testing.T) {
 		require.NoError(t, w.Handle("paused", &paused, levee.Policy{}))
 		require.NoError(t, w.Handle("flowing", &flowing, levee.Policy{}))
 		run(t, w)
-		b.waitKind(t, "paused", 10*time.Second, func(k levee.KindInfo) bool { return k.Workers == 1 })
+		b.waitKind(t, "paused", 10*time.Second, func(k admin.KindInfo) bool { return k.Workers == 1 })
 
-		require.NoError(t, b.client.PauseKind(ctx, "paused", "ops"))
-		k := b.waitKind(t, "paused", 10*time.Second, func(k levee.KindInfo) bool { return k.PausedWorkers == 1 })
+		require.NoError(t, b.ops.KindPause(ctx, "paused", "ops"))
+		k := b.waitKind(t, "paused", 10*time.Second, func(k admin.KindInfo) bool { return k.PausedWorkers == 1 })
 		require.True(t, k.Paused)
-		require.Equal(t, levee.Actor("ops"), k.PausedBy)
+		require.Equal(t, leveetype.Actor("ops"), k.PausedBy)
 		require.NotNil(t, k.PausedAt)
+		stats, err := b.ops.Stats(ctx)
+		require.NoError(t, err)
+		for _, ks := range stats.Kinds {
+			assert.Equal(t, ks.Kind == "paused", ks.Paused, "stats shows the pause of %s", ks.Kind)
+			if ks.Kind == "paused" {
+				assert.Equal(t, "ops", ks.PausedBy)
+				assert.NotNil(t, ks.PausedAt)
+			}
+		}
 
 		var held, other []string
 		for range 5 {
@@ -319,7 +335,7 @@ func TestPauseResume(t *testing.T) {
 		// A worker started while the kind is paused starts paused.
 		var late counting
 		b.startWorker(t, "paused", &late, levee.Policy{}, func(c *levee.WorkerConfig) { c.ID = "late" })
-		b.waitKind(t, "paused", 10*time.Second, func(k levee.KindInfo) bool { return k.Workers == 2 && k.PausedWorkers == 2 })
+		b.waitKind(t, "paused", 10*time.Second, func(k admin.KindInfo) bool { return k.Workers == 2 && k.PausedWorkers == 2 })
 		for _, id := range held {
 			st, err := b.client.Status(ctx, id)
 			require.NoError(t, err)
@@ -327,7 +343,7 @@ func TestPauseResume(t *testing.T) {
 		}
 		require.Zero(t, paused.n.Load()+late.n.Load())
 
-		require.NoError(t, b.client.ResumeKind(ctx, "paused", "ops"))
+		require.NoError(t, b.ops.KindResume(ctx, "paused", "ops"))
 		for _, id := range held {
 			require.Equal(t, levee.StateSucceeded, b.waitFinal(t, id, 20*time.Second).State)
 		}
@@ -358,7 +374,7 @@ func TestResetBreakerFleetWide(t *testing.T) {
 	for {
 		_, err := b.client.Publish(ctx, "brk", nil)
 		require.NoError(t, err)
-		entries, err := q.FleetEntries(ctx)
+		entries, err := fleet.New(q).Entries(ctx)
 		require.NoError(t, err)
 		open := 0
 		for _, e := range entries["brk"] {
@@ -375,17 +391,38 @@ func TestResetBreakerFleetWide(t *testing.T) {
 	k := b.kindInfo(t, "brk")
 	require.Equal(t, "open", k.Breaker)
 	require.NotNil(t, k.BreakerUntil)
+	// The Overview shows the shared record: its next trial, why and by whom it opened.
+	store, err := fleet.New(q).Breakers(ctx, false)
+	require.NoError(t, err)
+	v, _, found, err := store.Get(ctx, "brk")
+	require.NoError(t, err)
+	require.True(t, found)
+	rec := executor.ParseShared(v)
+	require.Equal(t, "fleet", k.BreakerScope)
+	require.True(t, rec.Until.Equal(*k.BreakerUntil), "next trial %s, record's until %s", k.BreakerUntil, rec.Until)
+	require.Equal(t, rec.By, k.BreakerBy)
+	require.Contains(t, k.BreakerReason, "calls failed in the fleet's window")
+	require.Positive(t, k.BreakerCalls)
+	require.Equal(t, k.BreakerCalls, k.BreakerFailures)
+	require.InDelta(t, 1.0, k.BreakerFailureRate, 1e-9)
+	require.Zero(t, k.BreakerCutOff)
 
 	failing.Store(false)
-	require.NoError(t, b.client.ResetBreaker(ctx, "brk", "ops"))
-	b.waitKind(t, "brk", 10*time.Second, func(k levee.KindInfo) bool { return k.Breaker == "closed" && k.Workers == 2 })
+	res, err := b.ops.BreakerReset(ctx, admin.BreakerResetParams{Kind: "brk", By: "ops", Wait: 5 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, admin.BreakerResetResult{Gen: 2, Workers: 2, Acknowledged: 2}, res,
+		"one opening (gen 1), one reset (gen 2), applied by both workers")
+	k = b.waitKind(t, "brk", 10*time.Second, func(k admin.KindInfo) bool { return k.Breaker == "closed" && k.Workers == 2 })
+	require.Equal(t, "reset", k.BreakerReason)
+	require.Equal(t, "ops", k.BreakerBy)
+	require.Nil(t, k.BreakerUntil)
 	r, err := b.client.Publish(ctx, "brk", nil)
 	require.NoError(t, err)
 	require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
-	log, err := b.client.AuditLog(ctx, 1)
+	log, err := b.ops.AuditList(ctx, 1)
 	require.NoError(t, err)
 	require.Equal(t, "breaker_reset", log[0].Action)
-	require.Equal(t, levee.Actor("ops"), log[0].Actor)
+	require.Equal(t, leveetype.Actor("ops"), log[0].Actor)
 }
 
 func TestCancelRetryingThenRetry(t *testing.T) {
@@ -405,23 +442,23 @@ func TestCancelRetryingThenRetry(t *testing.T) {
 		require.NoError(t, err)
 		waitState(t, b, r.ID, levee.StateRetrying)
 
-		require.NoError(t, b.client.CancelJob(ctx, r.ID, "ops"))
+		require.NoError(t, b.ops.JobCancel(ctx, r.ID, "ops"))
 		st, err := b.client.Status(ctx, r.ID)
 		require.NoError(t, err)
 		require.Equal(t, levee.StateDead, st.State)
-		require.Equal(t, levee.ReasonCancelled, st.Reason)
+		require.Equal(t, admin.ReasonCancelled, st.Reason)
 		e := b.dlqEntry(t, r.ID)
-		require.Equal(t, levee.ReasonCancelled, e.Reason)
+		require.Equal(t, admin.ReasonCancelled, e.Reason)
 		require.Equal(t, 1, e.Attempts)
-		require.ErrorIs(t, b.client.CancelJob(ctx, r.ID, "ops"), levee.ErrConflict, "already dead")
+		require.ErrorIs(t, b.ops.JobCancel(ctx, r.ID, "ops"), admin.ErrConflict, "already dead")
 
 		fixed.Store(true)
-		require.NoError(t, b.client.RetryJob(ctx, r.ID, "ops"))
+		require.NoError(t, b.ops.JobRetry(ctx, r.ID, "ops"))
 		require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
 		require.EqualValues(t, 2, calls.Load())
-		require.ErrorIs(t, b.client.RetryJob(ctx, r.ID, "ops"), levee.ErrConflict, "succeeded")
+		require.ErrorIs(t, b.ops.JobRetry(ctx, r.ID, "ops"), admin.ErrConflict, "succeeded")
 
-		log, err := b.client.AuditLog(ctx, 10)
+		log, err := b.ops.AuditList(ctx, 10)
 		require.NoError(t, err)
 		require.Len(t, log, 2)
 		require.Equal(t, "retry", log[0].Action)
@@ -435,12 +472,12 @@ func TestCancelQueued(t *testing.T) {
 		ctx := context.Background()
 		r, err := b.client.Publish(ctx, "later", nil)
 		require.NoError(t, err)
-		require.NoError(t, b.client.CancelJob(ctx, r.ID, "ops"))
+		require.NoError(t, b.ops.JobCancel(ctx, r.ID, "ops"))
 		st, err := b.client.Status(ctx, r.ID)
 		require.NoError(t, err)
 		require.Equal(t, levee.StateDead, st.State)
-		require.Equal(t, levee.ReasonCancelled, st.Reason)
-		require.Equal(t, levee.ReasonCancelled, b.dlqEntry(t, r.ID).Reason)
+		require.Equal(t, admin.ReasonCancelled, st.Reason)
+		require.Equal(t, admin.ReasonCancelled, b.dlqEntry(t, r.ID).Reason)
 
 		// The worker receives the message, finds the key dead, and drops it unrun.
 		var h counting
@@ -456,7 +493,7 @@ func TestCancelQueued(t *testing.T) {
 		}
 		require.Zero(t, h.n.Load(), "a cancelled job never runs")
 
-		require.NoError(t, b.client.RetryJob(ctx, r.ID, "ops"))
+		require.NoError(t, b.ops.JobRetry(ctx, r.ID, "ops"))
 		require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
 		require.EqualValues(t, 1, h.n.Load())
 	})
@@ -474,17 +511,17 @@ func TestCancelRunningConflicts(t *testing.T) {
 	r, err := b.client.Publish(ctx, "busy", nil)
 	require.NoError(t, err)
 	waitState(t, b, r.ID, levee.StateRunning)
-	err = b.client.CancelJob(ctx, r.ID, "ops")
-	require.ErrorIs(t, err, levee.ErrConflict)
-	require.ErrorIs(t, b.client.RetryJob(ctx, r.ID, "ops"), levee.ErrConflict)
-	atts, err := b.client.Attempts(ctx, r.ID)
+	err = b.ops.JobCancel(ctx, r.ID, "ops")
+	require.ErrorIs(t, err, admin.ErrConflict)
+	require.ErrorIs(t, b.ops.JobRetry(ctx, r.ID, "ops"), admin.ErrConflict)
+	atts, err := b.ops.JobAttempts(ctx, r.ID)
 	require.NoError(t, err)
 	require.Len(t, atts, 1)
 	require.Equal(t, "running", atts[0].Outcome)
 	close(release)
 	require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
-	require.ErrorIs(t, b.client.CancelJob(ctx, r.ID, "ops"), levee.ErrConflict)
-	require.ErrorIs(t, b.client.CancelJob(ctx, "nope", "ops"), levee.ErrNotFound)
+	require.ErrorIs(t, b.ops.JobCancel(ctx, r.ID, "ops"), admin.ErrConflict)
+	require.ErrorIs(t, b.ops.JobCancel(ctx, "nope", "ops"), admin.ErrNotFound)
 }
 
 func waitState(t *testing.T, b *bundle, id string, want levee.State) {
@@ -514,11 +551,53 @@ func TestRetryRetryingRunsNow(t *testing.T) {
 	r, err := b.client.Publish(ctx, "later", nil)
 	require.NoError(t, err)
 	waitState(t, b, r.ID, levee.StateRetrying)
-	require.NoError(t, b.client.RetryJob(ctx, r.ID, "ops"))
+	require.NoError(t, b.ops.JobRetry(ctx, r.ID, "ops"))
 	require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
 	require.EqualValues(t, 2, calls.Load())
-	atts, err := b.client.Attempts(ctx, r.ID)
+	atts, err := b.ops.JobAttempts(ctx, r.ID)
 	require.NoError(t, err)
 	require.Len(t, atts, 2)
 	require.Contains(t, atts[0].Error, "come back in an hour")
+}
+
+// A replay keeps the job's history as history: its last error goes with its old life (status
+// no longer shows it), and its attempts show where the new life starts, by whom.
+func TestReplayKeepsHistoryAsHistory(t *testing.T) {
+	t.Parallel()
+	b := setup(t, leveetest.Servers(t)[0])
+	ctx := context.Background()
+	var calls atomic.Int32
+	var fixed atomic.Bool
+	b.startWorker(t, "fixme", levee.HandlerFunc(func(ctx context.Context, job *levee.Job) (any, error) {
+		calls.Add(1)
+		if !fixed.Load() {
+			return nil, levee.Permanent(errors.New("bad template"))
+		}
+		return "sent", nil
+	}), levee.Policy{})
+	r, err := b.client.Publish(ctx, "fixme", nil)
+	require.NoError(t, err)
+	require.Equal(t, levee.StateDead, b.waitFinal(t, r.ID, 20*time.Second).State)
+	require.Eventually(t, func() bool { _, err := b.ops.DeadJobGet(ctx, r.ID); return err == nil }, 10*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, b.ops.KindPause(ctx, "fixme", "ada")) // so that no attempt runs before the look
+	b.waitKind(t, "fixme", 10*time.Second, func(k admin.KindInfo) bool { return k.PausedWorkers == 1 })
+	require.NoError(t, b.ops.JobRetry(ctx, r.ID, "ada"))
+	st, err := b.client.Status(ctx, r.ID)
+	require.NoError(t, err)
+	require.Empty(t, st.LastError, "the old error is history, not the job's state")
+	fixed.Store(true)
+	require.NoError(t, b.ops.KindResume(ctx, "fixme", "ada"))
+	require.Equal(t, levee.StateSucceeded, b.waitFinal(t, r.ID, 20*time.Second).State)
+
+	atts, err := b.ops.JobAttempts(ctx, r.ID)
+	require.NoError(t, err)
+	var got []string
+	for _, a := range atts {
+		got = append(got, fmt.Sprintf("%d %s %s", a.N, a.Outcome, a.Worker))
+	}
+	require.Len(t, got, 3, "%v", got)
+	require.True(t, strings.HasPrefix(got[0], "1 failed"), "%v", got)
+	require.Equal(t, "0 replayed ada", got[1])
+	require.True(t, strings.HasPrefix(got[2], "1 succeeded"), "%v", got)
 }

@@ -1,27 +1,26 @@
 package levee
 
 import (
-	"cmp"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/oklog/ulid/v2"
 
-	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/core"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
 // DefaultNATSURL and DefaultDatabaseURL are the services Levee uses when none are given.
 const (
-	DefaultNATSURL     = "nats://127.0.0.1:4222"
-	DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	DefaultNamespace   = "levee"
+	DefaultNATSURL     = core.DefaultNATSURL
+	DefaultDatabaseURL = core.DefaultDatabaseURL
+	DefaultNamespace   = core.DefaultNamespace
 )
 
 // ClientConfig configures a Client. Publishing needs only NATS; Status also reads Postgres
@@ -46,62 +45,29 @@ type ClientConfig struct {
 }
 
 // Client publishes jobs and reports their status. It is safe for concurrent use. Close it when
-// done.
+// done. Package admin's Client shares a Client's connections for operator actions.
 type Client struct {
-	q         *queue.Queue
-	ledger    *idempotency.Ledger
-	closers   []func()
-	streamsMu sync.Mutex
-	streamsOK bool
-	setupOK   bool // the streams were checked (design rule 34)
-	logger    *slog.Logger
-	overview  overviewCache
+	conn *core.Conn
+}
+
+func init() {
+	core.ConnOf = func(client any) *core.Conn { return client.(*Client).conn }
 }
 
 // NewClient connects to NATS (and Postgres, if configured) and returns a Client.
 func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
-	c := &Client{logger: cmp.Or(cfg.Logger, slog.Default())}
-	nc := cfg.Conn
-	if nc == nil {
-		var err error
-		nc, err = connectNATS(cmp.Or(cfg.NATSURL, DefaultNATSURL), "levee-client", cfg.NATSOptions)
-		if err != nil {
-			return nil, err
-		}
-		c.closers = append(c.closers, nc.Close)
-	}
-	q, err := queue.New(queue.Config{Conn: nc, Namespace: cmp.Or(cfg.Namespace, DefaultNamespace), MaxPayload: cfg.MaxPayload})
+	conn, err := core.Open(ctx, core.Options{
+		NATSURL: cfg.NATSURL, NATSOptions: cfg.NATSOptions, Conn: cfg.Conn, DatabaseURL: cfg.DatabaseURL,
+		Pool: cfg.Pool, Namespace: cfg.Namespace, MaxPayload: cfg.MaxPayload, Logger: cfg.Logger,
+	})
 	if err != nil {
-		c.Close()
 		return nil, err
 	}
-	c.q = q
-	pool := cfg.Pool
-	if pool == nil && cfg.DatabaseURL != "" {
-		pool, err = openPool(ctx, cfg.DatabaseURL, 4)
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		c.closers = append(c.closers, pool.Close)
-	}
-	if pool != nil {
-		c.ledger, err = idempotency.New(idempotency.Config{Pool: pool, Schema: q.Names().Namespace()})
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-	}
-	return c, nil
+	return &Client{conn: conn}, nil
 }
 
 // Close closes the connections the Client opened.
-func (c *Client) Close() {
-	for i := len(c.closers) - 1; i >= 0; i-- {
-		c.closers[i]()
-	}
-	c.closers = nil
-}
+func (c *Client) Close() { c.conn.Close() }
 
 // JobSpec is a job to publish.
 type JobSpec struct {
@@ -115,6 +81,11 @@ type JobSpec struct {
 	Key string
 	// MaxAttempts overrides the kind's policy when > 0.
 	MaxAttempts int
+	// CheckKey asks the ledger, before Publish publishes, whether the key was used before
+	// (it needs ClientConfig.DatabaseURL or Pool; PublishBatch refuses it): with another payload, Publish refuses with
+	// ErrKeyReused, as the job would be dead-lettered with reason
+	// key_reused_with_different_payload; with the same one, the result says KeyDuplicate.
+	CheckKey bool
 }
 
 // PublishResult says what happened to one published job. Its JSON form is what
@@ -124,8 +95,16 @@ type PublishResult struct {
 	Kind string `json:"kind"`
 	Key  string `json:"key"`
 	// Duplicate is true when the stream already held this id within its deduplication
-	// window: the job is stored once, and this is not an error.
+	// window: the job is stored once (the first payload), and this is not an error. It is
+	// about the id; KeyDuplicate is about the key.
 	Duplicate bool `json:"duplicate"`
+	// PayloadDiffers, for a Duplicate, says whether the payload published first, which the
+	// stream keeps, differs from this one, which was dropped; absent when it cannot be told
+	// (the first job has left the stream and there is no ledger).
+	PayloadDiffers *bool `json:"payload_differs,omitempty"`
+	// KeyDuplicate, with CheckKey, says whether the key was used before with this payload:
+	// the job will not run, and takes the first job's outcome. Absent without CheckKey.
+	KeyDuplicate *bool `json:"key_duplicate,omitempty"`
 	// Err is set by PublishBatch for a job that was refused.
 	Err error `json:"-"`
 }
@@ -138,6 +117,9 @@ func WithID(id string) PublishOption { return func(s *JobSpec) { s.ID = id } }
 
 // WithKey sets the idempotency key (default: the job id).
 func WithKey(key string) PublishOption { return func(s *JobSpec) { s.Key = key } }
+
+// WithKeyCheck asks the ledger whether the job's key was used before; see JobSpec.CheckKey.
+func WithKeyCheck() PublishOption { return func(s *JobSpec) { s.CheckKey = true } }
 
 // WithMaxAttempts overrides the kind's attempt budget for this job.
 func WithMaxAttempts(n int) PublishOption { return func(s *JobSpec) { s.MaxAttempts = n } }
@@ -153,14 +135,58 @@ func (c *Client) Publish(ctx context.Context, kind string, payload any, opts ...
 	if err != nil {
 		return PublishResult{}, err
 	}
-	if err := c.ensureStreams(ctx); err != nil {
+	out := PublishResult{ID: env.ID, Kind: env.Kind, Key: env.Key}
+	if spec.CheckKey {
+		if out.KeyDuplicate, err = c.checkKey(ctx, env); err != nil {
+			return PublishResult{}, err
+		}
+	}
+	if err := c.conn.EnsureStreams(ctx); err != nil {
 		return PublishResult{}, err
 	}
-	res, err := c.q.Publish(ctx, env)
+	res, err := c.conn.Q.Publish(ctx, env)
 	if err != nil {
-		return PublishResult{}, translatePublish(err)
+		return PublishResult{}, core.TranslatePublish(err)
 	}
-	return PublishResult{ID: env.ID, Kind: env.Kind, Key: env.Key, Duplicate: res.Duplicate}, nil
+	out.Duplicate = res.Duplicate
+	if res.Duplicate {
+		out.PayloadDiffers = c.payloadDiffers(ctx, env)
+	}
+	return out, nil
+}
+
+// checkKey asks the ledger whether env's key was used before: nil error and false when not,
+// true when with the same payload, and an error wrapping ErrKeyReused when with another.
+func (c *Client) checkKey(ctx context.Context, env queue.Envelope) (*bool, error) {
+	if c.conn.Ledger == nil {
+		return nil, fmt.Errorf("checking the key needs the ledger: %w", core.ErrDatabaseRequired)
+	}
+	stored, err := c.conn.Ledger.PayloadHash(ctx, env.Kind, env.Key)
+	if err != nil {
+		return nil, err
+	}
+	used := stored != nil
+	if used && !bytes.Equal(stored, env.PayloadHash()) {
+		return nil, fmt.Errorf("%w: key %q of kind %s was used with another payload; this job would be dead-lettered (key_reused_with_different_payload): give another key", ErrKeyReused, env.Key, env.Kind)
+	}
+	return &used, nil
+}
+
+// payloadDiffers tells, for a duplicate id, whether the payload kept (in the stream, else the
+// key's in the ledger) differs from env's; nil when neither can tell.
+func (c *Client) payloadDiffers(ctx context.Context, env queue.Envelope) *bool {
+	var differs bool
+	if q, err := c.conn.Q.FindQueued(ctx, env.ID); err == nil {
+		differs = !bytes.Equal(q.Payload, env.Payload)
+		return &differs
+	}
+	if c.conn.Ledger != nil {
+		if stored, err := c.conn.Ledger.PayloadHash(ctx, env.Kind, env.Key); err == nil && stored != nil {
+			differs = !bytes.Equal(stored, env.PayloadHash())
+			return &differs
+		}
+	}
+	return nil
 }
 
 // PublishBatch publishes jobs asynchronously and waits for every answer. results[i] answers
@@ -173,6 +199,9 @@ func (c *Client) PublishBatch(ctx context.Context, jobs []JobSpec, onDone func(P
 	idx := make([]int, 0, len(jobs))
 	for i, spec := range jobs {
 		env, err := c.envelope(spec)
+		if err == nil && spec.CheckKey {
+			err = errors.New("JobSpec.CheckKey is for Publish: PublishBatch does not check keys, so it refuses the job")
+		}
 		if err != nil {
 			results[i] = PublishResult{ID: spec.ID, Kind: spec.Kind, Key: spec.Key, Err: err}
 			if onDone != nil {
@@ -187,12 +216,12 @@ func (c *Client) PublishBatch(ctx context.Context, jobs []JobSpec, onDone func(P
 	if len(envs) == 0 {
 		return results, nil
 	}
-	if err := c.ensureStreams(ctx); err != nil {
+	if err := c.conn.EnsureStreams(ctx); err != nil {
 		return results, err
 	}
-	_, err := c.q.PublishBatch(ctx, envs, func(i int, r queue.PublishResult) {
+	_, err := c.conn.Q.PublishBatch(ctx, envs, func(i int, r queue.PublishResult) {
 		res := &results[idx[i]]
-		res.Duplicate, res.Err = r.Duplicate, translatePublish(r.Err)
+		res.Duplicate, res.Err = r.Duplicate, core.TranslatePublish(r.Err)
 		if onDone != nil {
 			onDone(*res)
 		}
@@ -203,68 +232,17 @@ func (c *Client) PublishBatch(ctx context.Context, jobs []JobSpec, onDone func(P
 // KindServed reports whether any worker has ever served kind (its consumer exists). Publishing
 // to a kind no worker serves is allowed: the jobs wait in the stream.
 func (c *Client) KindServed(ctx context.Context, kind string) (bool, error) {
-	if err := c.ensureStreams(ctx); err != nil {
+	if err := c.conn.EnsureStreams(ctx); err != nil {
 		return false, err
 	}
-	return c.q.ConsumerExists(ctx, kind)
+	return c.conn.Q.ConsumerExists(ctx, kind)
 }
 
 // Status reports what Levee knows of job id: from the ledger when the job was picked up, else
 // from the work stream (queued), which needs no Postgres. It returns ErrJobNotFound for an id
 // in neither.
 func (c *Client) Status(ctx context.Context, id string) (*JobStatus, error) {
-	if err := queue.ValidateID(id); err != nil {
-		return nil, err
-	}
-	if c.ledger != nil {
-		st, err := c.ledger.Status(ctx, id)
-		if err == nil {
-			return fromLedger(st), nil
-		}
-		if !errors.Is(err, idempotency.ErrNotFound) {
-			return nil, err
-		}
-	}
-	q, err := c.q.FindQueued(ctx, id)
-	switch {
-	case err == nil:
-		at := q.EnqueuedAt
-		return &JobStatus{State: StateQueued, ID: q.ID, Kind: q.Kind, Key: q.Key, EnqueuedAt: &at}, nil
-	case errors.Is(err, queue.ErrNotFound), errors.Is(err, queue.ErrNoStream):
-		if c.ledger == nil {
-			return nil, fmt.Errorf("%w: %s is not waiting in the stream (without a database URL, running and finished jobs cannot be seen)", ErrJobNotFound, id)
-		}
-		return nil, fmt.Errorf("%w: %s", ErrJobNotFound, id)
-	}
-	return nil, err
-}
-
-func fromLedger(st *idempotency.JobStatus) *JobStatus {
-	s := &JobStatus{
-		ID: st.JobID, Kind: st.Kind, Key: st.Key, Attempts: st.Attempts, Reason: st.Reason,
-		LastError: st.LastError, NextAttempt: st.NextAttemptAt, EnqueuedAt: st.EnqueuedAt,
-		StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, DuplicateOf: st.DuplicateOf,
-		FallbackOf: st.FallbackOf, FallbackTo: st.FallbackTo,
-	}
-	if st.Result != nil {
-		s.Result = json.RawMessage(st.Result)
-	}
-	switch st.State {
-	case idempotency.StateRunning:
-		s.State = StateRunning
-	case idempotency.StateRetrying:
-		s.State = StateRetrying
-	case idempotency.StateSucceeded:
-		s.State = StateSucceeded
-	case idempotency.StateDead:
-		s.State = StateDead
-	default:
-		s.State = StateUnknown
-	}
-	if s.State != StateRetrying {
-		s.NextAttempt = nil
-	}
-	return s
+	return c.conn.Status(ctx, id)
 }
 
 func (c *Client) envelope(spec JobSpec) (queue.Envelope, error) {
@@ -286,58 +264,5 @@ func (c *Client) envelope(spec JobSpec) (queue.Envelope, error) {
 	if id == "" {
 		id = ulid.Make().String()
 	}
-	return queue.NewEnvelope(spec.Kind, id, spec.Key, raw, spec.MaxAttempts, c.q.MaxPayload())
-}
-
-func (c *Client) ensureStreams(ctx context.Context) error {
-	c.streamsMu.Lock()
-	defer c.streamsMu.Unlock()
-	if c.streamsOK {
-		return nil
-	}
-	if err := c.q.EnsureStreams(ctx); err != nil {
-		return err
-	}
-	if err := c.checkSetupLocked(ctx); err != nil {
-		return err
-	}
-	c.streamsOK = true
-	return nil
-}
-
-// checkSetup checks the namespace's existing streams against what Levee relies on, once per
-// Client (design rule 34): it logs the harmless differences and returns a *SetupError (one
-// line, wrapping ErrSetup) for those that break a guarantee, such as a work stream with
-// memory storage.
-func (c *Client) checkSetup(ctx context.Context) error {
-	c.streamsMu.Lock()
-	defer c.streamsMu.Unlock()
-	return c.checkSetupLocked(ctx)
-}
-
-func (c *Client) checkSetupLocked(ctx context.Context) error {
-	if c.setupOK {
-		return nil
-	}
-	problems, err := c.q.CheckSetup(ctx, nil)
-	if err != nil {
-		return err
-	}
-	for _, p := range problems {
-		if !p.Fatal {
-			c.logger.Warn(p.Message, "stream", p.Stream, "setting", p.Setting)
-		}
-	}
-	if err := queue.FatalSetup(problems); err != nil {
-		return err
-	}
-	c.setupOK = true
-	return nil
-}
-
-func translatePublish(err error) error {
-	if errors.Is(err, queue.ErrStreamFull) {
-		return fmt.Errorf("%w: %w", ErrStreamFull, err)
-	}
-	return err
+	return queue.NewEnvelope(spec.Kind, id, spec.Key, raw, spec.MaxAttempts, c.conn.Q.MaxPayload())
 }

@@ -13,8 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // A raw message whose header block comes near JetStream's 64 KiB (here a 65,500-byte X-Trace
@@ -42,7 +44,7 @@ func TestRawMessageWithLargeHeadersIsDeadLettered(t *testing.T) {
 
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if dj, err := b.client.DeadJob(context.Background(), "raw-1"); err == nil {
+		if dj, err := b.ops.DeadJobGet(context.Background(), "raw-1"); err == nil {
 			require.Equal(t, "malformed", dj.Reason)
 			return
 		}
@@ -67,10 +69,10 @@ func TestTruncatedCopyReplayedWithItsOwnPayload(t *testing.T) {
 	res, err := b.client.Publish(context.Background(), "big", payload)
 	require.NoError(t, err)
 
-	var dj *levee.DeadJob
+	var dj *leveetype.DeadJob
 	deadline := time.Now().Add(30 * time.Second)
 	for dj == nil && time.Now().Before(deadline) {
-		if d, err := b.client.DeadJob(context.Background(), res.ID); err == nil {
+		if d, err := b.ops.DeadJobGet(context.Background(), res.ID); err == nil {
 			dj = d
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -79,8 +81,8 @@ func TestTruncatedCopyReplayedWithItsOwnPayload(t *testing.T) {
 	require.NotEmpty(t, dj.Headers[queue.HeaderPayloadTruncated], "the copy was cut")
 
 	other := json.RawMessage(`"` + strings.Repeat("y", 10) + `"`)
-	_, err = b.client.Replay(context.Background(), *dj, levee.ReplayOptions{Payload: other})
-	require.ErrorIs(t, err, levee.ErrPayloadChange, "another payload is still a change")
-	_, err = b.client.Replay(context.Background(), *dj, levee.ReplayOptions{Payload: payload})
+	_, err = b.ops.DeadJobReplay(context.Background(), *dj, admin.DeadJobReplayParams{Payload: other})
+	require.ErrorIs(t, err, admin.ErrPayloadChange, "another payload is still a change")
+	_, err = b.ops.DeadJobReplay(context.Background(), *dj, admin.DeadJobReplayParams{Payload: payload})
 	require.NoError(t, err, "replaying a cut copy with the job's own full payload, as the docs say")
 }

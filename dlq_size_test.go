@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
 )
@@ -50,11 +51,11 @@ func TestDeadLetterCopyNearMaxPayloadFits(t *testing.T) {
 	// max-deliveries advisory once its deliveries ran out (a 90-byte error).
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if dj, err := b.client.DeadJob(context.Background(), res.ID); err == nil {
+		if dj, err := b.ops.DeadJobGet(context.Background(), res.ID); err == nil {
 			require.Equal(t, "permanent_error", dj.Reason, "dead-lettered by the worker, not via its deliveries running out")
-			_, err := b.client.Replay(context.Background(), *dj, levee.ReplayOptions{})
+			_, err := b.ops.DeadJobReplay(context.Background(), *dj, admin.DeadJobReplayParams{})
 			if dj.Headers[queue.HeaderPayloadTruncated] != "" {
-				require.ErrorIs(t, err, levee.ErrPayloadTruncated, "a cut payload is never replayed as it is")
+				require.ErrorIs(t, err, admin.ErrPayloadTruncated, "a cut payload is never replayed as it is")
 			}
 			return
 		}
@@ -90,7 +91,7 @@ func TestMalformedMessageNearMaxPayloadIsDeadLettered(t *testing.T) {
 
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if dj, err := b.client.DeadJob(context.Background(), "raw-1"); err == nil {
+		if dj, err := b.ops.DeadJobGet(context.Background(), "raw-1"); err == nil {
 			require.Equal(t, "malformed", dj.Reason)
 			require.NotEmpty(t, dj.Headers[queue.HeaderPayloadTruncated], "the body was cut to fit")
 			return

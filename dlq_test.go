@@ -15,9 +15,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // These tests drive the DLQ service layer (Client.DeadJobs, DeadJob, Replay, Purge) against
@@ -25,12 +27,12 @@ import (
 
 // waitDeadJob waits for the DLQ copy of job id: a worker commits the dead state first and
 // copies the job to the DLQ after, so the ledger can say dead a moment before the copy exists.
-func (b *bundle) waitDeadJob(t *testing.T, id string) *levee.DeadJob {
+func (b *bundle) waitDeadJob(t *testing.T, id string) *leveetype.DeadJob {
 	t.Helper()
-	var dj *levee.DeadJob
+	var dj *leveetype.DeadJob
 	require.Eventually(t, func() bool {
 		var err error
-		dj, err = b.client.DeadJob(context.Background(), id)
+		dj, err = b.ops.DeadJobGet(context.Background(), id)
 		if err != nil && !errors.Is(err, levee.ErrJobNotFound) {
 			require.NoError(t, err)
 		}
@@ -40,10 +42,10 @@ func (b *bundle) waitDeadJob(t *testing.T, id string) *levee.DeadJob {
 }
 
 // deadJobIDs returns the ids of the dead jobs f selects, oldest first.
-func (b *bundle) deadJobIDs(t *testing.T, f levee.DLQFilter) []string {
+func (b *bundle) deadJobIDs(t *testing.T, f admin.DeadJobListParams) []string {
 	t.Helper()
 	ids := []string{}
-	for dj, err := range b.client.DeadJobs(context.Background(), f) {
+	for dj, err := range b.ops.DeadJobList(context.Background(), f) {
 		require.NoError(t, err)
 		ids = append(ids, dj.ID)
 	}
@@ -158,17 +160,17 @@ func TestDLQReasons(t *testing.T) {
 			if reason != "malformed" {
 				require.NotEmpty(t, dj.Headers[queue.HeaderEnqueuedAt], "the job's own headers are kept")
 			}
-			require.Equal(t, []string{w.id}, b.deadJobIDs(t, levee.DLQFilter{Reason: reason}), "filter by reason")
+			require.Equal(t, []string{w.id}, b.deadJobIDs(t, admin.DeadJobListParams{Reason: reason}), "filter by reason")
 
 			st, err := b.client.Status(ctx, w.id)
 			require.NoError(t, err)
 			require.Equal(t, levee.StateDead, st.State, reason)
 			require.Equal(t, reason, st.Reason, "the ledger and the DLQ agree")
 		}
-		require.Len(t, b.deadJobIDs(t, levee.DLQFilter{}), len(wants))
-		require.Len(t, b.deadJobIDs(t, levee.DLQFilter{Kind: "charge"}), len(wants)-1)
-		require.Len(t, b.deadJobIDs(t, levee.DLQFilter{Since: start.Add(-time.Second)}), len(wants))
-		require.Empty(t, b.deadJobIDs(t, levee.DLQFilter{Before: start.Add(-time.Second)}))
+		require.Len(t, b.deadJobIDs(t, admin.DeadJobListParams{}), len(wants))
+		require.Len(t, b.deadJobIDs(t, admin.DeadJobListParams{Kind: "charge"}), len(wants)-1)
+		require.Len(t, b.deadJobIDs(t, admin.DeadJobListParams{Since: start.Add(-time.Second)}), len(wants))
+		require.Empty(t, b.deadJobIDs(t, admin.DeadJobListParams{Before: start.Add(-time.Second)}))
 		require.Zero(t, outside.Total())
 	})
 }
@@ -198,7 +200,7 @@ func TestDLQReplayAfterEffectHappened(t *testing.T) {
 		require.Equal(t, 1, ds.Effects(res.Key), "the effect happened")
 
 		dj := b.waitDeadJob(t, res.ID)
-		rr, err := b.client.Replay(ctx, *dj, levee.ReplayOptions{})
+		rr, err := b.ops.DeadJobReplay(ctx, *dj, admin.DeadJobReplayParams{})
 		require.NoError(t, err)
 		require.Equal(t, "dead", rr.KeyState)
 
@@ -209,7 +211,7 @@ func TestDLQReplayAfterEffectHappened(t *testing.T) {
 		require.Equal(t, 2, ds.Calls(res.Key), "the replay called with the job's own key")
 		require.Equal(t, 2, ds.Total(), "no call carried another key")
 		require.Equal(t, 1, ds.Effects(res.Key), "one effect per key")
-		require.Empty(t, b.deadJobIDs(t, levee.DLQFilter{}))
+		require.Empty(t, b.deadJobIDs(t, admin.DeadJobListParams{}))
 	})
 }
 
@@ -232,11 +234,11 @@ func TestDLQReplayKeySucceededDoesNotCallAgain(t *testing.T) {
 		dj := b.waitDeadJob(t, second.ID)
 		require.Equal(t, "key_reused_with_different_payload", dj.Reason)
 
-		_, err = b.client.Replay(ctx, *dj, levee.ReplayOptions{Payload: json.RawMessage(mustJSON(t, p))})
-		require.ErrorIs(t, err, levee.ErrPayloadChange)
+		_, err = b.ops.DeadJobReplay(ctx, *dj, admin.DeadJobReplayParams{Payload: json.RawMessage(mustJSON(t, p))})
+		require.ErrorIs(t, err, admin.ErrPayloadChange)
 		dj = b.waitDeadJob(t, second.ID) // a refused replay leaves the job in the DLQ
 
-		rr, err := b.client.Replay(ctx, *dj, levee.ReplayOptions{Payload: json.RawMessage(mustJSON(t, p)), AllowPayloadChange: true})
+		rr, err := b.ops.DeadJobReplay(ctx, *dj, admin.DeadJobReplayParams{Payload: json.RawMessage(mustJSON(t, p)), AllowPayloadChange: true})
 		require.NoError(t, err)
 		require.Equal(t, "succeeded", rr.KeyState)
 		var st *levee.JobStatus
@@ -247,7 +249,7 @@ func TestDLQReplayKeySucceededDoesNotCallAgain(t *testing.T) {
 		require.Equal(t, first.ID, st.DuplicateOf, "acknowledged as a duplicate of the job that did the work")
 		require.Eventually(t, func() bool { return streamEmpty(t, b) }, 10*time.Second, 20*time.Millisecond)
 		require.Equal(t, 1, ds.Calls(key), "the downstream was not called again")
-		require.Empty(t, b.deadJobIDs(t, levee.DLQFilter{}))
+		require.Empty(t, b.deadJobIDs(t, admin.DeadJobListParams{}))
 	})
 }
 
@@ -273,19 +275,19 @@ func TestDLQReplayFixedJob(t *testing.T) {
 		require.Equal(t, 1, dj.Attempts)
 
 		// Replayed before the fix, it dies again: the replay is a new message, copied again.
-		rr, err := b.client.Replay(ctx, *dj, levee.ReplayOptions{})
+		rr, err := b.ops.DeadJobReplay(ctx, *dj, admin.DeadJobReplayParams{})
 		require.NoError(t, err)
 		require.Equal(t, "dead", rr.KeyState)
 		again := b.waitDeadJob(t, res.ID)
 		require.Greater(t, again.Sequence, dj.Sequence, "a new DLQ entry")
 		require.Equal(t, 1, again.Attempts, "on a fresh budget")
-		require.Equal(t, []string{res.ID}, b.deadJobIDs(t, levee.DLQFilter{}), "the old entry was removed by the replay")
+		require.Equal(t, []string{res.ID}, b.deadJobIDs(t, admin.DeadJobListParams{}), "the old entry was removed by the replay")
 
 		fixed.Store(true)
-		rr, err = b.client.Replay(ctx, *again, levee.ReplayOptions{})
+		rr, err = b.ops.DeadJobReplay(ctx, *again, admin.DeadJobReplayParams{})
 		require.NoError(t, err)
 		require.Equal(t, "dead", rr.KeyState)
-		_, err = b.client.DeadJob(ctx, res.ID)
+		_, err = b.ops.DeadJobGet(ctx, res.ID)
 		require.ErrorIs(t, err, levee.ErrJobNotFound, "replay removes the DLQ entry")
 
 		st := b.waitFinal(t, res.ID, 20*time.Second)
@@ -295,7 +297,7 @@ func TestDLQReplayFixedJob(t *testing.T) {
 		require.JSONEq(t, `{"status":200,"body":{"charged":true}}`, string(st.Result))
 		require.Equal(t, 3, ds.Calls(res.Key))
 		require.Equal(t, 1, ds.Effects(res.Key))
-		require.Empty(t, b.deadJobIDs(t, levee.DLQFilter{}))
+		require.Empty(t, b.deadJobIDs(t, admin.DeadJobListParams{}))
 	})
 }
 
@@ -331,22 +333,22 @@ func TestDLQPurgeByFilter(t *testing.T) {
 		for _, id := range ids {
 			b.waitDeadJob(t, id)
 		}
-		require.Len(t, b.deadJobIDs(t, levee.DLQFilter{Reason: "max_attempts"}), 2)
+		require.Len(t, b.deadJobIDs(t, admin.DeadJobListParams{Reason: "max_attempts"}), 2)
 
-		var doomed []levee.DeadJob
-		for dj, err := range b.client.DeadJobs(ctx, levee.DLQFilter{Kind: "a", Reason: "permanent_error"}) {
+		var doomed []leveetype.DeadJob
+		for dj, err := range b.ops.DeadJobList(ctx, admin.DeadJobListParams{Kind: "a", Reason: "permanent_error"}) {
 			require.NoError(t, err)
 			doomed = append(doomed, dj)
 		}
 		require.Len(t, doomed, 2)
 		for _, dj := range doomed {
-			require.NoError(t, b.client.Purge(ctx, dj))
+			require.NoError(t, b.ops.DeadJobPurge(ctx, dj))
 		}
 
-		left := b.deadJobIDs(t, levee.DLQFilter{})
+		left := b.deadJobIDs(t, admin.DeadJobListParams{})
 		require.ElementsMatch(t, []string{ids["a/retry/1"], ids["b/perm/1"], ids["b/retry/1"]}, left)
 		for _, name := range []string{"a/perm/1", "a/perm/2"} {
-			_, err := b.client.DeadJob(ctx, ids[name])
+			_, err := b.ops.DeadJobGet(ctx, ids[name])
 			require.ErrorIs(t, err, levee.ErrJobNotFound)
 			st, err := b.client.Status(ctx, ids[name])
 			require.NoError(t, err)
@@ -388,7 +390,7 @@ func TestDLQMissingCopyDeadLetteredOnce(t *testing.T) {
 		}})
 		require.NoError(t, err)
 		require.Equal(t, []bool{true}, applied)
-		_, err = b.client.DeadJob(ctx, res.ID)
+		_, err = b.ops.DeadJobGet(ctx, res.ID)
 		require.ErrorIs(t, err, levee.ErrJobNotFound, "the DLQ copy is missing")
 
 		b.startWorker(t, "charge", httpKind(t, ds.URL+"/"), levee.Policy{Backoff: fastRetry})
@@ -403,7 +405,7 @@ func TestDLQMissingCopyDeadLetteredOnce(t *testing.T) {
 		// Another delivery of the same job (a new message: the old one is gone) adds no copy.
 		require.NoError(t, q.Replay(ctx, env, "redelivery-"+res.ID))
 		require.Eventually(t, func() bool { return streamEmpty(t, b) }, 10*time.Second, 20*time.Millisecond)
-		require.Equal(t, []string{res.ID}, b.deadJobIDs(t, levee.DLQFilter{}), "dead-lettered exactly once")
+		require.Equal(t, []string{res.ID}, b.deadJobIDs(t, admin.DeadJobListParams{}), "dead-lettered exactly once")
 		require.Zero(t, ds.Total(), "a dead job never runs again")
 	})
 }
@@ -423,10 +425,10 @@ func TestDLQCopyDeduplicated(t *testing.T) {
 		for range 2 {
 			require.NoError(t, q.DeadLetter(ctx, env, env.Payload, hdr, info))
 		}
-		require.Equal(t, []string{env.ID}, b.deadJobIDs(t, levee.DLQFilter{}), "stored once")
+		require.Equal(t, []string{env.ID}, b.deadJobIDs(t, admin.DeadJobListParams{}), "stored once")
 
 		info.SourceSeq = 8
 		require.NoError(t, q.DeadLetter(ctx, env, env.Payload, hdr, info))
-		require.Equal(t, []string{env.ID, env.ID}, b.deadJobIDs(t, levee.DLQFilter{}), "a new message is a new copy")
+		require.Equal(t, []string{env.ID, env.ID}, b.deadJobIDs(t, admin.DeadJobListParams{}), "a new message is a new copy")
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
 )
@@ -73,13 +74,13 @@ func TestDeadJobWithLongID(t *testing.T) {
 		}))
 
 		bounded := queue.BoundedID(long)
-		dj, err := b.client.DeadJob(ctx, bounded)
+		dj, err := b.ops.DeadJobGet(ctx, bounded)
 		require.NoError(t, err)
 		require.Equal(t, bounded, dj.ID)
 		require.Equal(t, bounded, dj.Key)
 		require.True(t, strings.HasPrefix(q.Names().JobSubject("charge", long), dj.Headers["Levee-Original-Subject"]))
 		var ids []string
-		for dj, err := range b.client.DeadJobs(ctx, levee.DLQFilter{Kind: "charge"}) {
+		for dj, err := range b.ops.DeadJobList(ctx, admin.DeadJobListParams{Kind: "charge"}) {
 			require.NoError(t, err)
 			ids = append(ids, dj.ID)
 		}

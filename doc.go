@@ -14,4 +14,9 @@
 // dead-lettered; wrap an error with Permanent to dead-letter at once, or with RetryAfter to
 // set the next attempt's delay. Handlers should pass Job.Key to their downstream as its
 // idempotency key: it is the same for every attempt and every worker.
+//
+// Operators (the enqueue CLI, the dashboard, scripts) inspect and act on jobs, dead jobs,
+// kinds and breakers through package admin, made from a Client with admin.New. The value types
+// both packages share (job status, attempts, dead jobs, audit entries) live in package
+// leveetype.
 package levee

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"time"
 
+	"github.com/levee-dev/levee/internal/core"
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/queue"
 	"github.com/levee-dev/levee/internal/worker"
 )
 
@@ -40,8 +42,17 @@ func CheckLease(ctx context.Context) error { return worker.CheckLease(ctx) }
 
 // ErrJobNotFound is returned by Client.Status for an id that is neither in the stream nor in
 // the ledger.
-var ErrJobNotFound = errors.New("job not found")
+var ErrJobNotFound = core.ErrJobNotFound
+
+// ErrPayloadTooLarge is returned (wrapped, saying by how much) by Publish and PublishBatch for
+// a payload over ClientConfig.MaxPayload, or one that with the job's headers would be over the
+// NATS server's max_payload.
+var ErrPayloadTooLarge = queue.ErrPayloadTooLarge
+
+// ErrKeyReused is returned by Publish with JobSpec.CheckKey when the job's key was used with
+// another payload: nothing is published.
+var ErrKeyReused = errors.New("idempotency key reused with another payload")
 
 // ErrStreamFull is returned by Publish when the work stream is at its limits: queued work is
 // never evicted, so the publisher must wait or the operator raise the limits.
-var ErrStreamFull = errors.New("work stream is full")
+var ErrStreamFull = core.ErrStreamFull

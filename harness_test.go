@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
 )
@@ -26,6 +27,7 @@ type bundle struct {
 	ns     string
 	nats   string
 	client *levee.Client
+	ops    *admin.Client // the operator API on client's connections
 }
 
 func setup(t *testing.T, srv leveetest.Server) *bundle {
@@ -38,7 +40,7 @@ func setup(t *testing.T, srv leveetest.Server) *bundle {
 	})
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
-	return &bundle{ns: ns, nats: srv.URL, client: c}
+	return &bundle{ns: ns, nats: srv.URL, client: c, ops: admin.New(c)}
 }
 
 // eachServer runs fn against the system NATS server and an embedded current one.
@@ -169,12 +171,12 @@ func (d *downstream) Times(key string) []time.Time {
 }
 
 // dlqEntry reads the dead-letter copy of id.
-func (b *bundle) dlqEntry(t *testing.T, id string) *queue.DeadLetterEntry {
+func (b *bundle) dlqEntry(t *testing.T, id string) *queue.DeadLetter {
 	t.Helper()
 	q, err := queue.New(queue.Config{Conn: leveetest.Conn(t, b.nats), Namespace: b.ns})
 	require.NoError(t, err)
 	// The ledger says dead a moment before the copy is stored (commit, then copy, then term).
-	var e *queue.DeadLetterEntry
+	var e *queue.DeadLetter
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		e, err = q.GetDeadLetter(context.Background(), id)

@@ -72,10 +72,13 @@ func (w *Worker) getLive() *live {
 
 // Health runs the readiness checks, each with its own timeout, and returns their worst status:
 // unhealthy when NATS or Postgres is unreachable (or the worker is not running), degraded when
-// a breaker is open or half-open, Postgres is slow, or the DLQ is near its limits.
+// a breaker is open or half-open, Postgres is slow, or the DLQ is near its limits. A kind's
+// check breaker:<kind> says the breaker's state (the fleet's, for a breaker shared by the
+// fleet, as this worker sees it), the failures in its window, when the next trial is due, and
+// whether this worker is cut off from the fleet's record.
 func (w *Worker) Health(ctx context.Context) Health {
 	l := w.getLive()
-	if l == nil {
+	if l == nil || !l.eng.Serving() {
 		return Health{Status: Unhealthy, Checks: map[string]Check{
 			healthCheckStart: {Status: Unhealthy, Message: "not running (starting, or stopped)"},
 		}}
@@ -112,7 +115,7 @@ func (w *Worker) Health(ctx context.Context) Health {
 				return Check{Status: Unhealthy, Message: "disconnected; reconnecting"}
 			}
 			if err := l.q.CheckJetStream(ctx); err != nil {
-				return Check{Status: Unhealthy, Message: err.Error()}
+				return w.failed(healthCheckNATS, "JetStream does not answer", err)
 			}
 			return Check{Status: Healthy, Message: "server " + l.q.ServerVersion()}
 		})
@@ -121,7 +124,7 @@ func (w *Worker) Health(ctx context.Context) Health {
 		timed(healthCheckPG, func(ctx context.Context) Check {
 			start := time.Now()
 			if err := l.pool.Ping(ctx); err != nil {
-				return Check{Status: Unhealthy, Message: "unreachable; pulling paused until it answers: " + err.Error()}
+				return w.failed(healthCheckPG, "unreachable; pulling paused until it answers", err)
 			}
 			if d := time.Since(start); d > postgresSlow {
 				return Check{Status: Degraded, Message: fmt.Sprintf("slow: ping took %s", d.Round(time.Millisecond))}
@@ -134,7 +137,7 @@ func (w *Worker) Health(ctx context.Context) Health {
 			msgs, _, used, err := l.q.DLQUsage(ctx)
 			switch {
 			case err != nil:
-				return Check{Status: Unhealthy, Message: err.Error()}
+				return w.failed(healthCheckDLQ, "its usage cannot be read", err)
 			case used >= 1:
 				return Check{Status: Unhealthy, Message: fmt.Sprintf("full (%d jobs): dead jobs stay in the work stream until it has room", msgs)}
 			case used >= dlqNearlyFull:
@@ -143,18 +146,54 @@ func (w *Worker) Health(ctx context.Context) Health {
 			return Check{Status: Healthy, Message: fmt.Sprintf("%d jobs", msgs)}
 		})
 	})
+	now := time.Now()
 	for kind, b := range l.eng.Breakers() {
-		c := Check{Status: Healthy, Message: b.State.String()}
-		switch b.State {
-		case executor.BreakerOpen:
-			c = Check{Status: Degraded, Message: fmt.Sprintf("open until %s: the kind is paused", b.OpenUntil.UTC().Format(time.RFC3339))}
-		case executor.BreakerHalfOpen:
-			c = Check{Status: Degraded, Message: "half-open: trial calls"}
-		}
-		add("breaker:"+kind, c)
+		add("breaker:"+kind, breakerCheck(now, b))
 	}
 	wg.Wait()
 	return h
+}
+
+// breakerCheck is the check of a kind's circuit breaker, as this worker sees it at now:
+// degraded while open or half-open (the kind is paused, or only trial calls run), never
+// unhealthy. Its message names the state (the fleet's, for a shared breaker), the failures in
+// the window, when the next trial is due, and whether this worker is cut off from the fleet's
+// record and decides alone.
+func breakerCheck(now time.Time, b executor.BreakerSnapshot) Check {
+	whose := "this worker's"
+	if b.Fleet {
+		whose = "the fleet's"
+	}
+	window := fmt.Sprintf("no calls in %s window", whose)
+	if b.Calls > 0 {
+		window = fmt.Sprintf("%d of %d calls failed (%.0f%%) in %s window", b.Failures, b.Calls,
+			b.FailureRate()*100, whose)
+	}
+	c := Check{Status: Healthy, Message: "closed: " + window}
+	switch b.State {
+	case executor.BreakerOpen:
+		next := max(b.OpenUntil.Sub(now), 0)
+		if next < time.Minute {
+			next = next.Truncate(100 * time.Millisecond)
+		} else {
+			next = next.Truncate(time.Second)
+		}
+		c = Check{Status: Degraded, Message: fmt.Sprintf("open until %s (next trial in %s): the kind is paused; %s",
+			b.OpenUntil.UTC().Format(time.RFC3339), next, window)}
+	case executor.BreakerHalfOpen:
+		trials := "trial calls due now"
+		if b.Fleet {
+			trials = fmt.Sprintf("trial calls due now (%d out, %d succeeded)", b.Trials, b.TrialsOK)
+		}
+		c = Check{Status: Degraded, Message: fmt.Sprintf("half-open: %s; %s", trials, window)}
+	}
+	if b.Fleet {
+		c.Message = "fleet breaker " + c.Message
+	}
+	if b.CutOff {
+		c.Message += "; this worker is cut off from the fleet's breaker record and decides alone from its own outcomes"
+	}
+	return c
 }
 
 func rank(s CheckStatus) int {
@@ -165,6 +204,14 @@ func rank(s CheckStatus) int {
 		return 2
 	}
 	return 0
+}
+
+// failed is an unhealthy check whose error goes to the log, not into the check: /readyz
+// answers anyone who reaches the listener, and a connection error names hosts, users and
+// databases.
+func (w *Worker) failed(check, what string, err error) Check {
+	w.cfg.Logger.Warn("readiness check failed", "check", check, "err", err)
+	return Check{Status: Unhealthy, Message: what + " (the worker's log has the error)"}
 }
 
 // Handler serves the worker's operations endpoints: GET /healthz (200 while the process can

@@ -80,7 +80,7 @@ func TestMaxDeliveriesRequeuesHealthyJob(t *testing.T) {
 
 		// B's two deliveries find the key busy; wait past a few advisories' worth of time.
 		time.Sleep(6 * time.Second)
-		_, err = b.client.DeadJob(ctx, bj.ID)
+		_, err = b.ops.DeadJobGet(ctx, bj.ID)
 		require.ErrorIs(t, err, levee.ErrJobNotFound, "a job with a healthy key is not dead-lettered")
 
 		close(release)

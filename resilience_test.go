@@ -557,8 +557,10 @@ func TestResilienceFallbackKind(t *testing.T) {
 	eachServer(t, func(t *testing.T, b *bundle) {
 		const jobs = 10
 		poison := "poison-" + b.ns
+		// The primary refuses with a retried 4xx: a 5xx from every call would be an outage,
+		// which spends no attempts (design rule 38) and falls back only after fallback_after.
 		primary := newCallRecorder(t, callRecorderConfig{Status: func(string, int, time.Time) int {
-			return http.StatusServiceUnavailable
+			return http.StatusTooManyRequests
 		}})
 		backup := newCallRecorder(t, callRecorderConfig{Status: func(key string, _ int, _ time.Time) int {
 			if key == poison {
@@ -591,7 +593,7 @@ func TestResilienceFallbackKind(t *testing.T) {
 			require.Equal(t, levee.StateDead, st.State, "job %s", r.ID)
 			require.Equal(t, "fell_back", st.Reason, "job %s", r.ID)
 			require.Equal(t, 2, st.Attempts, "job %s", r.ID)
-			require.Contains(t, st.LastError, "503")
+			require.Contains(t, st.LastError, "429")
 			require.Equal(t, worker.FallbackID(r.ID), st.FallbackTo)
 
 			fb := b.waitFinal(t, st.FallbackTo, 20*time.Second)

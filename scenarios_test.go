@@ -142,7 +142,7 @@ func TestKeyReusedWithDifferentPayload(t *testing.T) {
 		e := b.dlqEntry(t, second.ID)
 		require.Equal(t, "key_reused_with_different_payload", e.Reason)
 		require.Equal(t, "key_reused_with_different_payload", e.Header.Get(queue.HeaderReason))
-		require.Equal(t, second.ID, e.JobID)
+		require.Equal(t, second.ID, e.ID)
 		require.Equal(t, key, e.Key)
 		require.Equal(t, "charge", e.Kind)
 		want, err := json.Marshal(otherPayload)
@@ -176,7 +176,7 @@ func TestPermanent4xxDeadLettersAfterOneAttempt(t *testing.T) {
 		e := b.dlqEntry(t, res.ID)
 		require.Equal(t, "permanent_error", e.Reason)
 		require.Equal(t, 1, e.Attempts)
-		require.Contains(t, e.Error, "400")
+		require.Contains(t, e.LastError, "400")
 		want, err := json.Marshal(p)
 		require.NoError(t, err)
 		require.JSONEq(t, string(want), string(e.Payload), "the DLQ keeps the original payload")
@@ -237,7 +237,7 @@ func TestRetryableFailuresExhaustMaxAttempts(t *testing.T) {
 		e := b.dlqEntry(t, res.ID)
 		require.Equal(t, "max_attempts", e.Reason)
 		require.Equal(t, 3, e.Attempts)
-		require.Contains(t, e.Error, "500")
+		require.Contains(t, e.LastError, "500")
 	})
 }
 
@@ -310,8 +310,8 @@ func TestMalformedMessageIsDeadLettered(t *testing.T) {
 
 		e := b.dlqEntry(t, id)
 		require.Equal(t, "malformed", e.Reason)
-		require.Equal(t, "not json", string(e.Payload), "the DLQ keeps the message as it was")
-		require.Equal(t, id, e.JobID)
+		require.JSONEq(t, `"not json"`, string(e.Payload), "the DLQ keeps the message as it was (a JSON string of its bytes, as it is not JSON)")
+		require.Equal(t, id, e.ID)
 		require.Equal(t, "charge", e.Kind)
 
 		good, err := b.client.Publish(ctx, "charge", charge(ds, map[string]any{"amount": 1}))

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 
+	"github.com/levee-dev/levee/internal/core"
 	"github.com/levee-dev/levee/internal/queue"
 	"github.com/levee-dev/levee/internal/worker"
 )
@@ -38,7 +39,7 @@ func (w *Worker) CheckSetup(ctx context.Context) ([]SetupProblem, error) {
 	nc := cfg.Conn
 	if nc == nil {
 		var err error
-		nc, err = connectNATS(cmp.Or(cfg.NATSURL, DefaultNATSURL), "levee-check", cfg.NATSOptions)
+		nc, err = core.ConnectNATS(cmp.Or(cfg.NATSURL, DefaultNATSURL), "levee-check", cfg.NATSOptions)
 		if err != nil {
 			return nil, err
 		}

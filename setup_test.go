@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
 )
@@ -63,7 +64,7 @@ func TestForeignStreamRefused(t *testing.T) {
 			t.Cleanup(c.Close)
 			_, err = c.Publish(ctx, "noop", map[string]int{"n": 1})
 			require.ErrorIs(t, err, levee.ErrSetup, "publishing into it is refused too")
-			_, err = c.Stats(ctx)
+			_, err = admin.New(c).Stats(ctx)
 			require.ErrorIs(t, err, levee.ErrSetup)
 		})
 	}

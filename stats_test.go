@@ -13,15 +13,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
 // kindStats returns the line of kind in s.
-func kindStats(t *testing.T, s *levee.Stats, kind string) levee.KindStats {
+func kindStats(t *testing.T, s *admin.Stats, kind string) admin.KindStats {
 	t.Helper()
-	i := slices.IndexFunc(s.Kinds, func(k levee.KindStats) bool { return k.Kind == kind })
+	i := slices.IndexFunc(s.Kinds, func(k admin.KindStats) bool { return k.Kind == kind })
 	require.GreaterOrEqual(t, i, 0, "kind %q in %+v", kind, s.Kinds)
 	return s.Kinds[i]
 }
@@ -51,7 +52,7 @@ func TestStats(t *testing.T) {
 	eachServer(t, func(t *testing.T, b *bundle) {
 		ctx := context.Background()
 
-		s, err := b.client.Stats(ctx)
+		s, err := b.ops.Stats(ctx)
 		require.NoError(t, err)
 		require.Empty(t, s.Kinds, "a fresh namespace")
 		require.Zero(t, s.DLQ.Total)
@@ -87,7 +88,7 @@ func TestStats(t *testing.T) {
 		}
 
 		before := time.Now()
-		s, err = b.client.Stats(ctx)
+		s, err = b.ops.Stats(ctx)
 		require.NoError(t, err)
 		require.WithinDuration(t, before, s.GeneratedAt, 10*time.Second)
 		require.Equal(t, []string{"boom", "ghost", "slow"}, kindNames(s))
@@ -105,6 +106,9 @@ func TestStats(t *testing.T) {
 		require.EqualValues(t, 0, *slow.Retrying)
 		require.Positive(t, slow.OldestAgeSeconds)
 		require.Zero(t, slow.Dead)
+		require.Equal(t, "closed", slow.Breaker, "the fleet's breaker, as its live worker reports it")
+		require.Equal(t, "fleet", slow.BreakerScope)
+		require.Nil(t, slow.BreakerNextTrial)
 
 		ghost := kindStats(t, s, "ghost")
 		require.False(t, ghost.Served)
@@ -113,6 +117,8 @@ func TestStats(t *testing.T) {
 		require.Zero(t, ghost.Workers)
 		require.EqualValues(t, 3, ghost.Backlog, "an unserved kind's backlog is its jobs in the stream")
 		require.Zero(t, ghost.InFlight)
+		require.Empty(t, ghost.Breaker, "no worker, no shared record: unknown")
+		require.Empty(t, ghost.BreakerScope)
 		require.Positive(t, ghost.OldestAgeSeconds)
 		require.LessOrEqual(t, ghost.OldestAgeSeconds, slow.OldestAgeSeconds, "ghost jobs came after the first slow one")
 		require.EqualValues(t, 0, *ghost.Running)
@@ -122,7 +128,7 @@ func TestStats(t *testing.T) {
 		require.Zero(t, boomStats.Backlog)
 		require.Zero(t, boomStats.OldestAgeSeconds)
 		require.True(t, boomStats.Served)
-		require.Equal(t, levee.DLQStats{Total: 1, ByReason: map[string]int{"permanent_error": 1}}, s.DLQ)
+		require.Equal(t, admin.DLQStats{Total: 1, ByReason: map[string]int{"permanent_error": 1}}, s.DLQ)
 
 		// The JSON form has every key, with null ledger counts without a database.
 		raw, err := json.Marshal(s)
@@ -133,12 +139,16 @@ func TestStats(t *testing.T) {
 		require.Zero(t, s.StrayMessages)
 		line := m["kinds"].([]any)[1].(map[string]any)
 		require.ElementsMatch(t, []string{"kind", "backlog", "in_flight", "redelivered", "retrying", "running", "dead",
-			"oldest_age_seconds", "consumers", "workers", "served"}, mapKeys(line))
+			"oldest_age_seconds", "consumers", "workers", "served",
+			"breaker", "breaker_scope", "breaker_calls", "breaker_failures", "breaker_failure_rate", "breaker_next_trial",
+			"breaker_next_trial_seconds", "breaker_trials", "breaker_trials_ok", "breaker_since", "breaker_reason",
+			"breaker_by", "breaker_cut_off", "paused", "paused_by", "paused_at"}, mapKeys(line))
+		require.Nil(t, line["breaker_next_trial"], "no open breaker, no next trial")
 
 		noDB, err := levee.NewClient(ctx, levee.ClientConfig{NATSURL: b.nats, Namespace: b.ns})
 		require.NoError(t, err)
 		defer noDB.Close()
-		s, err = noDB.Stats(ctx)
+		s, err = admin.New(noDB).Stats(ctx)
 		require.NoError(t, err)
 		require.Nil(t, kindStats(t, s, "slow").Running, "no ledger: no ledger counts")
 		require.Nil(t, kindStats(t, s, "slow").Retrying)
@@ -155,14 +165,14 @@ func TestStatsWithoutStreams(t *testing.T) {
 		c, err := levee.NewClient(context.Background(), levee.ClientConfig{NATSURL: b.nats, Namespace: leveetest.Namespace(t)})
 		require.NoError(t, err)
 		defer c.Close()
-		s, err := c.Stats(context.Background())
+		s, err := admin.New(c).Stats(context.Background())
 		require.NoError(t, err, "missing streams count as empty")
 		require.Empty(t, s.Kinds)
 		require.Zero(t, s.DLQ.Total)
 	})
 }
 
-func kindNames(s *levee.Stats) []string {
+func kindNames(s *admin.Stats) []string {
 	var names []string
 	for _, k := range s.Kinds {
 		names = append(names, k.Kind)
@@ -200,13 +210,13 @@ func TestCaptureOrphans(t *testing.T) {
 		require.NoError(t, err)
 
 		var seen []string
-		n, err := b.client.CaptureOrphans(ctx, "ghost", 0, false, func(id string) { seen = append(seen, id) })
+		n, err := b.ops.OrphanCapture(ctx, admin.OrphanCaptureParams{Kind: "ghost", OnJob: func(id string) { seen = append(seen, id) }})
 		require.NoError(t, err)
 		require.Equal(t, 4, n)
 		require.Equal(t, append(slices.Clone(ids), "bad1"), seen, "oldest first")
 
 		reasons := map[string]string{}
-		for dj, err := range b.client.DeadJobs(ctx, levee.DLQFilter{Kind: "ghost"}) {
+		for dj, err := range b.ops.DeadJobList(ctx, admin.DeadJobListParams{Kind: "ghost"}) {
 			require.NoError(t, err)
 			reasons[dj.ID] = dj.Reason
 			require.Equal(t, "enqueue", dj.Worker)
@@ -224,7 +234,7 @@ func TestCaptureOrphans(t *testing.T) {
 		require.Equal(t, levee.StateDead, st.State)
 		require.Equal(t, "malformed", st.Reason)
 
-		s, err := b.client.Stats(ctx)
+		s, err := b.ops.Stats(ctx)
 		require.NoError(t, err)
 		ghost := kindStats(t, s, "ghost")
 		require.Zero(t, ghost.Backlog, "the work stream no longer holds them")
@@ -237,17 +247,17 @@ func TestCaptureOrphans(t *testing.T) {
 		require.Empty(t, consumers, "the capture's consumer is gone")
 
 		// Running it again finds nothing; a limit takes the oldest.
-		n, err = b.client.CaptureOrphans(ctx, "ghost", 0, false, nil)
+		n, err = b.ops.OrphanCapture(ctx, admin.OrphanCaptureParams{Kind: "ghost"})
 		require.NoError(t, err)
 		require.Zero(t, n)
 		for i := range 3 {
 			_, err := b.client.Publish(ctx, "ghost", map[string]int{"n": 10 + i})
 			require.NoError(t, err)
 		}
-		n, err = b.client.CaptureOrphans(ctx, "ghost", 2, false, nil)
+		n, err = b.ops.OrphanCapture(ctx, admin.OrphanCaptureParams{Kind: "ghost", Limit: 2})
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
-		s, err = b.client.Stats(ctx)
+		s, err = b.ops.Stats(ctx)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, kindStats(t, s, "ghost").Backlog)
 	})
@@ -283,8 +293,8 @@ func TestCaptureOrphansRefusesServedKind(t *testing.T) {
 		require.NoError(t, err)
 		<-g.started
 
-		n, err := b.client.CaptureOrphans(ctx, "served", 0, false, nil)
-		require.ErrorIs(t, err, levee.ErrKindServed)
+		n, err := b.ops.OrphanCapture(ctx, admin.OrphanCaptureParams{Kind: "served"})
+		require.ErrorIs(t, err, admin.ErrKindServed)
 		require.Contains(t, err.Error(), "1 live worker serves it")
 		require.Zero(t, n)
 		close(g.release)
@@ -296,13 +306,13 @@ func TestCaptureOrphansRefusesServedKind(t *testing.T) {
 			_, err := b.client.Publish(ctx, "served", map[string]int{"n": i + 1})
 			require.NoError(t, err)
 		}
-		_, err = b.client.CaptureOrphans(ctx, "served", 0, false, nil)
-		require.ErrorIs(t, err, levee.ErrKindServed)
+		_, err = b.ops.OrphanCapture(ctx, admin.OrphanCaptureParams{Kind: "served"})
+		require.ErrorIs(t, err, admin.ErrKindServed)
 		require.Contains(t, err.Error(), "durable consumer exists")
-		n, err = b.client.CaptureOrphans(ctx, "served", 0, true, nil)
+		n, err = b.ops.OrphanCapture(ctx, admin.OrphanCaptureParams{Kind: "served", Force: true})
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
-		s, err := b.client.Stats(ctx)
+		s, err := b.ops.Stats(ctx)
 		require.NoError(t, err)
 		served := kindStats(t, s, "served")
 		require.Zero(t, served.Backlog)
@@ -314,8 +324,8 @@ func TestCaptureOrphansRefusesServedKind(t *testing.T) {
 		noDB, err := levee.NewClient(ctx, levee.ClientConfig{NATSURL: b.nats, Namespace: b.ns})
 		require.NoError(t, err)
 		defer noDB.Close()
-		_, err = noDB.CaptureOrphans(ctx, "ghost", 0, false, nil)
-		require.ErrorIs(t, err, levee.ErrDatabaseRequired)
+		_, err = admin.New(noDB).OrphanCapture(ctx, admin.OrphanCaptureParams{Kind: "ghost"})
+		require.ErrorIs(t, err, admin.ErrDatabaseRequired)
 	})
 }
 
@@ -329,10 +339,10 @@ func TestCaptureOrphansNeedsMigratedLedger(t *testing.T) {
 	defer c.Close()
 	_, err = c.Publish(context.Background(), "ghost", map[string]int{"n": 1})
 	require.NoError(t, err)
-	_, err = c.CaptureOrphans(context.Background(), "ghost", 0, false, nil)
+	_, err = admin.New(c).OrphanCapture(context.Background(), admin.OrphanCaptureParams{Kind: "ghost"})
 	require.ErrorIs(t, err, idempotency.ErrNotMigrated)
 	require.Contains(t, err.Error(), "worker migrate")
-	s, err := c.Stats(context.Background())
+	s, err := admin.New(c).Stats(context.Background())
 	require.NoError(t, err, "stats need no migrated ledger")
 	require.EqualValues(t, 1, kindStats(t, s, "ghost").Backlog)
 	require.EqualValues(t, 0, *kindStats(t, s, "ghost").Retrying)

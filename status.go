@@ -1,47 +1,19 @@
 package levee
 
-import (
-	"encoding/json"
-	"time"
-)
+import "github.com/levee-dev/levee/leveetype"
 
 // State is a job's state as Status reports it.
-type State string
+type State = leveetype.State
 
 // The states of a job. Succeeded and Dead are final.
 const (
-	StateQueued    State = "queued"    // waiting in the stream, not yet picked up
-	StateRunning   State = "running"   // an attempt holds the job's lease
-	StateRetrying  State = "retrying"  // failed, next attempt at NextAttemptAt
-	StateSucceeded State = "succeeded" // done; Result holds the handler's result
-	StateDead      State = "dead"      // dead-lettered; Reason says why
-	StateUnknown   State = "unknown"   // neither in the stream nor in the ledger
+	StateQueued    = leveetype.StateQueued    // waiting in the stream, not yet picked up
+	StateRunning   = leveetype.StateRunning   // an attempt holds the job's lease
+	StateRetrying  = leveetype.StateRetrying  // failed, next attempt at NextAttemptAt
+	StateSucceeded = leveetype.StateSucceeded // done; Result holds the handler's result
+	StateDead      = leveetype.StateDead      // dead-lettered; Reason says why
+	StateUnknown   = leveetype.StateUnknown   // neither in the stream nor in the ledger
 )
 
-// Final reports whether s is a final state.
-func (s State) Final() bool { return s == StateSucceeded || s == StateDead }
-
-// JobStatus is what Levee knows of one job. Its JSON form, with every key present (empty
-// ones as "", 0 or null), is what `enqueue status --json` prints.
-type JobStatus struct {
-	State       State           `json:"state"`
-	ID          string          `json:"id"`
-	Kind        string          `json:"kind"`
-	Key         string          `json:"key"`
-	Attempts    int             `json:"attempts"`
-	Reason      string          `json:"reason"`
-	LastError   string          `json:"last_error"`
-	Result      json.RawMessage `json:"result"`
-	NextAttempt *time.Time      `json:"next_attempt_at"`
-	EnqueuedAt  *time.Time      `json:"enqueued_at"`
-	StartedAt   *time.Time      `json:"started_at"`
-	FinishedAt  *time.Time      `json:"finished_at"`
-	// DuplicateOf is the id of the job that did the work, when this job was a duplicate of
-	// its key.
-	DuplicateOf string `json:"duplicate_of"`
-	// FallbackOf is the job this one replaces: that job's kind gave up on it and handed it
-	// here with the same key and payload. FallbackTo is the job that replaced this one (its
-	// state is then dead with reason fell_back; follow FallbackTo for the outcome).
-	FallbackOf string `json:"fallback_of"`
-	FallbackTo string `json:"fallback_to"`
-}
+// JobStatus is what Levee knows of one job (see leveetype.JobStatus).
+type JobStatus = leveetype.JobStatus

@@ -10,8 +10,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // Design rule 35: messages on <ns>.jobs.<kind> (no id token) and on <ns>.jobs.<kind>.<id>.<more>
@@ -27,17 +29,17 @@ func TestStraysDeadLettered(t *testing.T) {
 			_, err := js.Publish(ctx, subject, []byte(`{"amount":1}`))
 			require.NoError(t, err)
 		}
-		s, err := b.client.Stats(ctx)
+		s, err := b.ops.Stats(ctx)
 		require.NoError(t, err)
 		require.EqualValues(t, 2, s.StrayMessages)
 
 		noop := levee.HandlerFunc(func(context.Context, *levee.Job) (any, error) { return nil, nil })
 		b.startWorker(t, "other", noop, levee.Policy{}) // any worker takes them
 
-		var dead []levee.DeadJob
+		var dead []leveetype.DeadJob
 		require.Eventually(t, func() bool {
 			dead = dead[:0]
-			for dj, err := range b.client.DeadJobs(ctx, levee.DLQFilter{}) {
+			for dj, err := range b.ops.DeadJobList(ctx, admin.DeadJobListParams{}) {
 				if err != nil {
 					return false
 				}
@@ -64,7 +66,7 @@ func TestStraysDeadLettered(t *testing.T) {
 		}, errs)
 
 		require.Eventually(t, func() bool {
-			s, err := b.client.Stats(ctx)
+			s, err := b.ops.Stats(ctx)
 			return err == nil && s.StrayMessages == 0
 		}, 10*time.Second, 50*time.Millisecond, "the strays left the work stream")
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
+	"github.com/levee-dev/levee/internal/core"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/metrics"
 	"github.com/levee-dev/levee/internal/queue"
@@ -108,20 +109,12 @@ func (w *Worker) register(k worker.Kind, p Policy) error {
 	if err := queue.ValidateKind(k.Name); err != nil {
 		return err
 	}
-	ep := p.executor().Defaults()
-	if err := ep.Validate(); err != nil {
+	// The one check of a policy, as the YAML config makes it (design rule 39); the engine
+	// makes it again when it starts, on the same function.
+	if err := p.WithDefaults().Validate(k.Name); err != nil {
 		return fmt.Errorf("kind %q: %w", k.Name, err)
 	}
-	k.Policy, k.AckWait, k.MaxDeliver, k.MaxAckPending = ep, p.AckWait, p.MaxDeliveries, p.FleetConcurrency
-	k.Fallback, k.FallbackAfter = p.Fallback, p.FallbackAfter
-	if k.Fallback != "" {
-		if err := queue.ValidateKind(k.Fallback); err != nil {
-			return fmt.Errorf("kind %q: fallback: %w", k.Name, err)
-		}
-		if k.Fallback == k.Name {
-			return fmt.Errorf("kind %q: a kind cannot fall back to itself", k.Name)
-		}
-	}
+	k.Policy = p
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, have := range w.kinds {
@@ -184,7 +177,7 @@ func (w *Worker) run(ctx context.Context) error {
 	nc := cfg.Conn
 	if nc == nil {
 		var err error
-		nc, err = connectNATS(cmp.Or(cfg.NATSURL, DefaultNATSURL), "levee-worker", cfg.NATSOptions)
+		nc, err = core.ConnectNATS(cmp.Or(cfg.NATSURL, DefaultNATSURL), "levee-worker", cfg.NATSOptions)
 		if err != nil {
 			return err
 		}
@@ -193,7 +186,7 @@ func (w *Worker) run(ctx context.Context) error {
 	pool := cfg.Pool
 	if pool == nil {
 		var err error
-		pool, err = openPool(ctx, cmp.Or(cfg.DatabaseURL, DefaultDatabaseURL), cmp.Or(cfg.DatabaseMaxConns, 20))
+		pool, err = core.OpenPool(ctx, cmp.Or(cfg.DatabaseURL, DefaultDatabaseURL), cmp.Or(cfg.DatabaseMaxConns, 20))
 		if err != nil {
 			return err
 		}
@@ -254,7 +247,7 @@ func Migrate(ctx context.Context, dbURL, namespace string, logger *slog.Logger) 
 	if err := queue.ValidateNamespace(namespace); err != nil {
 		return nil, err
 	}
-	pool, err := openPool(ctx, cmp.Or(dbURL, DefaultDatabaseURL), 2)
+	pool, err := core.OpenPool(ctx, cmp.Or(dbURL, DefaultDatabaseURL), 2)
 	if err != nil {
 		return nil, err
 	}

@@ -91,9 +91,9 @@ func TestTxHandlerUnderAStricterDefaultIsolation(t *testing.T) {
 					if _, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES ($1)", job.ID); err != nil {
 						return nil, err
 					}
-					time.Sleep(800 * time.Millisecond) // past a heartbeat (every 300ms), which rewrites the key's row
+					time.Sleep(900 * time.Millisecond) // past a heartbeat (every 333ms), which rewrites the key's row
 					return map[string]bool{"booked": true}, nil
-				}), levee.Policy{AckWait: 900 * time.Millisecond, MaxAttempts: 3,
+				}), levee.Policy{AckWait: time.Second, MaxAttempts: 3,
 					Backoff: levee.Backoff{Base: 10 * time.Millisecond, Max: 10 * time.Millisecond}}))
 				run(t, w)
 

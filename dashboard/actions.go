@@ -7,7 +7,8 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // maxSelected bounds the dead jobs one replay or purge of selected entries acts on; more go
@@ -16,7 +17,7 @@ const maxSelected = 500
 
 func (d *Dashboard) retryJob(w http.ResponseWriter, r *http.Request, id identity) {
 	job := r.PathValue("id")
-	err := d.svc.RetryJob(r.Context(), job, id.actor())
+	err := d.svc.JobRetry(r.Context(), job, id.actor())
 	d.dlq.forget()
 	d.logAction(id, "job.retry", job, err)
 	d.redirect(w, r, back(r, "/jobs/"+url.PathEscape(job)), "job "+job+" will run again", err)
@@ -24,26 +25,29 @@ func (d *Dashboard) retryJob(w http.ResponseWriter, r *http.Request, id identity
 
 func (d *Dashboard) cancelJob(w http.ResponseWriter, r *http.Request, id identity) {
 	job := r.PathValue("id")
-	err := d.svc.CancelJob(r.Context(), job, id.actor())
+	err := d.svc.JobCancel(r.Context(), job, id.actor())
 	d.dlq.forget()
 	d.logAction(id, "job.cancel", job, err)
 	d.redirect(w, r, back(r, "/jobs/"+url.PathEscape(job)), "job "+job+" is cancelled", err)
 }
 
 func (d *Dashboard) pauseKind(w http.ResponseWriter, r *http.Request, id identity) {
-	d.kindAction(w, r, id, "kind.pause", d.svc.PauseKind, "is paused")
+	d.kindAction(w, r, id, "kind.pause", d.svc.KindPause, "is paused")
 }
 
 func (d *Dashboard) resumeKind(w http.ResponseWriter, r *http.Request, id identity) {
-	d.kindAction(w, r, id, "kind.resume", d.svc.ResumeKind, "is resumed")
+	d.kindAction(w, r, id, "kind.resume", d.svc.KindResume, "is resumed")
 }
 
 func (d *Dashboard) resetBreaker(w http.ResponseWriter, r *http.Request, id identity) {
-	d.kindAction(w, r, id, "kind.reset_breaker", d.svc.ResetBreaker, "has its breaker closed")
+	d.kindAction(w, r, id, "kind.reset_breaker", func(ctx context.Context, kind string, by leveetype.Actor) error {
+		_, err := d.svc.BreakerReset(ctx, admin.BreakerResetParams{Kind: kind, By: by})
+		return err
+	}, "has its breaker closed")
 }
 
 func (d *Dashboard) kindAction(w http.ResponseWriter, r *http.Request, id identity, action string,
-	do func(context.Context, string, levee.Actor) error, done string) {
+	do func(context.Context, string, leveetype.Actor) error, done string) {
 	kind := r.PathValue("kind")
 	err := do(r.Context(), kind, id.actor())
 	d.logAction(id, action, kind, err)
@@ -51,22 +55,22 @@ func (d *Dashboard) kindAction(w http.ResponseWriter, r *http.Request, id identi
 }
 
 func (d *Dashboard) dlqReplay(w http.ResponseWriter, r *http.Request, id identity) {
-	d.dlqSelected(w, r, id, "dlq.replay", "replayed", func(ctx context.Context, dj levee.DeadJob) (string, error) {
-		res, err := d.svc.Replay(ctx, dj, levee.ReplayOptions{})
+	d.dlqSelected(w, r, id, "dlq.replay", "replayed", func(ctx context.Context, dj leveetype.DeadJob) (string, error) {
+		res, err := d.svc.DeadJobReplay(ctx, dj, admin.DeadJobReplayParams{By: id.actor()})
 		return "key was " + keyState(res.KeyState), err
 	})
 }
 
 func (d *Dashboard) dlqPurge(w http.ResponseWriter, r *http.Request, id identity) {
-	d.dlqSelected(w, r, id, "dlq.purge", "purged", func(ctx context.Context, dj levee.DeadJob) (string, error) {
-		return "", d.svc.Purge(ctx, dj)
+	d.dlqSelected(w, r, id, "dlq.purge", "purged", func(ctx context.Context, dj leveetype.DeadJob) (string, error) {
+		return "", d.svc.DeadJobPurge(ctx, dj)
 	})
 }
 
 // dlqSelected replays or purges the dead jobs whose ids the form lists, one by one, and audits
 // each.
 func (d *Dashboard) dlqSelected(w http.ResponseWriter, r *http.Request, id identity, action, verb string,
-	do func(context.Context, levee.DeadJob) (string, error)) {
+	do func(context.Context, leveetype.DeadJob) (string, error)) {
 	if err := r.ParseForm(); err != nil {
 		d.deny(w, r, http.StatusBadRequest, err.Error())
 		return
@@ -97,8 +101,8 @@ func (d *Dashboard) dlqSelected(w http.ResponseWriter, r *http.Request, id ident
 
 // dlqOne replays or purges one dead job and writes it to the audit log.
 func (d *Dashboard) dlqOne(ctx context.Context, id identity, action, job string,
-	do func(context.Context, levee.DeadJob) (string, error)) error {
-	dj, err := d.svc.DeadJob(ctx, job)
+	do func(context.Context, leveetype.DeadJob) (string, error)) error {
+	dj, err := d.svc.DeadJobGet(ctx, job)
 	if err != nil {
 		return err
 	}
@@ -107,7 +111,7 @@ func (d *Dashboard) dlqOne(ctx context.Context, id identity, action, job string,
 		d.logAction(id, action, job, err)
 		return fmt.Errorf("%s: %w", job, err)
 	}
-	if aerr := d.svc.Audit(ctx, id.actor(), action, job, detail); aerr != nil {
+	if aerr := d.svc.AuditRecord(ctx, admin.AuditRecordParams{By: id.actor(), Action: action, Target: job, Detail: detail}); aerr != nil {
 		d.log.Error("dashboard: audit", "action", action, "target", job, "err", aerr)
 	}
 	return nil

@@ -20,6 +20,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // deadJobs publishes n jobs of kind, which no worker serves, and captures them into the DLQ
@@ -32,7 +34,7 @@ func (b *bundle) deadJobs(t *testing.T, kind string, n int) []string {
 		require.NoError(t, err)
 	}
 	var ids []string
-	got, err := b.client.CaptureOrphans(ctx, kind, 0, false, func(id string) { ids = append(ids, id) })
+	got, err := b.ops.OrphanCapture(ctx, admin.OrphanCaptureParams{Kind: kind, OnJob: func(id string) { ids = append(ids, id) }})
 	require.NoError(t, err)
 	require.Equal(t, n, got)
 	return ids
@@ -49,7 +51,7 @@ func location(t *testing.T, w *httptest.ResponseRecorder) (path, msg, errText st
 
 func (b *bundle) auditActions(t *testing.T) []string {
 	t.Helper()
-	entries, err := b.client.AuditLog(t.Context(), 100)
+	entries, err := b.ops.AuditList(t.Context(), 100)
 	require.NoError(t, err)
 	var out []string
 	for _, e := range entries {
@@ -92,7 +94,7 @@ func TestOperatorActions(t *testing.T) {
 		assert.Equal(t, "/kinds", path)
 		assert.Equal(t, "kind charge is paused", msg)
 		assert.Empty(t, errText)
-		ov, err := b.client.Overview(t.Context(), 0)
+		ov, err := b.ops.Overview(t.Context(), 0)
 		require.NoError(t, err)
 		paused := map[string]bool{}
 		for _, k := range ov.Kinds {
@@ -123,7 +125,7 @@ func TestOperatorActions(t *testing.T) {
 		_, msg, errText := location(t, b.do(post(t, "/dlq/replay", url.Values{"id": {ids[0]}, "back": {"/dlq?kind=charge"}})))
 		assert.Equal(t, "replayed 1 dead job(s)", msg)
 		assert.Empty(t, errText)
-		_, err := b.client.DeadJob(t.Context(), ids[0])
+		_, err := b.ops.DeadJobGet(t.Context(), ids[0])
 		require.ErrorIs(t, err, levee.ErrJobNotFound)
 		assert.Contains(t, b.auditActions(t), "ui:local dlq.replay "+ids[0])
 	})
@@ -147,7 +149,7 @@ func TestOperatorActions(t *testing.T) {
 		assert.Equal(t, 2, p.Done, p.Errors)
 		assert.Equal(t, 100, p.Percent)
 		for _, id := range ids[1:] {
-			_, err := b.client.DeadJob(t.Context(), id)
+			_, err := b.ops.DeadJobGet(t.Context(), id)
 			require.ErrorIs(t, err, levee.ErrJobNotFound)
 		}
 		audit := b.auditActions(t)
@@ -167,7 +169,7 @@ func TestCloseStopsBulkActions(t *testing.T) {
 	b.dash.Close() // setup's dashboard is not the one under test
 	b.deadJobs(t, "mail", 20)
 	leaks := goleak.IgnoreCurrent()
-	d, err := New(b.client, Options{})
+	d, err := New(b.ops, Options{LocalToken: testToken})
 	require.NoError(t, err)
 	b.dash = d
 	path, _, _ := location(t, b.do(post(t, "/dlq/bulk", url.Values{"action": {"purge"}, "confirm": {"20"}})))
@@ -188,13 +190,13 @@ var (
 
 // countingClient is the real client, counting the calls of a job page.
 type countingClient struct {
-	*levee.Client
+	*admin.Client
 	status atomic.Int64
 }
 
-func (c *countingClient) Status(ctx context.Context, id string) (*levee.JobStatus, error) {
+func (c *countingClient) JobGet(ctx context.Context, id string) (*leveetype.JobStatus, error) {
 	c.status.Add(1)
-	return c.Client.Status(ctx, id)
+	return c.Client.JobGet(ctx, id)
 }
 
 // The refresh script's polls of a page share one rendering per MinPoll: ten tabs polling cost
@@ -203,8 +205,8 @@ func TestPollsShareOneRendering(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
 	id := b.deadJobs(t, "charge", 1)[0]
-	cc := &countingClient{Client: b.client}
-	d, err := New(cc, Options{MinPoll: time.Hour})
+	cc := &countingClient{Client: b.ops}
+	d, err := New(cc, Options{MinPoll: time.Hour, LocalToken: testToken})
 	require.NoError(t, err)
 	t.Cleanup(d.Close)
 	b.dash = d
@@ -235,17 +237,12 @@ func TestPollsShareOneRendering(t *testing.T) {
 func TestMountedUnderAPrefix(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
-	d, err := New(b.client, Options{Prefix: "/ops/levee"})
+	d, err := New(b.ops, Options{Prefix: "/ops/levee", LocalToken: testToken})
 	require.NoError(t, err)
 	t.Cleanup(d.Close)
 	mux := http.NewServeMux()
 	mux.Handle("/ops/levee/", d)
-	do := func(r *http.Request) *httptest.ResponseRecorder {
-		r.RemoteAddr = "127.0.0.1:40000"
-		w := httptest.NewRecorder()
-		mux.ServeHTTP(w, r)
-		return w
-	}
+	do := func(r *http.Request) *httptest.ResponseRecorder { return serveLocal(mux, r) }
 	w := do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/ops/levee/kinds", nil))
 	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
 	body := w.Body.String()
@@ -258,7 +255,7 @@ func TestMountedUnderAPrefix(t *testing.T) {
 	assert.True(t, strings.HasPrefix(w.Header().Get("Location"), "/ops/levee/kinds?"), w.Header().Get("Location"))
 	w = do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/ops/levee/static/app.js", nil))
 	assert.Equal(t, http.StatusOK, w.Code)
-	_, err = New(b.client, Options{Prefix: "levee/"})
+	_, err = New(b.ops, Options{Prefix: "levee/"})
 	assert.Error(t, err)
 }
 
@@ -284,7 +281,7 @@ func TestPayloadVisibility(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			c.opts.Users = users
-			d, err := New(b.client, c.opts)
+			d, err := New(b.ops, c.opts)
 			require.NoError(t, err)
 			t.Cleanup(d.Close)
 			r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/jobs/"+c.job, nil)
@@ -298,6 +295,53 @@ func TestPayloadVisibility(t *testing.T) {
 			if c.note != "" {
 				assert.Contains(t, body, c.note)
 			}
+			// Errors go with payloads: whoever may not see a kind's payloads sees neither its
+			// jobs' errors (on the job page, the jobs list and the DLQ list) nor its results.
+			kind := map[string]string{charge: "charge", mail: "mail"}[c.job]
+			errText := "no worker serves kind &#34;" + kind + "&#34;"
+			assert.Equal(t, c.shown, strings.Contains(body, errText), "the job's error on its page")
+			for _, page := range []string{"/jobs?state=dead&kind=" + kind, "/dlq?kind=" + kind} {
+				r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, page, nil)
+				r.SetBasicAuth(c.user, "pw")
+				w := httptest.NewRecorder()
+				d.ServeHTTP(w, r)
+				require.Equal(t, http.StatusOK, w.Code, page)
+				assert.Equal(t, c.shown, strings.Contains(w.Body.String(), errText), "the error on %s", page)
+				assert.Equal(t, !c.shown, strings.Contains(w.Body.String(), "(hidden:"), "the note on %s", page)
+			}
 		})
 	}
+}
+
+// Credential headers of an http payload are shown as xxxxx, to operators too.
+func TestPayloadCredentialHeadersAreHidden(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	res, err := b.client.Publish(t.Context(), "hook", map[string]any{
+		"url": "https://api.example.com/v1/x", "headers": map[string]string{"Authorization": "Bearer s3cret", "X-Api-Key": "s3cret", "X-Trace": "t-1"}})
+	require.NoError(t, err)
+	_, err = b.ops.OrphanCapture(t.Context(), admin.OrphanCaptureParams{Kind: "hook"})
+	require.NoError(t, err)
+	w := b.do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/jobs/"+res.ID, nil))
+	require.Equal(t, http.StatusOK, w.Code)
+	body := w.Body.String()
+	assert.NotContains(t, body, "s3cret")
+	assert.Contains(t, body, "t-1", "other headers are shown")
+	assert.Contains(t, body, "xxxxx")
+}
+
+// A dead job whose payload nests deep renders a page that grows with the payload, not with
+// the square of its depth: an 8 KB payload of nested arrays made a 16 MB page before.
+func TestDeepPayloadPageIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	deep := json.RawMessage(strings.Repeat("[", 4000) + strings.Repeat("]", 4000))
+	res, err := b.client.Publish(t.Context(), "deep", deep)
+	require.NoError(t, err)
+	_, err = b.ops.OrphanCapture(t.Context(), admin.OrphanCaptureParams{Kind: "deep"})
+	require.NoError(t, err)
+	w := b.do(httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/jobs/"+res.ID, nil))
+	require.Equal(t, http.StatusOK, w.Code)
+	require.Less(t, w.Body.Len(), 200_000, "the page is %d bytes for a payload of %d", w.Body.Len(), len(deep))
+	require.Contains(t, w.Body.String(), strings.Repeat("[", 64), "the deep part is shown compact")
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/dashboard"
 	"github.com/levee-dev/levee/internal/leveetest"
 )
@@ -50,6 +51,7 @@ func chromium(t *testing.T) string {
 // in-process worker.
 type seeded struct {
 	client *levee.Client
+	ops    *admin.Client
 	ns     string
 	fixed  atomic.Bool // the "fixable" kind succeeds once set
 	// ids by what they were published to become
@@ -69,6 +71,7 @@ func seed(t *testing.T) *seeded {
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	s.client = c
+	s.ops = admin.New(c)
 
 	w, err := levee.NewWorker(levee.WorkerConfig{NATSURL: natsURL, Pool: pool, Namespace: s.ns, SkipMigrate: true,
 		Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: time.Second})
@@ -135,7 +138,7 @@ func seed(t *testing.T) *seeded {
 	s.waitFor(t, levee.StateRunning, s.running...)
 	s.waitFor(t, levee.StateQueued, s.queued...)
 	require.Eventually(t, func() bool {
-		ov, err := c.Overview(ctx, 0)
+		ov, err := s.ops.Overview(ctx, 0)
 		if err != nil {
 			return false
 		}
@@ -169,11 +172,17 @@ type browser struct {
 	console []string
 }
 
+// rebindHost is a name the test browser resolves to 127.0.0.1, as a page's own name does after
+// a DNS rebinding.
+const rebindHost = "rebind.attacker.example"
+
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
 	exe := chromium(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.WindowSize(1280, 900))
+		chromedp.DisableGPU, chromedp.WindowSize(1280, 900),
+		// A DNS rebinding, as an attacker's name that now resolves to this machine.
+		chromedp.Flag("host-resolver-rules", "MAP "+rebindHost+" 127.0.0.1"))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
 	b := &browser{ctx: ctx, shots: []string{t.ArtifactDir()}}
@@ -257,13 +266,17 @@ func (b *browser) messages() []string {
 func css(s string) chromedp.CSS { return chromedp.CSS(s) }
 func id(s string) chromedp.ID   { return chromedp.ID(s) }
 
-func serve(t *testing.T, c *levee.Client, opts dashboard.Options) string {
+// serve starts a dashboard and opens it in b at the URL `enqueue ui` would print (with the
+// run's token, which sets the cookie); it returns the base URL.
+func serve(t *testing.T, b *browser, c *admin.Client, opts dashboard.Options) string {
 	t.Helper()
 	opts.Logger = slog.New(slog.DiscardHandler)
+	opts.LocalToken = "browser-test-token"
 	d, err := dashboard.New(c, opts)
 	require.NoError(t, err)
 	srv := httptest.NewServer(d)
 	t.Cleanup(func() { srv.Close(); d.Close() })
+	b.do(t, chromedp.Navigate(d.LocalURL(srv.URL)), chromedp.WaitVisible(css("h1")))
 	return srv.URL
 }
 
@@ -281,7 +294,29 @@ func TestBrowser(t *testing.T) {
 	ctx := t.Context()
 	// Pages that refresh themselves while the test clicks would race it: this one refreshes
 	// hourly; the subtest that watches the backlog drain has its own.
-	url := serve(t, s.client, dashboard.Options{MinPoll: time.Hour})
+	url := serve(t, b, s.ops, dashboard.Options{MinPoll: time.Hour})
+
+	t.Run("a page whose name was rebound to this machine is refused", func(t *testing.T) {
+		// The browser holds the token cookie for 127.0.0.1; a page at another name reaching
+		// the same listener is neither the local operator nor knows the token.
+		rebound := strings.Replace(url, "127.0.0.1", rebindHost, 1)
+		b.do(t, chromedp.Navigate(rebound+"/kinds"), chromedp.WaitVisible(css("body")))
+		body := get(t, b, chromedp.Evaluate[string](`document.body.innerText`))
+		assert.Contains(t, body, "is not this machine's loopback address")
+		assert.NotContains(t, body, "outage", "no kind is shown")
+		b.do(t, chromedp.Navigate(rebound+"/?token=browser-test-token"), chromedp.WaitVisible(css("body")))
+		assert.Contains(t, get(t, b, chromedp.Evaluate[string](`document.body.innerText`)), "is not this machine's loopback address")
+	})
+
+	t.Run("a link cannot put its words in the banner", func(t *testing.T) {
+		b.do(t, chromedp.Navigate(url+"/kinds?err=Session+expired:+sign+in+at+evil.example"), chromedp.WaitVisible(css("h1")))
+		assert.NotContains(t, get(t, b, chromedp.Evaluate[string](`document.body.innerText`)), "evil.example")
+	})
+
+	t.Run("a DLQ filter that cannot match is refused", func(t *testing.T) {
+		b.do(t, chromedp.Navigate(url+"/dlq?reason=bogus"), chromedp.WaitVisible(css("h1")))
+		assert.Contains(t, get(t, b, chromedp.Evaluate[string](`document.body.innerText`)), `unknown reason "bogus"`)
+	})
 
 	t.Run("overview counts match", func(t *testing.T) {
 		b.do(t, chromedp.Navigate(url+"/"), chromedp.WaitVisible(css(".tiles")))
@@ -291,7 +326,7 @@ func TestBrowser(t *testing.T) {
 		}
 		banner := b.text(t, "[data-banner=breaker]")
 		// The page drew the cached aggregate; ask for it again within its age.
-		ov, err := s.client.Overview(ctx, time.Hour)
+		ov, err := s.ops.Overview(ctx, time.Hour)
 		require.NoError(t, err)
 		for _, st := range []levee.State{levee.StateQueued, levee.StateRunning, levee.StateRetrying, levee.StateSucceeded, levee.StateDead} {
 			assert.Equal(t, ov.Counts[st], tiles[string(st)], "tile %s", st)
@@ -301,6 +336,7 @@ func TestBrowser(t *testing.T) {
 		assert.GreaterOrEqual(t, tiles["succeeded"], int64(len(s.succeeded)))
 		assert.Equal(t, int64(len(s.dead)), tiles["dlq"])
 		assert.Contains(t, banner, "outage")
+		assert.Regexp(t, `next trial at \S+ \S+, in 59m\d\ds; \d of \d calls failed \(100%\) in the fleet's window$`, banner)
 		b.shoot(t, "overview")
 		b.do(t, chromedp.Navigate(url+"/kinds"), chromedp.WaitVisible(id("kind-outage")))
 		b.shoot(t, "kinds")
@@ -353,7 +389,7 @@ func TestBrowser(t *testing.T) {
 		assert.Equal(t, count, b.text(t, "#task-done"))
 		b.shoot(t, "task")
 		s.waitFor(t, levee.StateSucceeded, left...)
-		entries, err := s.client.AuditLog(ctx, 20)
+		entries, err := s.ops.AuditList(ctx, 20)
 		require.NoError(t, err)
 		var actions []string
 		for _, e := range entries {
@@ -364,7 +400,7 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("pause a kind, resume it, and watch the backlog drain", func(t *testing.T) {
-		live := serve(t, s.client, dashboard.Options{MinPoll: time.Second}) // refreshes every second
+		live := serve(t, b, s.ops, dashboard.Options{MinPoll: time.Second}) // refreshes every second
 		backlog := func() int64 {
 			cell := get(t, b, chromedp.Evaluate[string](`(document.querySelector("#kind-ok td:nth-child(2)") || {}).textContent || ""`))
 			n, err := strconv.ParseInt(strings.TrimSpace(cell), 10, 64)
@@ -379,7 +415,7 @@ func TestBrowser(t *testing.T) {
 		assert.Contains(t, b.text(t, ".flash.ok"), "kind ok is paused")
 		// The pause reaches the workers through the fleet: publish once they have stopped.
 		require.Eventually(t, func() bool {
-			ov, err := s.client.Overview(ctx, 0)
+			ov, err := s.ops.Overview(ctx, 0)
 			require.NoError(t, err)
 			for _, k := range ov.Kinds {
 				if k.Kind == "ok" {
@@ -409,7 +445,7 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("read-only hides buttons and refuses a forged POST", func(t *testing.T) {
-		ro := serve(t, s.client, dashboard.Options{ReadOnly: true, MinPoll: time.Second})
+		ro := serve(t, b, s.ops, dashboard.Options{ReadOnly: true, MinPoll: time.Second})
 		b.do(t, chromedp.Navigate(ro+"/kinds"), chromedp.WaitVisible(id("kind-outage")))
 		assert.Zero(t, get(t, b, chromedp.Evaluate[int](`document.querySelectorAll("form[method=post], button[id]").length`)))
 		b.do(t, chromedp.Navigate(ro+"/jobs/"+s.retrying[0]), chromedp.WaitVisible(css("h1")))

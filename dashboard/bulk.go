@@ -11,7 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // Bulk actions on the DLQ: "replay (or purge) all matching this filter". The confirmation page
@@ -31,7 +32,7 @@ type task struct {
 	ID      string
 	Action  string // replay or purge
 	Filter  string
-	Actor   levee.Actor
+	Actor   leveetype.Actor
 	Total   int
 	Started time.Time
 
@@ -174,7 +175,7 @@ func (d *Dashboard) bulkStart(w http.ResponseWriter, r *http.Request, id identit
 	t := &task{ID: rand.Text()[:16], Action: action, Filter: data.Form.String(), Actor: id.actor(), Total: data.Count, Started: time.Now()}
 	d.tasks.add(t)
 	detail := fmt.Sprintf("%s all matching %s: %d jobs (task %s)", action, t.Filter, t.Total, t.ID)
-	if err := d.svc.Audit(r.Context(), t.Actor, "dlq."+action+"_all", t.Filter, detail); err != nil {
+	if err := d.svc.AuditRecord(r.Context(), admin.AuditRecordParams{By: t.Actor, Action: "dlq." + action + "_all", Target: t.Filter, Detail: detail}); err != nil {
 		d.log.Error("dashboard: audit", "action", "dlq."+action+"_all", "err", err)
 	}
 	d.log.Info("dashboard: bulk action started", "actor", t.Actor, "action", action, "filter", t.Filter, "jobs", t.Total, "task", t.ID)
@@ -191,25 +192,27 @@ func (d *Dashboard) runTask(t *task, lines []deadLine) {
 			t.record(fmt.Errorf("stopped: the dashboard is shutting down (%d jobs not done)", t.Total-p.Done-p.Failed))
 			break
 		}
-		t.record(d.bulkOne(ctx, t.Action, l))
+		t.record(d.bulkOne(ctx, t.Action, t.Actor, l))
 	}
 	d.dlq.forget()
 	p := t.progress()
-	t.mu.Lock()
-	t.finished = time.Now()
-	t.mu.Unlock()
+	// The audit entry is written before the task shows as finished, so that whoever saw it
+	// finish finds it in the audit log.
 	detail := fmt.Sprintf("%s all matching %s finished: %d done, %d failed of %d (task %s)", t.Action, t.Filter, p.Done, p.Failed, t.Total, t.ID)
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := d.svc.Audit(actx, t.Actor, "dlq."+t.Action+"_all.done", t.Filter, detail); err != nil {
+	if err := d.svc.AuditRecord(actx, admin.AuditRecordParams{By: t.Actor, Action: "dlq." + t.Action + "_all.done", Target: t.Filter, Detail: detail}); err != nil {
 		d.log.Error("dashboard: audit", "action", "dlq."+t.Action+"_all.done", "err", err)
 	}
+	t.mu.Lock()
+	t.finished = time.Now()
+	t.mu.Unlock()
 	d.log.Info("dashboard: bulk action finished", "actor", t.Actor, "action", t.Action, "task", t.ID, "done", p.Done, "failed", p.Failed)
 }
 
 // bulkOne replays or purges the dead job l, unless it changed since it was matched.
-func (d *Dashboard) bulkOne(ctx context.Context, action string, l deadLine) error {
-	dj, err := d.svc.DeadJob(ctx, l.ID)
+func (d *Dashboard) bulkOne(ctx context.Context, action string, by leveetype.Actor, l deadLine) error {
+	dj, err := d.svc.DeadJobGet(ctx, l.ID)
 	if err != nil {
 		return err
 	}
@@ -217,9 +220,9 @@ func (d *Dashboard) bulkOne(ctx context.Context, action string, l deadLine) erro
 		return fmt.Errorf("%s: replayed or purged meanwhile; left alone", l.ID)
 	}
 	if action == "purge" {
-		return d.svc.Purge(ctx, *dj)
+		return d.svc.DeadJobPurge(ctx, *dj)
 	}
-	_, err = d.svc.Replay(ctx, *dj, levee.ReplayOptions{})
+	_, err = d.svc.DeadJobReplay(ctx, *dj, admin.DeadJobReplayParams{By: by})
 	if err != nil {
 		return fmt.Errorf("%s: %w", l.ID, err)
 	}

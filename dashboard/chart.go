@@ -5,7 +5,7 @@ import (
 	"html/template"
 	"strings"
 
-	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 )
 
 // The activity chart's geometry, in SVG user units.
@@ -24,7 +24,7 @@ const (
 
 // activityChart draws the last hour's succeeded and failed attempts, one stacked bar per
 // bucket, as an inline SVG. Each bar has a title with its minute and counts.
-func activityChart(buckets []levee.ActivityBucket) template.HTML {
+func activityChart(buckets []admin.ActivityBucket) template.HTML {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" role="img" aria-label="succeeded and failed jobs per minute over the last hour">`, chartW, chartH)
 	peak := 0

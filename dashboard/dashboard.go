@@ -3,6 +3,7 @@ package dashboard
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"embed"
 	"errors"
 	"fmt"
@@ -12,38 +13,41 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/leveetype"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Service is what the dashboard needs of Levee: the operator service layer that the enqueue
-// CLI uses too. *levee.Client satisfies it.
+// CLI uses too. *admin.Client satisfies it.
 type Service interface {
-	Overview(ctx context.Context, maxAge time.Duration) (*levee.Overview, error)
-	Jobs(ctx context.Context, f levee.JobFilter) (levee.JobPage, error)
-	FindJobs(ctx context.Context, idOrKey string) ([]levee.JobStatus, error)
-	Status(ctx context.Context, id string) (*levee.JobStatus, error)
-	Attempts(ctx context.Context, id string) ([]levee.Attempt, error)
+	Overview(ctx context.Context, maxAge time.Duration) (*admin.Overview, error)
+	JobList(ctx context.Context, p admin.JobListParams) (admin.JobPage, error)
+	JobFind(ctx context.Context, idOrKey string) ([]leveetype.JobStatus, error)
+	JobGet(ctx context.Context, id string) (*leveetype.JobStatus, error)
+	JobAttempts(ctx context.Context, id string) ([]leveetype.Attempt, error)
 
-	DeadJobs(ctx context.Context, f levee.DLQFilter) iter.Seq2[levee.DeadJob, error]
-	DeadJob(ctx context.Context, id string) (*levee.DeadJob, error)
-	Replay(ctx context.Context, dj levee.DeadJob, opts levee.ReplayOptions) (levee.ReplayResult, error)
-	Purge(ctx context.Context, dj levee.DeadJob) error
+	DeadJobList(ctx context.Context, p admin.DeadJobListParams) iter.Seq2[leveetype.DeadJob, error]
+	DeadJobGet(ctx context.Context, id string) (*leveetype.DeadJob, error)
+	DeadJobReplay(ctx context.Context, dj leveetype.DeadJob, p admin.DeadJobReplayParams) (admin.DeadJobReplayResult, error)
+	DeadJobPurge(ctx context.Context, dj leveetype.DeadJob) error
 
-	RetryJob(ctx context.Context, id string, by levee.Actor) error
-	CancelJob(ctx context.Context, id string, by levee.Actor) error
-	PauseKind(ctx context.Context, kind string, by levee.Actor) error
-	ResumeKind(ctx context.Context, kind string, by levee.Actor) error
-	ResetBreaker(ctx context.Context, kind string, by levee.Actor) error
+	JobRetry(ctx context.Context, id string, by leveetype.Actor) error
+	JobCancel(ctx context.Context, id string, by leveetype.Actor) error
+	KindPause(ctx context.Context, kind string, by leveetype.Actor) error
+	KindResume(ctx context.Context, kind string, by leveetype.Actor) error
+	BreakerReset(ctx context.Context, p admin.BreakerResetParams) (admin.BreakerResetResult, error)
 
-	Audit(ctx context.Context, by levee.Actor, action, target, detail string) error
-	AuditLog(ctx context.Context, limit int) ([]levee.AuditEntry, error)
+	AuditRecord(ctx context.Context, p admin.AuditRecordParams) error
+	AuditList(ctx context.Context, limit int) ([]leveetype.AuditEntry, error)
 }
 
-var _ Service = (*levee.Client)(nil)
+var _ Service = (*admin.Client)(nil)
 
 // Options configures a Dashboard. The zero value serves loopback clients only, each as an
 // operator, with payloads shown to operators and a 5 s minimum poll interval.
@@ -69,6 +73,13 @@ type Options struct {
 	MinPoll time.Duration
 	// Logger receives a line per action and per failed request. Default slog.Default().
 	Logger *slog.Logger
+	// LocalToken is the secret every request of the local operator must carry when there is no
+	// authentication (no Users, no TrustedProxyHeader): once in the URL (?token=), which sets
+	// a cookie, then in that cookie. With the check that the request names a loopback Host,
+	// it keeps a web page in the operator's browser from acting on the dashboard, even
+	// through DNS rebinding. "" (the default) makes a random one; Token returns it and LocalURL
+	// the URL to open.
+	LocalToken string
 	// Prefix is the path the dashboard is mounted at in a larger server, such as "/levee":
 	// it serves the requests under it and its links and redirects start with it. It starts
 	// with "/" and does not end with one. "" (the default) mounts it at the root.
@@ -80,8 +91,12 @@ type Options struct {
 // User is one account of the dashboard.
 type User struct {
 	Role Role
-	// PasswordSHA256 is the SHA-256 of the password (32 bytes). Nil means the user may only
-	// sign in through the trusted proxy header.
+	// PasswordHash is the bcrypt hash of the password ($2a$, $2b$ or $2y$; make one with
+	// `enqueue ui hash-password`). It is preferred to PasswordSHA256.
+	PasswordHash string
+	// PasswordSHA256 is the SHA-256 of the password (32 bytes): unsalted, so accepted for the
+	// files of older versions only. With neither hash the user may only sign in through the
+	// trusted proxy header.
 	PasswordSHA256 []byte
 }
 
@@ -104,6 +119,11 @@ func (o *Options) validate() error {
 		}
 		if u.PasswordSHA256 != nil && len(u.PasswordSHA256) != 32 {
 			return fmt.Errorf("dashboard: Options.Users[%q].PasswordSHA256 has %d bytes, want 32", name, len(u.PasswordSHA256))
+		}
+		if u.PasswordHash != "" {
+			if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+				return fmt.Errorf("dashboard: Options.Users[%q].PasswordHash is not a bcrypt hash: %w", name, err)
+			}
 		}
 	}
 	if (o.TrustedProxyHeader == "") != (len(o.TrustedProxies) == 0) {
@@ -146,9 +166,28 @@ type Dashboard struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	tasks  *taskList
+	token  string // the local operator's token, without authentication
+	// flashKey signs the outcome an action shows in the next page's banner.
+	flashKey []byte
+	// signIns counts failed sign-ins by client address and by user name.
+	signIns *throttle
 }
 
-// New returns the dashboard for svc (usually a *levee.Client). It returns an error naming the
+// Token returns the token the local operator's requests carry (Options.LocalToken), or ""
+// when the dashboard authenticates its users.
+func (d *Dashboard) Token() string { return d.token }
+
+// LocalURL returns the URL the local operator opens, base (such as "http://127.0.0.1:8080")
+// with the prefix and, without authentication, the token that sets the cookie.
+func (d *Dashboard) LocalURL(base string) string {
+	u := strings.TrimSuffix(base, "/") + d.opts.Prefix + "/"
+	if d.token != "" {
+		u += "?token=" + url.QueryEscape(d.token)
+	}
+	return u
+}
+
+// New returns the dashboard for svc (usually an *admin.Client). It returns an error naming the
 // option when opts is invalid.
 func New(svc Service, opts Options) (*Dashboard, error) {
 	opts.MinPoll = cmp.Or(opts.MinPoll, 5*time.Second)
@@ -166,6 +205,11 @@ func New(svc Service, opts Options) (*Dashboard, error) {
 	for _, k := range opts.RedactKinds {
 		d.redact[k] = true
 	}
+	if !opts.Authenticated() {
+		d.token = cmp.Or(opts.LocalToken, rand.Text())
+	}
+	d.flashKey = []byte(rand.Text())
+	d.signIns = newThrottle(maxFailedSignIns, signInWindow)
 	d.dlq = newScanCache(svc, opts.MinPoll)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.h = d.routes()

@@ -1,6 +1,6 @@
 // Package dashboard is Levee's web dashboard: an http.Handler that shows a namespace's jobs,
 // kinds and dead-letter queue, and lets operators act on them through the same service layer
-// as the enqueue CLI (a *levee.Client satisfies Service).
+// as the enqueue CLI (an *admin.Client satisfies Service).
 //
 // Pages are server-rendered with html/template and work without JavaScript: every action is a
 // form that posts and redirects. A small embedded script refreshes the live pages no more often

@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/internal/age"
+	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/queue"
 )
 
 // dlqForm is the DLQ filter as the forms and URLs carry it: the same choices as
@@ -29,9 +32,19 @@ func dlqFormFrom(v url.Values) dlqForm {
 	}
 }
 
-// filter is the levee.DLQFilter the form means at now, or an error naming the bad field.
-func (f dlqForm) filter(now time.Time) (levee.DLQFilter, error) {
-	out := levee.DLQFilter{Kind: f.Kind, Reason: f.Reason}
+// filter is the admin.DeadJobListParams the form means at now, or an error naming the bad field.
+func (f dlqForm) filter(now time.Time) (admin.DeadJobListParams, error) {
+	out := admin.DeadJobListParams{Kind: f.Kind, Reason: f.Reason}
+	if f.Kind != "" {
+		if err := queue.ValidateKind(f.Kind); err != nil {
+			return out, err
+		}
+	}
+	if f.Reason != "" {
+		if err := executor.CheckReason(f.Reason); err != nil {
+			return out, err
+		}
+	}
 	since, older, err := ages(f.Since, f.OlderThan)
 	if err != nil {
 		return out, err
@@ -98,8 +111,8 @@ var jobStates = allStates[1:]
 var errQueuedNotListed = errors.New("queued jobs wait in NATS, not in the ledger, so they are not listed: " +
 	"the Kinds page counts them per kind, and the search box finds one by id or key")
 
-func (f jobsForm) filter(now time.Time) (levee.JobFilter, error) {
-	out := levee.JobFilter{State: levee.State(f.State), Kind: f.Kind, Cursor: f.Cursor}
+func (f jobsForm) filter(now time.Time) (admin.JobListParams, error) {
+	out := admin.JobListParams{State: levee.State(f.State), Kind: f.Kind, Cursor: f.Cursor}
 	if f.State == string(levee.StateQueued) {
 		return out, errQueuedNotListed
 	}
@@ -146,12 +159,12 @@ func set(v url.Values, k, s string) {
 // ages reads the since and older-than fields.
 func ages(sinceText, olderText string) (since, older time.Duration, err error) {
 	if sinceText != "" {
-		if since, err = cli.ParseAge(sinceText); err != nil {
+		if since, err = age.Parse(sinceText); err != nil {
 			return 0, 0, fmt.Errorf("since %q: %w", sinceText, err)
 		}
 	}
 	if olderText != "" {
-		if older, err = cli.ParseAge(olderText); err != nil {
+		if older, err = age.Parse(olderText); err != nil {
 			return 0, 0, fmt.Errorf("older than %q: %w", olderText, err)
 		}
 	}

@@ -1,7 +1,6 @@
 package dashboard
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,10 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/internal/jsonview"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // maxListed bounds the dead jobs the DLQ page lists one by one (the groups count them all).
@@ -29,11 +31,14 @@ type stateCount struct {
 }
 
 type overviewData struct {
-	O            *levee.Overview
+	O            *admin.Overview
 	States       []stateCount
 	Chart        template.HTML
-	OpenBreakers []levee.KindInfo
-	Paused       []levee.KindInfo
+	OpenBreakers []admin.KindInfo
+	// CutOff holds the kinds whose breaker is closed while some of their workers cannot reach
+	// the fleet's breaker record (an open breaker's banner says so itself).
+	CutOff []admin.KindInfo
+	Paused []admin.KindInfo
 }
 
 func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request) {
@@ -47,8 +52,11 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request) {
 		data.States = append(data.States, stateCount{State: s, Count: ov.Counts[s]})
 	}
 	for _, k := range ov.Kinds {
-		if k.Breaker != "" && k.Breaker != "closed" {
+		switch {
+		case k.Breaker != "" && k.Breaker != "closed":
 			data.OpenBreakers = append(data.OpenBreakers, k)
+		case k.BreakerCutOff > 0:
+			data.CutOff = append(data.CutOff, k)
 		}
 		if k.Paused {
 			data.Paused = append(data.Paused, k)
@@ -82,9 +90,9 @@ func (d *Dashboard) jobs(w http.ResponseWriter, r *http.Request) {
 	data := jobsData{Form: jobsFormFrom(q), States: jobStates, Query: strings.TrimSpace(q.Get("q"))}
 	p := page{Title: "Jobs", Nav: "jobs", Data: &data}
 	if data.Query != "" {
-		found, err := d.svc.FindJobs(r.Context(), data.Query)
+		found, err := d.svc.JobFind(r.Context(), data.Query)
 		switch {
-		case errors.Is(err, levee.ErrNotFound), err == nil && len(found) == 0:
+		case errors.Is(err, admin.ErrNotFound), err == nil && len(found) == 0:
 			data.Problem = "no job has the id or idempotency key " + strconvQuote(data.Query)
 			d.render(w, r, http.StatusNotFound, "jobs", p)
 			return
@@ -95,7 +103,7 @@ func (d *Dashboard) jobs(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, d.opts.Prefix+"/jobs/"+url.PathEscape(found[0].ID), http.StatusSeeOther)
 			return
 		}
-		data.Jobs, data.Searched = found, true
+		data.Jobs, data.Searched = d.scrubJobs(identityFrom(r.Context()), found), true
 		d.render(w, r, http.StatusOK, "jobs", p)
 		return
 	}
@@ -105,25 +113,25 @@ func (d *Dashboard) jobs(w http.ResponseWriter, r *http.Request) {
 		d.render(w, r, http.StatusBadRequest, "jobs", p)
 		return
 	}
-	pg, err := d.svc.Jobs(r.Context(), f)
+	pg, err := d.svc.JobList(r.Context(), f)
 	if err != nil {
 		data.Problem = err.Error()
 		status := http.StatusBadGateway
-		if errors.Is(err, levee.ErrBadFilter) {
+		if errors.Is(err, admin.ErrBadFilter) {
 			status = http.StatusBadRequest
 		}
 		d.render(w, r, status, "jobs", p)
 		return
 	}
-	data.Jobs, data.Next = pg.Jobs, pg.Next
+	data.Jobs, data.Next = d.scrubJobs(identityFrom(r.Context()), pg.Jobs), pg.Next
 	d.render(w, r, http.StatusOK, "jobs", p)
 }
 
 type jobData struct {
 	Job         *levee.JobStatus
-	Attempts    []levee.Attempt
+	Attempts    []leveetype.Attempt
 	AttemptsErr string
-	Dead        *levee.DeadJob
+	Dead        *leveetype.DeadJob
 	// Payload is the indented payload when it may be shown; PayloadNote says why not.
 	Payload     string
 	PayloadNote string
@@ -139,8 +147,8 @@ func (d *Dashboard) job(w http.ResponseWriter, r *http.Request) {
 		d.deny(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	st, err := d.svc.Status(ctx, id)
-	if errors.Is(err, levee.ErrJobNotFound) || errors.Is(err, levee.ErrNotFound) {
+	st, err := d.svc.JobGet(ctx, id)
+	if errors.Is(err, levee.ErrJobNotFound) || errors.Is(err, admin.ErrNotFound) {
 		d.deny(w, r, http.StatusNotFound, "no job "+id+": it is neither waiting in the stream nor in the ledger")
 		return
 	}
@@ -151,24 +159,39 @@ func (d *Dashboard) job(w http.ResponseWriter, r *http.Request) {
 	data := jobData{Job: st, Result: indent(st.Result)}
 	data.CanRetry = st.State == levee.StateDead || st.State == levee.StateRetrying
 	data.CanCancel = st.State == levee.StateQueued || st.State == levee.StateRetrying
-	if data.Attempts, err = d.svc.Attempts(ctx, id); err != nil {
+	if data.Attempts, err = d.svc.JobAttempts(ctx, id); err != nil {
 		data.AttemptsErr = err.Error()
 	}
 	if st.State == levee.StateDead {
-		if dj, err := d.svc.DeadJob(ctx, id); err == nil {
+		if dj, err := d.svc.DeadJobGet(ctx, id); err == nil {
 			data.Dead = dj
 		}
 	}
-	me := identityFrom(ctx)
+	see := d.canSeePayload(identityFrom(ctx), st.Kind)
+	if !see {
+		// Results and errors can hold what the payload does (a token echoed back, a query
+		// string): whoever may not see the kind's payloads does not see them either.
+		scrubbed := *st
+		scrubbed.Result, scrubbed.LastError = nil, hidden(st.LastError)
+		data.Job, data.Result = &scrubbed, ""
+		for i := range data.Attempts {
+			data.Attempts[i].Error = hidden(data.Attempts[i].Error)
+		}
+		if data.Dead != nil {
+			dead := *data.Dead
+			dead.LastError = hidden(dead.LastError)
+			data.Dead = &dead
+		}
+	}
 	switch {
 	case data.Dead == nil:
 		data.PayloadNote = "The payload is kept only in the dead-letter queue."
 	case d.redact[st.Kind]:
 		data.PayloadNote = "Payloads of kind " + st.Kind + " are redacted."
-	case !d.canSeePayload(me, st.Kind):
+	case !see:
 		data.PayloadNote = "Payloads are shown to operators only."
 	default:
-		data.Payload = indent(data.Dead.Payload)
+		data.Payload = indent(jsonview.RedactHeaders(data.Dead.Payload))
 	}
 	d.render(w, r, http.StatusOK, "job", page{Title: "Job " + id, Nav: "jobs", Poll: d.pollSeconds(), Data: data})
 }
@@ -205,8 +228,13 @@ func (d *Dashboard) dlqPage(w http.ResponseWriter, r *http.Request) {
 	}
 	data.Groups, data.Total, data.At = groupDead(s.Lines), len(s.Lines), s.At
 	// Newest first, as an operator looks for what just died.
+	me := identityFrom(r.Context())
 	for i := len(s.Lines) - 1; i >= 0 && len(data.Lines) < maxListed; i-- {
-		data.Lines = append(data.Lines, s.Lines[i])
+		l := s.Lines[i]
+		if !d.canSeePayload(me, l.Kind) {
+			l.LastError = hidden(l.LastError)
+		}
+		data.Lines = append(data.Lines, l)
 	}
 	d.render(w, r, http.StatusOK, "dlq", p)
 }
@@ -239,7 +267,7 @@ func groupDead(lines []deadLine) []dlqGroup {
 }
 
 func (d *Dashboard) audit(w http.ResponseWriter, r *http.Request) {
-	entries, err := d.svc.AuditLog(r.Context(), 200)
+	entries, err := d.svc.AuditList(r.Context(), 200)
 	if err != nil {
 		d.fail(w, r, err)
 		return
@@ -252,11 +280,26 @@ func indent(raw json.RawMessage) string {
 	if len(raw) == 0 || string(raw) == "null" {
 		return ""
 	}
-	var b bytes.Buffer
-	if json.Indent(&b, raw, "", "  ") != nil {
-		return string(raw)
+	return jsonview.Indent(raw, "", "  ") // bounded: json.Indent is quadratic in the nesting
+}
+
+// hidden stands for an error or result that the viewer may not see ("" stays "").
+func hidden(s string) string {
+	if s == "" {
+		return ""
 	}
-	return b.String()
+	return "(hidden: errors and results are shown to those who may see the kind's payloads)"
+}
+
+// scrubJobs hides the errors of the jobs whose kind's payloads id may not see.
+func (d *Dashboard) scrubJobs(id identity, jobs []leveetype.JobStatus) []leveetype.JobStatus {
+	for i := range jobs {
+		if !d.canSeePayload(id, jobs[i].Kind) {
+			jobs[i].LastError = hidden(jobs[i].LastError)
+			jobs[i].Result = nil
+		}
+	}
+	return jobs
 }
 
 func strconvQuote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }

@@ -2,6 +2,9 @@ package dashboard
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -10,6 +13,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/levee-dev/levee/internal/age"
 )
 
 // page is what every template gets: the page's own data in Data, and what the layout needs.
@@ -37,10 +42,12 @@ func (p page) UserRole() Role { return p.Me.role }
 
 var funcs = template.FuncMap{
 	"ago":      ago,
-	"dur":      formatDuration,
+	"dur":      age.Format,
 	"ts":       formatTime,
 	"tsp":      func(t *time.Time) string { return formatTimePtr(t) },
 	"truncate": truncate,
+	"until":    func(t *time.Time, from time.Time) string { return age.Format(t.Sub(from)) },
+	"pct":      func(r float64) string { return fmt.Sprintf("%.0f%%", r*100) },
 }
 
 // parsePages parses each page template together with the layout.
@@ -76,11 +83,10 @@ func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, status int, n
 	p.CanAct = d.canAct(id)
 	p.ReadOnly = d.opts.ReadOnly
 	p.Prefix = d.opts.Prefix
-	if p.Msg == "" {
-		p.Msg = r.URL.Query().Get("msg")
-	}
-	if p.Err == "" {
-		p.Err = r.URL.Query().Get("err")
+	if q := r.URL.Query(); p.Msg == "" && p.Err == "" && d.flashSigned(q.Get("msg"), q.Get("err"), q.Get("sig")) {
+		// Only what an action of this dashboard wrote: a link of someone else's with ?err=
+		// must not put their text in the dashboard's banner.
+		p.Msg, p.Err = q.Get("msg"), q.Get("err")
 	}
 	tmpl := "layout.html"
 	if r.Header.Get("X-Levee-Partial") != "" {
@@ -118,10 +124,15 @@ func (d *Dashboard) redirect(w http.ResponseWriter, r *http.Request, target, msg
 	q := u.Query()
 	q.Del("msg")
 	q.Del("err")
+	q.Del("sig")
 	if err != nil {
+		msg = ""
 		q.Set("err", err.Error())
 	} else if msg != "" {
 		q.Set("msg", msg)
+	}
+	if q.Has("msg") || q.Has("err") {
+		q.Set("sig", d.flashSig(msg, q.Get("err")))
 	}
 	u.RawQuery = q.Encode()
 	u.Path = d.opts.Prefix + u.Path
@@ -141,24 +152,7 @@ func ago(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return formatDuration(time.Since(t)) + " ago"
-}
-
-// formatDuration writes d compactly: 850ms, 12s, 4m10s, 3h05m, 2d04h.
-func formatDuration(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "0s"
-	case d < time.Second:
-		return fmt.Sprintf("%dms", d.Milliseconds())
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+	return age.Format(time.Since(t)) + " ago"
 }
 
 func formatTime(t time.Time) string {
@@ -180,4 +174,19 @@ func truncate(n int, s string) string {
 		return s
 	}
 	return string([]rune(s)[:n]) + "…"
+}
+
+// flashSig signs an action's outcome for the banner of the page it redirects to.
+func (d *Dashboard) flashSig(msg, errText string) string {
+	m := hmac.New(sha256.New, d.flashKey)
+	m.Write([]byte(msg + "\x00" + errText))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+}
+
+// flashSigned reports whether sig is this dashboard's signature of msg and errText.
+func (d *Dashboard) flashSigned(msg, errText, sig string) bool {
+	if msg == "" && errText == "" {
+		return false
+	}
+	return hmac.Equal([]byte(sig), []byte(d.flashSig(msg, errText)))
 }

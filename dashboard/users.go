@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // ParseUsers reads dashboard accounts, one per line as NAME:ROLE:HASH, where ROLE is viewer
-// or operator and HASH is the hex SHA-256 of the password (printf %s "$PASSWORD" | sha256sum),
-// or "-" for a user who signs in only through the trusted proxy header. Blank lines and lines
+// or operator and HASH is the bcrypt hash of the password (`enqueue ui hash-password`), the
+// hex SHA-256 of it (printf %s "$PASSWORD" | sha256sum; unsalted, accepted for older files), or
+// "-" for a user who signs in only through the trusted proxy header. Blank lines and lines
 // starting with # are skipped; commas separate entries too, so one environment variable can
 // hold several. The error names the bad line.
 func ParseUsers(r io.Reader) (map[string]User, error) {
@@ -43,17 +46,25 @@ func ParseUsers(r io.Reader) (map[string]User, error) {
 func parseUser(entry string) (string, User, error) {
 	parts := strings.Split(entry, ":")
 	if len(parts) != 3 || parts[0] == "" {
-		return "", User{}, fmt.Errorf("%q: give NAME:ROLE:SHA256-OF-PASSWORD (or NAME:ROLE:- for proxy-only users)", redactEntry(entry))
+		return "", User{}, fmt.Errorf("%q: give NAME:ROLE:HASH (or NAME:ROLE:- for proxy-only users)", redactEntry(entry))
 	}
 	name, role, hash := parts[0], Role(parts[1]), parts[2]
 	if role != RoleViewer && role != RoleOperator {
-		return "", User{}, fmt.Errorf("user %q: role %q: give viewer or operator", name, role)
+		// The field is not echoed: a misplaced password would land in a log.
+		return "", User{}, fmt.Errorf("user %q: the role (second field) must be viewer or operator", name)
 	}
 	u := User{Role: role}
-	if hash != "-" {
+	switch {
+	case hash == "-":
+	case strings.HasPrefix(hash, "$2"):
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return "", User{}, fmt.Errorf("user %q: the password hash is not a valid bcrypt hash; make one with `enqueue ui hash-password`", name)
+		}
+		u.PasswordHash = hash
+	default:
 		b, err := hex.DecodeString(hash)
 		if err != nil || len(b) != 32 {
-			return "", User{}, fmt.Errorf("user %q: the password hash must be 64 hex digits (the SHA-256 of the password), not the password itself", name)
+			return "", User{}, fmt.Errorf("user %q: the password hash must be a bcrypt hash (`enqueue ui hash-password`) or 64 hex digits (the SHA-256 of the password), not the password itself", name)
 		}
 		u.PasswordSHA256 = b
 	}

@@ -2,21 +2,21 @@
 # The Levee tour behind `make demo`: a worker, a downstream that fails some calls, a mix of
 # jobs, their statuses, the dead-letter queue, a replay, and the metrics that moved. It uses
 # the NATS and Postgres at LEVEE_NATS_URL / LEVEE_DATABASE_URL (the local ones by default),
-# a namespace of its own ("demo"), and stops everything it started.
+# a namespace of its own (DEMO_NAMESPACE, default "demo") and free loopback ports, and stops
+# everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export LEVEE_NATS_URL="${LEVEE_NATS_URL:-nats://127.0.0.1:4222}"
 export LEVEE_DATABASE_URL="${LEVEE_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
-export LEVEE_NAMESPACE=demo
-DOWNSTREAM=127.0.0.1:18081
-HTTP_ADDR=127.0.0.1:19090
+NS="${DEMO_NAMESPACE:-demo}"
+export LEVEE_NAMESPACE="$NS"
 work=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  ./bin/demo reset demo >/dev/null 2>&1 || true
+  ./bin/demo reset "$NS" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -27,10 +27,23 @@ enqueue() { ./bin/enqueue "$@"; }
 go build -o bin/worker ./cmd/worker
 go build -o bin/enqueue ./cmd/enqueue
 go build -o bin/demo ./tools/demo
-./bin/demo reset demo
+./bin/demo reset "$NS"
+DOWNSTREAM=127.0.0.1:$(./bin/demo freeport)
+HTTP_ADDR=127.0.0.1:$(./bin/demo freeport)
+
+# alive PID WHAT fails the demo at once when a process it started has exited (a port taken
+# meanwhile, say), rather than going on against someone else's server.
+alive() {
+  if ! kill -0 "$1" 2>/dev/null; then
+    echo "demo: $2 exited; see above (is its port taken?)" >&2
+    exit 1
+  fi
+}
 
 say "A downstream on $DOWNSTREAM: /ok succeeds, /flaky answers 503 twice per key, /reject 400, /fixable 422 until fixed"
 ./bin/demo downstream "$DOWNSTREAM" & pids+=($!)
+sleep 0.3
+alive "${pids[-1]}" "the downstream"
 
 cat > "$work/levee.yaml" <<YAML
 kinds:
@@ -48,7 +61,9 @@ say "The worker's policy (worker --check-config)"
 
 say "Start a worker (logs in $work/worker.log)"
 ./bin/worker --config "$work/levee.yaml" --http-addr "$HTTP_ADDR" --log-level warn 2>"$work/worker.log" & pids+=($!)
+worker_pid=${pids[-1]}
 for _ in $(seq 1 50); do
+  alive "$worker_pid" "the worker (its log: $(tail -n 3 "$work/worker.log" 2>/dev/null))"
   ./bin/worker health --url "http://$HTTP_ADDR/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done

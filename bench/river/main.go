@@ -51,6 +51,8 @@ type options struct {
 	payloadBytes int
 	maxWorkers   int
 	dbConns      int
+	clients      int
+	noE2E        bool
 	json         bool
 }
 
@@ -71,6 +73,7 @@ func (noopWorker) Work(context.Context, *river.Job[noopArgs]) error { return nil
 type result struct {
 	System            string             `json:"system"`
 	Jobs              int                `json:"jobs"`
+	Workers           int                `json:"workers"`
 	PayloadBytes      int                `json:"payload_bytes"`
 	MaxWorkers        int                `json:"max_workers"`
 	PublishJobsPerSec float64            `json:"publish_jobs_per_sec"`
@@ -97,6 +100,8 @@ func main() {
 	fs.IntVar(&o.payloadBytes, "payload-bytes", 64, "size of each job's payload, a JSON string")
 	fs.IntVar(&o.maxWorkers, "max-workers", defaultMaxWorkers, "River workers on the queue (River's benchmark uses 2,000)")
 	fs.IntVar(&o.dbConns, "db-conns", 20, "Postgres connections of the River client")
+	fs.IntVar(&o.clients, "clients", 1, "River clients working the backlog, each with its own pool (enqueue bench's --workers)")
+	fs.BoolVar(&o.noE2E, "no-e2e", false, "skip the e2e phase: publish and work only")
 	fs.BoolVar(&o.json, "json", false, "print the results as one JSON object")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: riverbench [flags]
@@ -116,8 +121,8 @@ Flags:
 		}
 		os.Exit(2)
 	}
-	if o.jobs < 1 || o.payloadBytes < 2 || o.maxWorkers < 1 || o.dbConns < 2 {
-		fmt.Fprintln(os.Stderr, "riverbench: --jobs and --max-workers must be at least 1, --payload-bytes and --db-conns at least 2")
+	if o.jobs < 1 || o.payloadBytes < 2 || o.maxWorkers < 1 || o.dbConns < 2 || o.clients < 1 {
+		fmt.Fprintln(os.Stderr, "riverbench: --jobs, --max-workers and --clients must be at least 1, --payload-bytes and --db-conns at least 2")
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -169,7 +174,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		return nil, fmt.Errorf("vacuum river_job: %w", err)
 	}
 
-	res := &result{System: "river", Jobs: o.jobs, PayloadBytes: o.payloadBytes, MaxWorkers: o.maxWorkers,
+	res := &result{System: "river", Jobs: o.jobs, Workers: o.clients, PayloadBytes: o.payloadBytes, MaxWorkers: o.maxWorkers,
 		Cores: runtime.NumCPU(), GoVersion: runtime.Version(), RiverVersion: riverVersion()}
 	if err := admin.QueryRow(ctx, "SHOW server_version").Scan(&res.PostgresVersion); err != nil {
 		return nil, err
@@ -196,19 +201,30 @@ func run(ctx context.Context, o options) (*result, error) {
 		return nil, err
 	}
 	cpu0 := cpuSeconds()
-	worker, err := newClient(o, cfg)
-	if err != nil {
-		return nil, err
+	var workers []*benchClient
+	stopAll := func() {
+		for _, w := range workers {
+			w.stop(ctx)
+		}
 	}
-	if err := worker.client.Start(ctx); err != nil {
-		worker.close()
-		return nil, err
+	for range o.clients {
+		worker, err := newClient(o, cfg)
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		if err := worker.client.Start(ctx); err != nil {
+			worker.close()
+			stopAll()
+			return nil, err
+		}
+		workers = append(workers, worker)
 	}
 	if err := waitCompleted(ctx, admin, int64(o.jobs)); err != nil {
-		worker.stop(ctx)
+		stopAll()
 		return nil, err
 	}
-	worker.stop(ctx)
+	stopAll()
 	res.WorkerCPUSeconds = cpuSeconds() - cpu0
 	var workSecs float64
 	if err := admin.QueryRow(ctx, `SELECT EXTRACT(EPOCH FROM max(finalized_at) - min(attempted_at))::float8
@@ -222,6 +238,10 @@ func run(ctx context.Context, o options) (*result, error) {
 		return nil, err
 	}
 	res.PGTxPerJob = float64(tx1-tx0-2) / float64(o.jobs) // less the bench's own two reads
+	if o.noE2E {
+		res.WorkerPeakRSSMB = peakRSSMB()
+		return res, nil
+	}
 
 	// e2e: with a client running, insert --jobs more and wait for them.
 	var mark time.Time

@@ -105,6 +105,17 @@ func TestBenchBacklog(t *testing.T) {
 	require.Positive(t, rep["pg_tx_per_job"].(float64))
 }
 
+// --no-e2e runs the publish and work phases only (make bench-scale); the bench's default
+// concurrency is the worker's.
+func TestBenchNoE2E(t *testing.T) {
+	t.Parallel()
+	rep := runBenchJSON(t, "--jobs", "500", "--no-e2e")
+	require.Equal(t, "burst", rep["mode"])
+	require.Positive(t, rep["work_jobs_per_sec"].(float64))
+	require.Zero(t, rep["e2e_jobs_per_sec"].(float64), "no e2e phase ran")
+	require.EqualValues(t, 10, rep["concurrency"], "the worker's default concurrency")
+}
+
 func TestBenchUsageErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -126,6 +137,8 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"backlog with jobs", []string{"--backlog", "100", "--jobs", "5"}, "give --backlog alone"},
 		{"backlog with rate", []string{"--backlog", "100", "--rate", "10/s"}, "give --backlog alone"},
 		{"argument", []string{"extra"}, "unknown command"},
+		{"no-e2e with rate", []string{"--no-e2e", "--rate", "10/s"}, "--no-e2e goes with the phases"},
+		{"no-e2e with backlog", []string{"--no-e2e", "--backlog", "100"}, "--no-e2e goes with the phases"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

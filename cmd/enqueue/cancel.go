@@ -3,8 +3,8 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -20,8 +20,8 @@ its key dead and drops it without running it.
 A running job cannot be cancelled (pause its kind to stop new attempts), nor can a finished
 one. The action is written to the audit log with --as.
 
-` + operatorExitCodes,
+` + jobActionExitCodes,
 		Example: `  enqueue cancel 01JC9X3V8J4T6M2Q7R5W0YBZ1N
   enqueue cancel 01JC9X3V8J4T6M2Q7R5W0YBZ1N --as ada`,
-	}, conn, queue.ValidateID, "cancelled", (*levee.Client).CancelJob)
+	}, conn, queue.ValidateID, "cancelled", (*admin.Client).JobCancel)
 }

@@ -13,8 +13,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/internal/age"
+	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 func newDLQCmd(conn *cli.Connection) *cobra.Command {
@@ -74,23 +78,28 @@ func (f *filterFlags) set() bool {
 }
 
 // filter checks the flags and returns the filter they mean at now, or a usage error.
-func (f *filterFlags) filter(now time.Time) (levee.DLQFilter, error) {
-	out := levee.DLQFilter{Kind: f.kind, Reason: f.reason}
+func (f *filterFlags) filter(now time.Time) (admin.DeadJobListParams, error) {
+	out := admin.DeadJobListParams{Kind: f.kind, Reason: f.reason}
 	if f.kind != "" {
 		if err := queue.ValidateKind(f.kind); err != nil {
 			return out, cli.Usagef("invalid --kind: %w", err)
 		}
 	}
+	if f.reason != "" {
+		if err := executor.CheckReason(f.reason); err != nil {
+			return out, cli.Usagef("invalid --reason: %w", err)
+		}
+	}
 	var since, older time.Duration
 	if f.since != "" {
-		d, err := cli.ParseAge(f.since)
+		d, err := age.Parse(f.since)
 		if err != nil {
 			return out, cli.Usagef("invalid --since %q: %w", f.since, err)
 		}
 		since, out.Since = d, now.Add(-d)
 	}
 	if f.olderThan != "" {
-		d, err := cli.ParseAge(f.olderThan)
+		d, err := age.Parse(f.olderThan)
 		if err != nil {
 			return out, cli.Usagef("invalid --older-than %q: %w", f.olderThan, err)
 		}
@@ -133,7 +142,7 @@ func (s *selectionFlags) check(ids []string) error {
 
 // selection is what a replay or purge acts on.
 type selection struct {
-	jobs []levee.DeadJob
+	jobs []leveetype.DeadJob
 	// unknown are the given ids that are not in the dead-letter queue.
 	unknown []string
 	// partial means jobs hold no payload or headers (--all keeps memory small); read each job
@@ -145,7 +154,7 @@ type selection struct {
 // ids are collected, not errors. Repeated ids count once.
 // selectAndReport selects the jobs of a replay or purge and reports the unknown ids on
 // stderr. It returns a nil selection (and no error) when --all matched nothing.
-func selectAndReport(cmd *cobra.Command, c *levee.Client, ids []string, all bool, f levee.DLQFilter) (*selection, error) {
+func selectAndReport(cmd *cobra.Command, c *admin.Client, ids []string, all bool, f admin.DeadJobListParams) (*selection, error) {
 	sel, err := selectJobs(cmd.Context(), c, ids, all, f)
 	if err != nil {
 		return nil, err
@@ -161,12 +170,12 @@ func selectAndReport(cmd *cobra.Command, c *levee.Client, ids []string, all bool
 	return sel, nil
 }
 
-func selectJobs(ctx context.Context, c *levee.Client, ids []string, all bool, f levee.DLQFilter) (*selection, error) {
+func selectJobs(ctx context.Context, c *admin.Client, ids []string, all bool, f admin.DeadJobListParams) (*selection, error) {
 	sel := &selection{}
 	if all {
 		sel.partial = true
 		seen := map[string]bool{}
-		for dj, err := range c.DeadJobs(ctx, f) {
+		for dj, err := range c.DeadJobList(ctx, f) {
 			if err != nil {
 				return nil, fmt.Errorf("read the dead-letter queue: %w", err)
 			}
@@ -180,10 +189,10 @@ func selectJobs(ctx context.Context, c *levee.Client, ids []string, all bool, f 
 		return sel, nil
 	}
 	for _, id := range ids {
-		if slices.ContainsFunc(sel.jobs, func(dj levee.DeadJob) bool { return dj.ID == id }) || slices.Contains(sel.unknown, id) {
+		if slices.ContainsFunc(sel.jobs, func(dj leveetype.DeadJob) bool { return dj.ID == id }) || slices.Contains(sel.unknown, id) {
 			continue
 		}
-		dj, err := c.DeadJob(ctx, id)
+		dj, err := c.DeadJobGet(ctx, id)
 		switch {
 		case errors.Is(err, levee.ErrJobNotFound):
 			sel.unknown = append(sel.unknown, id)
@@ -211,22 +220,6 @@ func outcome(failed, unknown int) error {
 		return &cli.ExitCodeError{Code: exitNotFound}
 	}
 	return nil
-}
-
-// openDLQClient connects to NATS, and to Postgres when withDB (only replay writes the ledger).
-func openDLQClient(ctx context.Context, conn *cli.Connection, withDB bool) (*levee.Client, error) {
-	cfg, err := clientConfig(conn)
-	if err != nil {
-		return nil, err
-	}
-	if withDB {
-		cfg.DatabaseURL = conn.DatabaseURL
-	}
-	c, err := levee.NewClient(ctx, cfg)
-	if err != nil {
-		return nil, cli.ConnectHint(err)
-	}
-	return c, nil
 }
 
 // reporter writes the per-job lines of a replay or purge, around a progress bar on a terminal

@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -86,23 +86,17 @@ func runCaptureOrphans(cmd *cobra.Command, conn *cli.Connection, o captureOption
 	if o.limit < 0 {
 		return cli.Usagef("invalid --limit %d: give a number of jobs, or 0 for all", o.limit)
 	}
-	natsOpts, err := conn.NATSOptions()
+	ctx := cmd.Context()
+	c, lc, err := openAdmin(ctx, conn, clientNeeds{db: true})
 	if err != nil {
 		return err
 	}
-	ctx := cmd.Context()
-	c, err := levee.NewClient(ctx, levee.ClientConfig{
-		NATSURL: conn.NATSURL, NATSOptions: natsOpts, DatabaseURL: conn.DatabaseURL, Namespace: conn.Namespace,
-	})
-	if err != nil {
-		return cli.ConnectHint(err)
-	}
-	defer c.Close()
+	defer lc.Close()
 
 	res := captureResult{Kind: o.kind, Reason: "no_handler", IDs: []string{}}
-	n, err := c.CaptureOrphans(ctx, o.kind, o.limit, o.force, func(id string) { res.IDs = append(res.IDs, id) })
+	n, err := c.OrphanCapture(ctx, admin.OrphanCaptureParams{Kind: o.kind, Limit: o.limit, Force: o.force, OnJob: func(id string) { res.IDs = append(res.IDs, id) }})
 	res.Captured = n
-	if errors.Is(err, levee.ErrKindServed) {
+	if errors.Is(err, admin.ErrKindServed) {
 		return fmt.Errorf("%w; stop its workers, or pass --force to capture anyway", err)
 	}
 	if err != nil && n == 0 {

@@ -11,8 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/internal/age"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // defaultListLimit is how many dead jobs list shows unless --limit says otherwise.
@@ -73,11 +74,11 @@ func runDLQList(cmd *cobra.Command, conn *cli.Connection, o listOptions) error {
 		return cli.Usagef("invalid --limit %d: give a number of jobs, or 0 for no limit", o.limit)
 	}
 	ctx := cmd.Context()
-	c, err := openDLQClient(ctx, conn, false)
+	c, lc, err := openAdmin(ctx, conn, clientNeeds{}) // NATS only
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer lc.Close()
 
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	var table *deadJobTable
@@ -85,7 +86,7 @@ func runDLQList(cmd *cobra.Command, conn *cli.Connection, o listOptions) error {
 		table = newDeadJobTable(stdout, now)
 	}
 	n, more := 0, false
-	for dj, err := range c.DeadJobs(ctx, f) {
+	for dj, err := range c.DeadJobList(ctx, f) {
 		if err != nil {
 			return fmt.Errorf("read the dead-letter queue: %w", err)
 		}
@@ -112,7 +113,7 @@ func runDLQList(cmd *cobra.Command, conn *cli.Connection, o listOptions) error {
 		}
 	}
 	if more {
-		fmt.Fprintf(stderr, "showing the oldest %d dead jobs; more match (--limit 0 shows all)\n", n)
+		fmt.Fprintf(stderr, "showing the oldest %s; more match (--limit 0 shows all)\n", cli.Count(n, "dead job"))
 	}
 	return nil
 }
@@ -130,36 +131,48 @@ func newDeadJobTable(w io.Writer, now time.Time) *deadJobTable {
 	return t
 }
 
-func (t *deadJobTable) add(dj levee.DeadJob) {
+func (t *deadJobTable) add(dj leveetype.DeadJob) {
 	lastErr := oneLineTruncated(dj.LastError, lastErrorWidth)
 	if lastErr == "" {
 		lastErr = "-"
 	}
 	fmt.Fprintf(t.tw, "%s\t%s\t%s\t%d\t%s\t%s\n", dj.ID, dj.Kind, dj.Reason, dj.Attempts,
-		humanAge(t.now.Sub(dj.FailedAt)), lastErr)
+		age.Format(t.now.Sub(dj.FailedAt)), lastErr)
 }
 
 // flush writes the table out.
 func (t *deadJobTable) flush() error { return t.tw.Flush() }
 
-// humanAge writes d in its largest whole unit: 45s, 3m, 2h, 4d. A negative d (clocks apart) is 0s.
-func humanAge(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(max(d, 0)/time.Second))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d/time.Minute))
-	case d < 24*time.Hour:
-		return fmt.Sprintf("%dh", int(d/time.Hour))
+// control reports whether r is a control character a terminal may act on: C0 (but for tab and
+// newline, which callers lay out), DEL and C1 (0x9b is a CSI on its own).
+func control(r rune) bool {
+	return r < ' ' && r != '\t' && r != '\n' || r == 0x7f || r >= 0x80 && r <= 0x9f
+}
+
+// printable is s with every control character written out as an escape (\x1b), so that text
+// from a downstream (an error, a result) cannot move the cursor, recolour or retitle the
+// terminal it is printed on; tabs and newlines stay.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, control) {
+		return s
 	}
-	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r < 0x100 && control(r):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // oneLineTruncated folds s onto one line (runs of white space and control characters become one
 // space) and cuts it to at most width characters, ending with "…" when cut.
 func oneLineTruncated(s string, width int) string {
 	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool {
-		return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r < ' ' || r == 0x7f
+		return r == ' ' || r == '\t' || r == '\n' || r == '\r' || control(r)
 	}), " ")
 	if utf8.RuneCountInString(s) <= width {
 		return s

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // purgeOptions are dlq purge's flags.
@@ -24,6 +25,7 @@ type purgeOptions struct {
 	yes    bool
 	dryRun bool
 	json   bool
+	as     string
 }
 
 // purgeLine is one purged job as purge --json prints it.
@@ -71,6 +73,7 @@ Exit codes:
 	}
 	fs := cmd.Flags()
 	o.sel.add(fs, "purge")
+	addActorFlag(cmd, &o.as)
 	fs.BoolVar(&o.yes, "yes", false, "purge without asking")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be purged; change nothing")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object per job")
@@ -92,32 +95,18 @@ func runDLQPurge(cmd *cobra.Command, conn *cli.Connection, o purgeOptions, ids [
 	}
 
 	ctx := cmd.Context()
-	c, err := openDLQClient(ctx, conn, false)
+	// NATS is enough to purge; the ledger, when it answers, keeps the audit log of it.
+	c, lc, err := openAdmin(ctx, conn, clientNeeds{db: !o.dryRun, dbOptional: cmd.ErrOrStderr(), withoutDB: "purging without writing the audit log", quiet: true})
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer lc.Close()
 	sel, err := selectAndReport(cmd, c, ids, o.sel.all, f)
 	if err != nil || sel == nil {
 		return err
 	}
-	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-
-	if o.dryRun {
-		for _, dj := range sel.jobs {
-			if o.json {
-				if err := json.NewEncoder(stdout).Encode(purgeLine{ID: dj.ID, Kind: dj.Kind, Key: dj.Key, Reason: dj.Reason, DryRun: true}); err != nil {
-					return err
-				}
-				continue
-			}
-			fmt.Fprintf(stdout, "would purge %s (%s, %s)\n", dj.ID, dj.Kind, dj.Reason)
-		}
-		fmt.Fprintf(stderr, "would purge %d dead jobs; nothing was changed (--dry-run)\n", len(sel.jobs))
-		return outcome(0, len(sel.unknown))
-	}
 	if ask && len(sel.jobs) > 0 {
-		ok, err := confirm(stdin, stderr, len(sel.jobs))
+		ok, err := confirm(stdin, cmd.ErrOrStderr(), len(sel.jobs))
 		if err != nil {
 			return err
 		}
@@ -125,51 +114,40 @@ func runDLQPurge(cmd *cobra.Command, conn *cli.Connection, o purgeOptions, ids [
 			return errors.New("purge cancelled: nothing was purged")
 		}
 	}
-
-	rep := newReporter(stdout, stderr, len(sel.jobs), "purging")
-	purged, failed, gone := 0, 0, 0
-	for _, dj := range sel.jobs {
-		if ctx.Err() != nil {
-			break
-		}
-		err := c.Purge(ctx, dj)
-		rep.step()
-		if err != nil && ctx.Err() == nil && entryGone(ctx, c, dj) {
-			gone++
-			rep.note("enqueue: %v (replayed or purged meanwhile)", notInDLQ(dj.ID))
-			continue
-		}
-		if err != nil {
-			failed++
-			rep.note("enqueue: job %s was not purged: %v", dj.ID, err)
-			continue
-		}
-		purged++
-		if o.json {
-			rep.clear()
-			if err := json.NewEncoder(stdout).Encode(purgeLine{ID: dj.ID, Kind: dj.Kind, Key: dj.Key, Reason: dj.Reason, Purged: true}); err != nil {
-				return err
+	return runDLQAction(cmd, sel, o.dryRun, dlqAction{
+		verb: "purge", done: "purged", progress: "purging", jobs: "dead jobs", json: o.json,
+		dryLine: func(dj leveetype.DeadJob) any {
+			return purgeLine{ID: dj.ID, Kind: dj.Kind, Key: dj.Key, Reason: dj.Reason, DryRun: true}
+		},
+		do: func(ctx context.Context, dj leveetype.DeadJob) (any, string, bool, error) {
+			err := c.DeadJobPurge(ctx, dj)
+			if err != nil && ctx.Err() == nil && entryGone(ctx, c, dj) {
+				return nil, "", true, nil
 			}
-			continue
-		}
-		rep.out("purged %s", dj.ID)
-	}
-	rep.finish()
-	if failed > 0 {
-		fmt.Fprintf(stderr, "purged %d dead jobs (%d failed)\n", purged, failed)
-	} else {
-		fmt.Fprintf(stderr, "purged %d dead jobs\n", purged)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("purge interrupted after %d of %d jobs: %w", purged+failed+gone, len(sel.jobs), err)
-	}
-	return outcome(failed, len(sel.unknown)+gone)
+			if err == nil {
+				if aerr := c.AuditRecord(ctx, admin.AuditRecordParams{By: leveetype.Actor(o.as), Action: "dlq.purge", Target: dj.ID,
+					Detail: dj.Kind + ", " + dj.Reason}); aerr != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "enqueue: warning: job %s was purged, but the audit log did not record it: %v\n", dj.ID, aerr)
+				}
+			}
+			return purgeLine{ID: dj.ID, Kind: dj.Kind, Key: dj.Key, Reason: dj.Reason, Purged: true}, "", false, err
+		},
+		failure: func(dj leveetype.DeadJob, err error) string {
+			return fmt.Sprintf("job %s was not purged: %v", dj.ID, err)
+		},
+		summary: func(done, failed int) string {
+			if failed > 0 {
+				return fmt.Sprintf("purged %s (%d failed)", cli.Count(done, "dead job"), failed)
+			}
+			return fmt.Sprintf("purged %s", cli.Count(done, "dead job"))
+		},
+	})
 }
 
 // entryGone reports whether the DLQ entry of dj is no longer there (someone replayed or purged
 // it meanwhile), which is why deleting it failed. Client.Purge does not say so itself.
-func entryGone(ctx context.Context, c *levee.Client, dj levee.DeadJob) bool {
-	now, err := c.DeadJob(ctx, dj.ID)
+func entryGone(ctx context.Context, c *admin.Client, dj leveetype.DeadJob) bool {
+	now, err := c.DeadJobGet(ctx, dj.ID)
 	return errors.Is(err, levee.ErrJobNotFound) || (err == nil && now.Sequence != dj.Sequence)
 }
 
@@ -181,7 +159,7 @@ func stdinIsTerminal(r io.Reader) bool {
 
 // confirm asks on w to type n and reads the answer from r: true only for exactly n.
 func confirm(r io.Reader, w io.Writer, n int) (bool, error) {
-	fmt.Fprintf(w, "purge %d dead jobs? type the number to confirm: ", n)
+	fmt.Fprintf(w, "purge %s? type the number to confirm: ", cli.Count(n, "dead job"))
 	line, err := bufio.NewReader(r).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return false, fmt.Errorf("read confirmation: %w", err)

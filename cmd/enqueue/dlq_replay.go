@@ -1,8 +1,8 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,9 +11,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // replayOptions are dlq replay's flags.
@@ -24,6 +26,7 @@ type replayOptions struct {
 	payload     string
 	allowChange bool
 	json        bool
+	as          string
 }
 
 // replayLine is one replayed job as replay --json prints it.
@@ -80,6 +83,7 @@ Exit codes:
 	}
 	fs := cmd.Flags()
 	o.sel.add(fs, "replay")
+	addActorFlag(cmd, &o.as)
 	fs.StringVar(&o.rate, "rate", "", `replay at most this many jobs per second, minute or hour, e.g. "50/s" (default: no limit)`)
 	fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be replayed; change nothing")
 	fs.StringVar(&o.payload, "payload", "", "replace the payload of the one job given (JSON, or - for stdin)")
@@ -96,11 +100,11 @@ func runDLQReplay(cmd *cobra.Command, conn *cli.Connection, o replayOptions, ids
 	if err != nil {
 		return err
 	}
-	r, err := executor.ParseRate(o.rate)
+	r, err := leveetype.ParseRate(o.rate)
 	if err != nil {
 		return cli.Usagef("invalid --rate: %w", err)
 	}
-	opts := levee.ReplayOptions{AllowPayloadChange: o.allowChange}
+	opts := admin.DeadJobReplayParams{AllowPayloadChange: o.allowChange, By: leveetype.Actor(o.as)}
 	if cmd.Flags().Changed("payload") {
 		if len(ids) != 1 {
 			return cli.Usagef("--payload replaces the payload of one job: give exactly one ID")
@@ -113,90 +117,62 @@ func runDLQReplay(cmd *cobra.Command, conn *cli.Connection, o replayOptions, ids
 	}
 
 	ctx := cmd.Context()
-	c, err := openDLQClient(ctx, conn, !o.dryRun)
+	c, lc, err := openAdmin(ctx, conn, clientNeeds{db: !o.dryRun}) // only a replay writes the ledger
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer lc.Close()
 	sel, err := selectAndReport(cmd, c, ids, o.sel.all, f)
 	if err != nil || sel == nil {
 		return err
 	}
-	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-
-	if o.dryRun {
-		for _, dj := range sel.jobs {
-			if o.json {
-				if err := json.NewEncoder(stdout).Encode(replayLine{ID: dj.ID, Kind: dj.Kind, Key: dj.Key, DryRun: true}); err != nil {
-					return err
-				}
-				continue
-			}
-			fmt.Fprintf(stdout, "would replay %s (%s, %s)\n", dj.ID, dj.Kind, dj.Reason)
-		}
-		fmt.Fprintf(stderr, "would replay %d jobs; nothing was changed (--dry-run)\n", len(sel.jobs))
-		return outcome(0, len(sel.unknown))
-	}
-
 	lim := executor.NewLimiter(r, 1, nil)
-	rep := newReporter(stdout, stderr, len(sel.jobs), "replaying")
-	replayed, failed, gone := 0, 0, 0
-	for _, dj := range sel.jobs {
-		if ctx.Err() != nil {
-			break
-		}
-		if _, err := lim.Available(ctx, 1); err != nil {
-			break // interrupted: the summary says how far it got
-		}
-		lim.Take(1)
-		res, err := replayOne(ctx, c, dj, sel.partial, opts)
-		rep.step()
-		switch {
-		case errors.Is(err, levee.ErrJobNotFound):
-			gone++
-			rep.note("enqueue: %v (replayed or purged meanwhile)", notInDLQ(dj.ID))
-			continue
-		case err != nil:
-			failed++
-			rep.note("enqueue: %v", replayError(dj.ID, err))
-			continue
-		}
-		replayed++
-		if o.json {
-			rep.clear()
-			if err := json.NewEncoder(stdout).Encode(replayLine{ID: dj.ID, Kind: dj.Kind, Key: dj.Key, KeyState: res.KeyState, Replayed: true}); err != nil {
+	return runDLQAction(cmd, sel, o.dryRun, dlqAction{
+		verb: "replay", done: "replayed", progress: "replaying", jobs: "jobs", json: o.json,
+		dryLine: func(dj leveetype.DeadJob) any { return replayLine{ID: dj.ID, Kind: dj.Kind, Key: dj.Key, DryRun: true} },
+		pace: func(ctx context.Context) error {
+			if _, err := lim.Available(ctx, 1); err != nil {
 				return err
 			}
-		} else {
-			rep.out("replayed %s", dj.ID)
-		}
-		if msg := keyStateNote(dj, res.KeyState, opts.Payload != nil); msg != "" {
-			rep.note("note: job %s: %s", dj.ID, msg)
-		}
-	}
-	rep.finish()
-	fmt.Fprintf(stderr, "replayed %d jobs (%d failed)\n", replayed, failed)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("replay interrupted after %d of %d jobs: %w", replayed+failed+gone, len(sel.jobs), err)
-	}
-	return outcome(failed, len(sel.unknown)+gone)
+			lim.Take(1)
+			return nil
+		},
+		do: func(ctx context.Context, dj leveetype.DeadJob) (any, string, bool, error) {
+			res, err := replayOne(ctx, c, dj, sel.partial, opts)
+			if errors.Is(err, levee.ErrJobNotFound) {
+				return nil, "", true, nil
+			}
+			line := replayLine{ID: dj.ID, Kind: dj.Kind, Key: dj.Key, KeyState: res.KeyState, Replayed: true}
+			if err == nil {
+				if aerr := c.AuditRecord(ctx, admin.AuditRecordParams{By: leveetype.Actor(o.as), Action: "dlq.replay", Target: dj.ID,
+					Detail: "key was " + cmp.Or(res.KeyState, "not in the ledger")}); aerr != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "enqueue: warning: job %s was replayed, but the audit log did not record it: %v\n", dj.ID, aerr)
+				}
+			}
+			return line, keyStateNote(dj, res.KeyState, opts.Payload != nil), false, err
+		},
+		failure: func(dj leveetype.DeadJob, err error) string { return replayError(dj.ID, err).Error() },
+		summary: func(done, failed int) string {
+			return fmt.Sprintf("replayed %s (%d failed)", cli.Count(done, "job"), failed)
+		},
+	})
 }
 
 // replayOne replays dj, reading it again first when the selection left its payload out.
-func replayOne(ctx context.Context, c *levee.Client, dj levee.DeadJob, partial bool, opts levee.ReplayOptions) (levee.ReplayResult, error) {
+func replayOne(ctx context.Context, c *admin.Client, dj leveetype.DeadJob, partial bool, opts admin.DeadJobReplayParams) (admin.DeadJobReplayResult, error) {
 	if partial {
-		full, err := c.DeadJob(ctx, dj.ID)
+		full, err := c.DeadJobGet(ctx, dj.ID)
 		if err != nil {
-			return levee.ReplayResult{}, err
+			return admin.DeadJobReplayResult{}, err
 		}
 		dj = *full
 	}
-	return c.Replay(ctx, dj, opts)
+	return c.DeadJobReplay(ctx, dj, opts)
 }
 
 // replayError words a failed replay of job id.
 func replayError(id string, err error) error {
-	if errors.Is(err, levee.ErrPayloadChange) {
+	if errors.Is(err, admin.ErrPayloadChange) {
 		return fmt.Errorf("job %s was not replayed: --payload differs from the job's payload, and its idempotency key is bound to that one; add --allow-payload-change to replay it with the new payload", id)
 	}
 	// The service's errors may start with "replay ID: " already.
@@ -204,7 +180,7 @@ func replayError(id string, err error) error {
 }
 
 // keyStateNote says what will become of a replayed job whose key was not dead, or "".
-func keyStateNote(dj levee.DeadJob, keyState string, newPayload bool) string {
+func keyStateNote(dj leveetype.DeadJob, keyState string, newPayload bool) string {
 	switch {
 	case dj.Reason == executor.ReasonKeyReused && !newPayload:
 		return fmt.Sprintf("key %s is bound to another job's payload: replayed unchanged, the job will be dead-lettered again (give --payload to change it)", dj.Key)

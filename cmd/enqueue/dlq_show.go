@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,8 +12,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/internal/age"
+	"github.com/levee-dev/levee/internal/jsonview"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // showOptions are dlq show's flags.
@@ -59,12 +61,12 @@ func runDLQShow(cmd *cobra.Command, conn *cli.Connection, o showOptions, id stri
 		return &cli.UsageError{Err: err}
 	}
 	ctx := cmd.Context()
-	c, err := openDLQClient(ctx, conn, false)
+	c, lc, err := openAdmin(ctx, conn, clientNeeds{}) // NATS only
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	dj, err := c.DeadJob(ctx, id)
+	defer lc.Close()
+	dj, err := c.DeadJobGet(ctx, id)
 	if errors.Is(err, levee.ErrJobNotFound) {
 		return &cli.ExitCodeError{Code: exitNotFound, Err: notInDLQ(id)}
 	}
@@ -86,12 +88,12 @@ var fieldHeaders = []string{
 
 // printDeadJob writes dj as an aligned "field: value" block, then its other headers and its
 // payload, indented. Times are shown in now's location, with their age at now.
-func printDeadJob(w io.Writer, dj *levee.DeadJob, now time.Time) error {
+func printDeadJob(w io.Writer, dj *leveetype.DeadJob, now time.Time) error {
 	ts := func(t time.Time) string {
 		if t.IsZero() {
 			return ""
 		}
-		return t.In(now.Location()).Format("2006-01-02 15:04:05.000 MST") + " (" + humanAge(now.Sub(t)) + " ago)"
+		return t.In(now.Location()).Format("2006-01-02 15:04:05.000 MST") + " (" + age.Format(now.Sub(t)) + " ago)"
 	}
 	fields := [][2]string{
 		{"id", dj.ID},
@@ -114,7 +116,7 @@ func printDeadJob(w io.Writer, dj *levee.DeadJob, now time.Time) error {
 		if f[1] == "" {
 			continue
 		}
-		value := strings.ReplaceAll(f[1], "\n", "\n"+strings.Repeat(" ", width+2))
+		value := strings.ReplaceAll(printable(f[1]), "\n", "\n"+strings.Repeat(" ", width+2))
 		fmt.Fprintf(&b, "%s:%s %s\n", f[0], strings.Repeat(" ", width-len(f[0])), value)
 	}
 
@@ -132,21 +134,17 @@ func printDeadJob(w io.Writer, dj *levee.DeadJob, now time.Time) error {
 			hw = max(hw, len(name))
 		}
 		for _, name := range names {
-			fmt.Fprintf(&b, "  %s:%s %s\n", name, strings.Repeat(" ", hw-len(name)), dj.Headers[name])
+			fmt.Fprintf(&b, "  %s:%s %s\n", printable(name), strings.Repeat(" ", hw-len(name)), printable(dj.Headers[name]))
 		}
 	}
 
 	b.WriteString("payload:\n")
-	var pretty bytes.Buffer
-	if err := json.Indent(&pretty, dj.Payload, "  ", "  "); err != nil {
-		pretty.Reset()
-		pretty.Write(dj.Payload)
-	}
-	if pretty.Len() == 0 {
-		pretty.WriteString("null")
+	pretty := jsonview.Indent(jsonview.RedactHeaders(dj.Payload), "  ", "  ") // bounded: json.Indent is quadratic in the nesting
+	if pretty == "" {
+		pretty = "null"
 	}
 	b.WriteString("  ")
-	b.Write(pretty.Bytes())
+	b.WriteString(printable(pretty))
 	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -22,6 +22,7 @@ import (
 	"github.com/levee-dev/levee"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -43,8 +44,8 @@ func golden(t *testing.T, name, got string) {
 var goldenNow = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // goldenJobs are dead jobs of every shape the views must handle.
-func goldenJobs() []levee.DeadJob {
-	return []levee.DeadJob{
+func goldenJobs() []leveetype.DeadJob {
+	return []leveetype.DeadJob{
 		{
 			ID: "01JC9X3V8J4T6M2Q7R5W0YBZ1N", Kind: "charge", Key: "order-1234", Reason: "max_attempts",
 			Attempts: 5, LastError: "http POST http://127.0.0.1:8081/charge: 503 Service Unavailable: {\"error\":\"upstream timeout\",\n\"retry\":true}",
@@ -98,7 +99,7 @@ func TestDLQShowGolden(t *testing.T) {
 	jobs := goldenJobs()
 	for _, tt := range []struct {
 		file string
-		job  levee.DeadJob
+		job  leveetype.DeadJob
 	}{
 		{"dlq_show.golden", jobs[0]},
 		{"dlq_show_malformed.golden", jobs[1]},
@@ -107,22 +108,6 @@ func TestDLQShowGolden(t *testing.T) {
 		var buf bytes.Buffer
 		require.NoError(t, printDeadJob(&buf, &tt.job, goldenNow))
 		golden(t, tt.file, buf.String())
-	}
-}
-
-func TestHumanAge(t *testing.T) {
-	t.Parallel()
-	for d, want := range map[time.Duration]string{
-		-5 * time.Second:             "0s",
-		0:                            "0s",
-		59 * time.Second:             "59s",
-		3*time.Minute + time.Second:  "3m",
-		2*time.Hour + 59*time.Minute: "2h",
-		23 * time.Hour:               "23h",
-		4*24*time.Hour + time.Hour:   "4d",
-		400 * 24 * time.Hour:         "400d",
-	} {
-		require.Equal(t, want, humanAge(d), d.String())
 	}
 }
 
@@ -161,6 +146,8 @@ func TestDLQUsageErrors(t *testing.T) {
 		{"list negative since", []string{"dlq", "list", "--since", "-1h"}, `invalid --since "-1h"`},
 		{"list empty window", []string{"dlq", "list", "--since", "1h", "--older-than", "2h"}, "select nothing"},
 		{"list bad kind", []string{"dlq", "list", "--kind", "Bad.Kind"}, "invalid --kind"},
+		{"list unknown reason", []string{"dlq", "list", "--reason", "bogus"}, `invalid --reason: unknown reason "bogus": use one of cancelled,`},
+		{"purge unknown reason", []string{"dlq", "purge", "--all", "--reason", "max_attempt", "--yes"}, `unknown reason "max_attempt"`},
 		{"list bad limit", []string{"dlq", "list", "--limit", "-1"}, "invalid --limit -1"},
 		{"list args", []string{"dlq", "list", "x"}, "unknown command \"x\""},
 		{"show no id", []string{"dlq", "show"}, "accepts 1 arg(s)"},
@@ -280,7 +267,7 @@ func (b *bundle) listIDs(t *testing.T, args ...string) []string {
 	require.Equal(t, 0, r.code, r.stderr)
 	var ids []string
 	for line := range strings.Lines(r.stdout) {
-		var dj levee.DeadJob
+		var dj leveetype.DeadJob
 		require.NoError(t, json.Unmarshal([]byte(line), &dj), line)
 		ids = append(ids, dj.ID)
 	}
@@ -324,9 +311,9 @@ func TestDLQListFilters(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 	require.Len(t, lines, 5)
 	require.Regexp(t, `^ID\s+KIND\s+REASON\s+ATTEMPTS\s+AGE\s+LAST ERROR$`, lines[0])
-	require.Regexp(t, `^a-perm-old\s+a\s+permanent_error\s+1\s+40d\s+permanent_error of a-perm-old$`, lines[1])
-	require.Regexp(t, `^b-perm-2h\s+b\s+permanent_error\s+1\s+(1h|2h)\s+`, lines[3])
-	require.Regexp(t, `^a-perm-new\s+a\s+permanent_error\s+1\s+(59s|1m)\s+`, lines[4])
+	require.Regexp(t, `^a-perm-old\s+a\s+permanent_error\s+1\s+40d00h\s+permanent_error of a-perm-old$`, lines[1])
+	require.Regexp(t, `^b-perm-2h\s+b\s+permanent_error\s+1\s+(1h59m|2h00m)\s+`, lines[3])
+	require.Regexp(t, `^a-perm-new\s+a\s+permanent_error\s+1\s+(59s|1m0\ds)\s+`, lines[4])
 
 	r = b.run(t, "", "dlq", "list", "--limit", "2")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -338,7 +325,7 @@ func TestDLQListFilters(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &m))
-	for _, k := range jsonKeys(reflect.TypeFor[levee.DeadJob]()) {
+	for _, k := range jsonKeys(reflect.TypeFor[leveetype.DeadJob]()) {
 		require.Contains(t, m, k)
 	}
 	require.Equal(t, map[string]any{"n": float64(1)}, m["payload"])
@@ -356,13 +343,13 @@ func TestDLQShow(t *testing.T) {
 	require.Contains(t, r.stdout, "id:              show-me\n")
 	require.Contains(t, r.stdout, "reason:          permanent_error\n")
 	require.Contains(t, r.stdout, "worker:          seed\n")
-	require.Contains(t, r.stdout, "(1h ago)\n")
+	require.Contains(t, r.stdout, "(1h00m ago)\n")
 	require.Contains(t, r.stdout, "headers:\n  Levee-Enqueued-At:")
 	require.Contains(t, r.stdout, "payload:\n  {\n    \"amount\": 1200,\n    \"items\": [\n      \"a\",")
 
 	r = b.run(t, "", "dlq", "show", "show-me", "--json")
 	require.Equal(t, 0, r.code, r.stderr)
-	var dj levee.DeadJob
+	var dj leveetype.DeadJob
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &dj))
 	require.Equal(t, "show-me", dj.ID)
 	require.JSONEq(t, `{"amount":1200,"items":["a","b"]}`, string(dj.Payload))
@@ -410,7 +397,7 @@ func TestDLQPurge(t *testing.T) {
 	r = b.run(t, "", "dlq", "purge", "01NOSUCHJOB", "a-max", "--yes")
 	require.Equal(t, 3, r.code, r.stderr)
 	require.Equal(t, "purged a-max\n", r.stdout)
-	require.Equal(t, "enqueue: job 01NOSUCHJOB is not in the dead-letter queue\npurged 1 dead jobs\n", r.stderr)
+	require.Equal(t, "enqueue: job 01NOSUCHJOB is not in the dead-letter queue\npurged 1 dead job\n", r.stderr)
 	require.Equal(t, []string{"b-perm"}, b.listIDs(t))
 
 	r = b.run(t, "", "dlq", "purge", "a-max", "--yes")
@@ -527,7 +514,7 @@ func TestDLQEndToEnd(t *testing.T) {
 
 	r = b.run(t, "", "dlq", "list", "--kind", "fixme")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Regexp(t, id+`\s+fixme\s+permanent_error\s+1\s+\d+s\s+400 Bad Request: bad template`, r.stdout)
+	require.Regexp(t, id+`\s+fixme\s+permanent_error\s+1\s+\d+m?s\s+400 Bad Request: bad template`, r.stdout)
 	r = b.run(t, "", "dlq", "show", id)
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "worker:          e2e-worker\n")

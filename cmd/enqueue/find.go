@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,7 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // findOptions are find's flags.
@@ -30,7 +32,7 @@ with a blank line between them; then its attempts, oldest first, with their erro
 With --json, it prints one JSON object per line, each as 'status --json' prints it, with an
 "timeline" array of its attempts added (n, started_at, finished_at, outcome, error, worker).
 
-` + operatorExitCodes,
+` + findExitCodes,
 		Example: `  enqueue find 01JC9X3V8J4T6M2Q7R5W0YBZ1N
   enqueue find order-4711
   enqueue find order-4711 --json | jq -r '.id + " " + .state'`,
@@ -46,7 +48,7 @@ With --json, it prints one JSON object per line, each as 'status --json' prints 
 // foundJob is one line of find --json: the job's status and its attempts.
 type foundJob struct {
 	levee.JobStatus
-	Timeline []levee.Attempt `json:"timeline"`
+	Timeline []leveetype.Attempt `json:"timeline"`
 }
 
 func runFind(cmd *cobra.Command, conn *cli.Connection, o findOptions, idOrKey string) error {
@@ -54,12 +56,12 @@ func runFind(cmd *cobra.Command, conn *cli.Connection, o findOptions, idOrKey st
 		return cli.Usagef("give a job id or an idempotency key")
 	}
 	ctx := cmd.Context()
-	c, err := openOperatorClient(ctx, conn)
+	c, lc, err := openAdmin(ctx, conn, operatorNeeds)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	jobs, err := c.FindJobs(ctx, idOrKey)
+	defer lc.Close()
+	jobs, err := c.JobFind(ctx, idOrKey)
 	if err != nil {
 		return operatorError(err)
 	}
@@ -67,7 +69,7 @@ func runFind(cmd *cobra.Command, conn *cli.Connection, o findOptions, idOrKey st
 	now := time.Now()
 	for i := range jobs {
 		j := &jobs[i]
-		atts, err := c.Attempts(ctx, j.ID)
+		atts, err := c.JobAttempts(ctx, j.ID)
 		if err != nil {
 			return operatorError(err)
 		}
@@ -84,8 +86,13 @@ func runFind(cmd *cobra.Command, conn *cli.Connection, o findOptions, idOrKey st
 			return err
 		}
 		for _, a := range atts {
+			if a.Outcome == "replayed" { // the attempts above are the job's life before a replay
+				fmt.Fprintf(out, "  replayed   %s  by %s; attempts count again from 1\n", a.StartedAt.Local().Format("2006-01-02 15:04:05.000"),
+					printable(cmp.Or(a.Worker, "an operator")))
+				continue
+			}
 			fmt.Fprintf(out, "  attempt %d  %s  %s  %s  %s\n", a.N, a.StartedAt.Local().Format("2006-01-02 15:04:05.000"),
-				a.Outcome, a.Worker, oneLineTruncated(a.Error, lastErrorWidth))
+				a.Outcome, printable(a.Worker), oneLineTruncated(a.Error, lastErrorWidth))
 		}
 	}
 	return nil

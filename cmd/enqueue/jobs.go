@@ -9,7 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/internal/age"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -37,7 +39,7 @@ jobs match than --limit, a note on stderr gives the --cursor of the next page.
 
 With --json, it prints one JSON object per line, each as 'status --json' prints it.
 
-` + operatorExitCodes,
+` + listExitCodes,
 		Example: `  enqueue jobs
   enqueue jobs --state dead --kind charge --since 1h
   enqueue jobs --state retrying --json | jq -r .id
@@ -51,37 +53,37 @@ With --json, it prints one JSON object per line, each as 'status --json' prints 
 	fs.StringVar(&o.state, "state", "", "only jobs in this state: running, retrying, succeeded or dead")
 	fs.StringVar(&o.kind, "kind", "", "only jobs of this kind")
 	fs.StringVar(&o.since, "since", "", "only jobs enqueued within the last DURATION, e.g. 1h or 7d")
-	fs.IntVar(&o.limit, "limit", levee.DefaultJobsLimit, fmt.Sprintf("at most this many jobs (1 to %d)", levee.MaxJobsLimit))
+	fs.IntVar(&o.limit, "limit", admin.DefaultJobsLimit, fmt.Sprintf("at most this many jobs (1 to %d)", admin.MaxJobsLimit))
 	fs.StringVar(&o.cursor, "cursor", "", "continue a listing where the previous one stopped")
 	fs.BoolVar(&o.json, "json", false, "print JSON Lines")
 	return cmd
 }
 
 func runJobs(cmd *cobra.Command, conn *cli.Connection, o jobsOptions) error {
-	f := levee.JobFilter{State: levee.State(o.state), Kind: o.kind, Limit: o.limit, Cursor: o.cursor}
+	f := admin.JobListParams{State: levee.State(o.state), Kind: o.kind, Limit: o.limit, Cursor: o.cursor}
 	if o.kind != "" {
 		if err := queue.ValidateKind(o.kind); err != nil {
 			return cli.Usagef("invalid --kind: %w", err)
 		}
 	}
-	if o.limit < 1 || o.limit > levee.MaxJobsLimit {
-		return cli.Usagef("invalid --limit %d: give 1 to %d", o.limit, levee.MaxJobsLimit)
+	if o.limit < 1 || o.limit > admin.MaxJobsLimit {
+		return cli.Usagef("invalid --limit %d: give 1 to %d", o.limit, admin.MaxJobsLimit)
 	}
 	now := time.Now()
 	if o.since != "" {
-		d, err := cli.ParseAge(o.since)
+		d, err := age.Parse(o.since)
 		if err != nil {
 			return cli.Usagef("invalid --since %q: %w", o.since, err)
 		}
 		f.Since = now.Add(-d)
 	}
 	ctx := cmd.Context()
-	c, err := openOperatorClient(ctx, conn)
+	c, lc, err := openAdmin(ctx, conn, operatorNeeds)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	page, err := c.Jobs(ctx, f)
+	defer lc.Close()
+	page, err := c.JobList(ctx, f)
 	if err != nil {
 		return operatorError(err)
 	}
@@ -97,15 +99,15 @@ func runJobs(cmd *cobra.Command, conn *cli.Connection, o jobsOptions) error {
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tKIND\tSTATE\tATTEMPTS\tAGE\tREASON / LAST ERROR")
 		for _, j := range page.Jobs {
-			age := ""
+			since := ""
 			if j.EnqueuedAt != nil {
-				age = now.Sub(*j.EnqueuedAt).Round(time.Second).String()
+				since = age.Format(now.Sub(*j.EnqueuedAt))
 			}
 			note := j.Reason
 			if j.LastError != "" {
 				note = joinNote(note, j.LastError)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", j.ID, j.Kind, j.State, j.Attempts, age, oneLineTruncated(note, lastErrorWidth))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", j.ID, j.Kind, j.State, j.Attempts, since, oneLineTruncated(note, lastErrorWidth))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

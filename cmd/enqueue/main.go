@@ -19,16 +19,22 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -93,4 +99,56 @@ func clientConfig(conn *cli.Connection) (levee.ClientConfig, error) {
 		return levee.ClientConfig{}, err
 	}
 	return levee.ClientConfig{NATSURL: conn.NATSURL, NATSOptions: opts, Namespace: conn.Namespace}, nil
+}
+
+// clientNeeds says what a command's client connects to besides NATS.
+type clientNeeds struct {
+	// db connects to Postgres too.
+	db bool
+	// dbOptional, if set (with db), warns here when Postgres cannot be reached and goes on
+	// without it.
+	dbOptional io.Writer
+	// withoutDB says what happens without Postgres, in dbOptional's warning.
+	withoutDB string
+	// quiet drops the client's log lines (the command prints what it did).
+	quiet bool
+	// maxPayload bounds published payloads (0: the default).
+	maxPayload int
+}
+
+// openClient is the one way the commands connect: to NATS, and to Postgres as needs says. It
+// returns the client and the configuration it was opened with; errors carry connection hints.
+// openAdmin opens a client as openClient does and returns the operator API on it; closing lc
+// closes both.
+func openAdmin(ctx context.Context, conn *cli.Connection, needs clientNeeds) (c *admin.Client, lc *levee.Client, err error) {
+	lc, _, err = openClient(ctx, conn, needs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return admin.New(lc), lc, nil
+}
+
+func openClient(ctx context.Context, conn *cli.Connection, needs clientNeeds) (*levee.Client, levee.ClientConfig, error) {
+	cfg, err := clientConfig(conn)
+	if err != nil {
+		return nil, cfg, err
+	}
+	if needs.db {
+		cfg.DatabaseURL = conn.DatabaseURL
+	}
+	if needs.quiet {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.MaxPayload = needs.maxPayload
+	c, err := levee.NewClient(ctx, cfg)
+	var connErr *pgconn.ConnectError
+	if needs.db && needs.dbOptional != nil && errors.As(err, &connErr) {
+		fmt.Fprintf(needs.dbOptional, "enqueue: warning: %v; %s\n", err, cmp.Or(needs.withoutDB, "showing the queues without the ledger's counts"))
+		cfg.DatabaseURL = ""
+		c, err = levee.NewClient(ctx, cfg)
+	}
+	if err != nil {
+		return nil, cfg, cli.ConnectHint(err)
+	}
+	return c, cfg, nil
 }

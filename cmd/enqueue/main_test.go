@@ -173,3 +173,19 @@ func TestEnvNATSURL(t *testing.T) {
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, unreachableNATS)
 }
+
+// Both binaries answer --version, complete in shells, and suggest the command meant.
+func TestVersionCompletionAndSuggestions(t *testing.T) {
+	t.Parallel()
+	r := runCLI(t, "", "--version")
+	require.Equal(t, 0, r.code)
+	require.Regexp(t, `^enqueue \S+.* go1\.\d+`, r.stdout)
+	r = runCLI(t, "", "completion", "bash")
+	require.Equal(t, 0, r.code)
+	require.Contains(t, r.stdout, "bash completion")
+	for args, want := range map[string]string{"pubish": `did you mean "publish"?`, "dlq lst": `did you mean "list"?`, "stat": `did you mean "stats"?`} {
+		r = runCLI(t, "", strings.Fields(args)...)
+		require.Equal(t, 2, r.code, args)
+		require.Contains(t, r.stderr, want, args)
+	}
+}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
 
-	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // Exit codes of the operator commands (jobs, find, retry, cancel, pause, resume, breaker),
@@ -20,13 +21,29 @@ const (
 	exitConflict = 4 // the action does not apply to the job's state
 )
 
-// operatorExitCodes is the exit code section of the operator commands' help.
-const operatorExitCodes = `Exit codes:
+// The exit code sections of the operator commands' help: each lists the codes it can return.
+const (
+	jobActionExitCodes = `Exit codes:
   0  ok
   1  error, such as NATS or Postgres unreachable
   2  usage error
-  3  no job with that id (or idempotency key)
+  3  no job with that id
   4  the action does not apply to the job's current state (the message says why)`
+	findExitCodes = `Exit codes:
+  0  ok
+  1  error, such as NATS or Postgres unreachable
+  2  usage error
+  3  no job with that id or idempotency key`
+	listExitCodes = `Exit codes:
+  0  ok (also when nothing matches)
+  1  error, such as NATS or Postgres unreachable
+  2  usage error, such as an invalid filter`
+	kindActionExitCodes = `Exit codes:
+  0  ok
+  1  error, such as NATS or Postgres unreachable
+  2  usage error, or a kind that no worker serves and no job of it waits for (a typo: the
+     message names the nearest known kind)`
+)
 
 // defaultActor names the operator in the audit log: $USER@hostname, else "cli".
 func defaultActor() string {
@@ -48,33 +65,20 @@ func addActorFlag(cmd *cobra.Command, as *string) {
 	cmd.Flags().StringVar(as, "as", defaultActor(), "who is acting, for the audit log")
 }
 
-// openOperatorClient connects to NATS and Postgres: every operator command reads or writes the
-// ledger.
-func openOperatorClient(ctx context.Context, conn *cli.Connection) (*levee.Client, error) {
-	cfg, err := clientConfig(conn)
-	if err != nil {
-		return nil, err
-	}
-	cfg.DatabaseURL = conn.DatabaseURL
-	// The command prints what it did, and the audit log keeps it: no log line on top.
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	c, err := levee.NewClient(ctx, cfg)
-	if err != nil {
-		return nil, cli.ConnectHint(err)
-	}
-	return c, nil
-}
+// operatorNeeds: every operator command reads or writes the ledger, and prints what it did
+// (the audit log keeps it): no log line on top.
+var operatorNeeds = clientNeeds{db: true, quiet: true}
 
 // operatorError gives the service layer's conditions their exit codes.
 func operatorError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, levee.ErrNotFound):
+	case errors.Is(err, admin.ErrNotFound):
 		return &cli.ExitCodeError{Code: exitNoJob, Err: err}
-	case errors.Is(err, levee.ErrConflict):
+	case errors.Is(err, admin.ErrConflict):
 		return &cli.ExitCodeError{Code: exitConflict, Err: err}
-	case errors.Is(err, levee.ErrBadFilter):
+	case errors.Is(err, admin.ErrBadFilter), errors.Is(err, admin.ErrUnknownKind):
 		return &cli.UsageError{Err: err}
 	}
 	return cli.ConnectHint(err)
@@ -83,9 +87,9 @@ func operatorError(err error) error {
 // actionCmd completes cmd, whose help the caller wrote, as an action on its one argument, a job
 // ID or a KIND: the argument must pass validate, act runs on it as the --as actor, and on
 // success the command prints done and the argument, e.g. "cancelled 01JC9X3V8J4T6M2Q7R5W0YBZ1N".
-// act is a method expression such as (*levee.Client).CancelJob.
+// act is a method expression such as (*admin.Client).JobCancel.
 func actionCmd(cmd *cobra.Command, conn *cli.Connection, validate func(string) error, done string,
-	act func(*levee.Client, context.Context, string, levee.Actor) error) *cobra.Command {
+	act func(*admin.Client, context.Context, string, leveetype.Actor) error) *cobra.Command {
 	var as string
 	cmd.Args = cobra.ExactArgs(1)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -96,13 +100,13 @@ func actionCmd(cmd *cobra.Command, conn *cli.Connection, validate func(string) e
 		if as == "" {
 			return cli.Usagef("--as is empty: name who is acting, e.g. --as ada")
 		}
-		ctx := cmd.Context()
-		c, err := openOperatorClient(ctx, conn)
+		ctx := context.WithValue(cmd.Context(), stderrKey{}, cmd.ErrOrStderr())
+		c, lc, err := openAdmin(ctx, conn, operatorNeeds)
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		if err := act(c, ctx, arg, levee.Actor(as)); err != nil {
+		defer lc.Close()
+		if err := act(c, ctx, arg, leveetype.Actor(as)); err != nil {
 			return operatorError(err)
 		}
 		_, err = fmt.Fprintln(cmd.OutOrStdout(), done, arg)
@@ -110,4 +114,14 @@ func actionCmd(cmd *cobra.Command, conn *cli.Connection, validate func(string) e
 	}
 	addActorFlag(cmd, &as)
 	return cmd
+}
+
+type stderrKey struct{}
+
+// stderrOf is the command's standard error that actionCmd puts in ctx, for an action's notes.
+func stderrOf(ctx context.Context) io.Writer {
+	if w, ok := ctx.Value(stderrKey{}).(io.Writer); ok {
+		return w
+	}
+	return io.Discard
 }

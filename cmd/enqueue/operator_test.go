@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -48,10 +49,20 @@ func TestOperatorCommands(t *testing.T) {
 	st, _ = b.status(t, id)
 	require.Equal(t, "retrying", st["state"], "replayed: its key is revived until a worker takes it")
 
+	// A kind nothing knows of is a typo: refused, with the nearest known kind.
+	for _, args := range [][]string{{"pause", "ghostkind"}, {"resume", "ghostkind"}, {"breaker", "reset", "ghostkind"}} {
+		r = b.run(t, "", append(args, "--as", "grace")...)
+		require.Equal(t, 2, r.code, r.stderr)
+		require.Contains(t, r.stderr, `unknown kind "ghostkind"`)
+	}
 	for _, args := range [][]string{{"pause", "later"}, {"resume", "later"}, {"breaker", "reset", "later"}} {
 		r = b.run(t, "", append(args, "--as", "grace")...)
 		require.Equal(t, 0, r.code, r.stderr)
 	}
+	require.Contains(t, b.run(t, "", "resume", "later", "--as", "grace").stderr, "no live worker serves later now")
+	r = b.run(t, "", "pause", "latr", "--as", "grace")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.stderr, `did you mean "later"?`)
 }
 
 func TestOperatorUsageErrors(t *testing.T) {
@@ -82,4 +93,38 @@ func TestOperatorUsageErrors(t *testing.T) {
 		require.Equal(t, 0, r.code)
 		require.Contains(t, r.stdout, "Exit codes")
 	}
+}
+
+// The CLI's DLQ actions are audited like the dashboard's, and 'enqueue audit' shows the log.
+func TestDLQActionsAreAudited(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var ids []string
+	for range 2 {
+		r := b.run(t, "", "publish", "orphan", "{}")
+		require.Equal(t, 0, r.code, r.stderr)
+		ids = append(ids, strings.TrimSpace(r.stdout))
+	}
+	r := b.run(t, "", "dlq", "capture-orphans", "--kind", "orphan")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = b.run(t, "", "dlq", "replay", ids[0], "--as", "ada")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = b.run(t, "", "dlq", "purge", ids[1], "--yes", "--as", "grace")
+	require.Equal(t, 0, r.code, r.stderr)
+
+	r = b.run(t, "", "audit", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var got []string
+	for line := range strings.Lines(r.stdout) {
+		var e map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &e))
+		got = append(got, fmt.Sprint(e["actor"], " ", e["action"], " ", e["target"]))
+	}
+	require.Equal(t, []string{"grace dlq.purge " + ids[1], "ada dlq.replay " + ids[0]}, got, "newest first")
+
+	r = b.run(t, "", "audit")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "dlq.replay")
+	r = b.run(t, "", "audit", "--since", "bogus")
+	require.Equal(t, 2, r.code)
 }

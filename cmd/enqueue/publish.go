@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/cmd/internal/cli"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -27,6 +26,7 @@ type publishOptions struct {
 	json        bool
 	maxPayload  int
 	file        string
+	checkKey    bool
 }
 
 func newPublishCmd(conn *cli.Connection) *cobra.Command {
@@ -40,8 +40,13 @@ digit. Only NATS is needed.
 
 The job id is a new ULID unless --id sets it; the idempotency key is the id unless --key sets
 it. Publishing an id the stream already holds (within its deduplication window) stores the job
-once and reports "duplicate": true; that is not an error. If no worker has ever served KIND,
-a warning is printed and the job waits in the stream until one does.
+once and reports "duplicate": true (about the id: the stream keeps the first payload); that is
+not an error, but when the payload differs from the one kept a warning says the new one was
+dropped, and --json adds "payload_differs". A key used before with another payload makes the
+job dead-letter later (key_reused_with_different_payload): --check-key asks the ledger first
+and publishes nothing in that case (exit 4); with the same payload it reports
+"key_duplicate": true (the job takes the first one's outcome). If no worker has ever served
+KIND, a warning is printed and the job waits in the stream until one does.
 
 With --file, KIND applies to every line of FILE (- for stdin), a JSON Lines file with one job
 per line:
@@ -51,13 +56,15 @@ line publishes nothing. The jobs are then published asynchronously, with a progr
 terminal; one line per job goes to stdout (its id, or its JSON with --json), refused jobs and
 a summary to stderr.
 
-Output: the job id, or with --json {"id":...,"kind":...,"key":...,"duplicate":bool}.
+Output: the job id, or with --json {"id":...,"kind":...,"key":...,"duplicate":bool}, with
+"payload_differs" for a duplicate when it can be told and "key_duplicate" with --check-key.
 
 Exit codes:
   0  published (with --file: every job)
   1  error: NATS unreachable, stream full, or (with --file) some job refused
   2  usage error: bad flag or arguments, invalid kind, id or key, payload that is not JSON or
-     is over --max-payload, malformed line in --file`,
+     is over --max-payload or the NATS server's max_payload, malformed line in --file
+  4  --check-key: the key was used with another payload; nothing was published`,
 		Example: `  enqueue publish email '{"to":"ada@example.com","template":"welcome"}'
   enqueue publish charge '{"amount":1200}' --key order-1234 --max-attempts 3 --json
   echo '{"url":"https://example.com/hook"}' | enqueue publish http -
@@ -75,6 +82,7 @@ Exit codes:
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
 	fs.IntVar(&o.maxPayload, "max-payload", queue.DefaultMaxPayload, "largest payload accepted, in bytes")
 	fs.StringVar(&o.file, "file", "", "publish the jobs of this JSON Lines file (- for stdin) instead of one PAYLOAD")
+	fs.BoolVar(&o.checkKey, "check-key", false, "ask the ledger first whether the key was used, and refuse a key used with another payload (needs Postgres)")
 	return cmd
 }
 
@@ -88,6 +96,9 @@ func runPublish(cmd *cobra.Command, conn *cli.Connection, o publishOptions, args
 	}
 	if o.maxAttempts < 0 || o.maxAttempts > queue.MaxAttemptsLimit {
 		return cli.Usagef("invalid --max-attempts %d: use 1 to %d, or 0 for the kind's policy", o.maxAttempts, queue.MaxAttemptsLimit)
+	}
+	if o.file != "" && o.checkKey {
+		return cli.Usagef("--check-key checks one job: publish the jobs of --file one by one to check their keys")
 	}
 	if o.file != "" {
 		if len(args) != 1 {
@@ -117,7 +128,8 @@ func runPublish(cmd *cobra.Command, conn *cli.Connection, o publishOptions, args
 	}
 
 	ctx := cmd.Context()
-	c, err := openPublishClient(ctx, conn, o.maxPayload)
+	// Publishing needs no Postgres, but for --check-key.
+	c, _, err := openClient(ctx, conn, clientNeeds{maxPayload: o.maxPayload, db: o.checkKey})
 	if err != nil {
 		return err
 	}
@@ -125,9 +137,24 @@ func runPublish(cmd *cobra.Command, conn *cli.Connection, o publishOptions, args
 	if err := warnUnserved(cmd, c, kind); err != nil {
 		return err
 	}
-	res, err := c.Publish(ctx, kind, payload, levee.WithID(o.id), levee.WithKey(o.key), levee.WithMaxAttempts(o.maxAttempts))
-	if err != nil {
+	opts := []levee.PublishOption{levee.WithID(o.id), levee.WithKey(o.key), levee.WithMaxAttempts(o.maxAttempts)}
+	if o.checkKey {
+		opts = append(opts, levee.WithKeyCheck())
+	}
+	res, err := c.Publish(ctx, kind, payload, opts...)
+	switch {
+	case errors.Is(err, levee.ErrPayloadTooLarge):
+		return &cli.UsageError{Err: err} // the payload is the user's to change: exit 2
+	case errors.Is(err, levee.ErrKeyReused):
+		return &cli.ExitCodeError{Code: exitConflict, Err: err}
+	case err != nil:
 		return err
+	}
+	if res.PayloadDiffers != nil && *res.PayloadDiffers {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: job %s was already published with another payload; the stream keeps the first, and this one was dropped (give another --id)\n", res.ID)
+	}
+	if res.KeyDuplicate != nil && *res.KeyDuplicate {
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: key %s was used before with this payload: the job will take the first one's outcome and not run\n", res.Key)
 	}
 	return printResult(cmd.OutOrStdout(), res, o.json)
 }
@@ -216,7 +243,7 @@ func publishFile(cmd *cobra.Command, conn *cli.Connection, o publishOptions, kin
 
 	ctx := cmd.Context()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	c, err := openPublishClient(ctx, conn, o.maxPayload)
+	c, _, err := openClient(ctx, conn, clientNeeds{maxPayload: o.maxPayload}) // publishing needs no Postgres
 	if err != nil {
 		return err
 	}
@@ -263,7 +290,7 @@ func publishFile(cmd *cobra.Command, conn *cli.Connection, o publishOptions, kin
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "published %d jobs (%d duplicates, %d failed)\n", published, duplicates, failed)
+	fmt.Fprintf(stderr, "published %s (%s, %d failed)\n", cli.Count(published, "job"), cli.Count(duplicates, "duplicate"), failed)
 	if batchErr != nil {
 		return batchErr
 	}
@@ -355,18 +382,4 @@ func parseJobLine(line []byte, kind string, maxAttempts, maxPayload int) (levee.
 		}
 	}
 	return levee.JobSpec{Kind: kind, Payload: j.Payload, ID: j.ID, Key: j.Key, MaxAttempts: maxAttempts}, nil
-}
-
-// openPublishClient connects to NATS only: publishing needs no Postgres.
-func openPublishClient(ctx context.Context, conn *cli.Connection, maxPayload int) (*levee.Client, error) {
-	cfg, err := clientConfig(conn)
-	if err != nil {
-		return nil, err
-	}
-	cfg.MaxPayload = maxPayload
-	c, err := levee.NewClient(ctx, cfg)
-	if err != nil {
-		return nil, cli.ConnectHint(err)
-	}
-	return c, nil
 }

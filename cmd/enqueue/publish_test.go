@@ -5,11 +5,15 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/leveetest"
+	"github.com/levee-dev/levee/internal/queue"
 )
 
 func TestPublishThenStatus(t *testing.T) {
@@ -55,7 +59,36 @@ func TestPublishJSONDuplicate(t *testing.T) {
 		got = append(got, m)
 	}
 	require.Equal(t, map[string]any{"id": id, "kind": "charge", "key": id, "duplicate": false}, got[0])
-	require.Equal(t, map[string]any{"id": id, "kind": "charge", "key": id, "duplicate": true}, got[1])
+	require.Equal(t, map[string]any{"id": id, "kind": "charge", "key": id, "duplicate": true, "payload_differs": false}, got[1])
+
+	// The same id with another payload: stored once, the first payload kept, and said so.
+	r := b.run(t, "", "publish", "charge", `{"amount": 9999}`, "--id", id, "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, `"payload_differs":true`)
+	require.Contains(t, r.stderr, "was already published with another payload")
+}
+
+// --check-key asks the ledger: a key used with another payload is refused (nothing is
+// published, exit 4); with the same payload the job is reported a key duplicate.
+func TestPublishCheckKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	key := "invoice-" + b.ns
+	r := b.run(t, "", "publish", "bill", `{"cents": 100}`, "--key", key, "--check-key", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, `"key_duplicate":false`)
+	// The ledger learns the key when a worker claims it; record it as a worker would.
+	b.claimKey(t, "bill", key, `{"cents":100}`)
+
+	r = b.run(t, "", "publish", "bill", `{"cents": 100}`, "--key", key, "--check-key", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, `"key_duplicate":true`)
+	require.Contains(t, r.stderr, "will take the first one's outcome")
+
+	r = b.run(t, "", "publish", "bill", `{"cents": 999}`, "--key", key, "--check-key")
+	require.Equal(t, 4, r.code, r.stderr)
+	require.Contains(t, r.stderr, "was used with another payload")
+	require.Empty(t, r.stdout, "nothing was published")
 }
 
 func TestPublishKeyAndStdin(t *testing.T) {
@@ -105,7 +138,7 @@ func TestPublishFile(t *testing.T) {
 	// ids are new ULIDs.
 	r = b.run(t, lines, "publish", "noop", "--file", "-", "--json")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stderr, "published 3 jobs (1 duplicates, 0 failed)\n")
+	require.Contains(t, r.stderr, "published 3 jobs (1 duplicate, 0 failed)\n")
 	var last levee.PublishResult
 	dec := json.NewDecoder(strings.NewReader(r.stdout))
 	for dec.More() {
@@ -143,4 +176,33 @@ func TestPublishRefusesKeyNotUTF8(t *testing.T) {
 	require.Equal(t, 2, r.code, r.stderr)
 	require.Contains(t, r.stderr, "invalid idempotency key: not valid UTF-8")
 	require.Empty(t, r.stdout, "no job id: nothing was published")
+}
+
+// A payload of the documented 1 MiB does not fit a default NATS server once the job's headers
+// are added: the error says what fits and exits 2, where the server's own refusal said
+// "nats: maximum payload exceeded" and exited 1.
+func TestPublishPayloadOverServerLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	payload := `"` + strings.Repeat("x", queue.DefaultMaxPayload-2) + `"`
+	r := b.run(t, payload, "publish", "big", "-")
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "max_payload")
+	require.Contains(t, r.stderr, "send at most")
+	require.NotContains(t, r.stderr, "maximum payload exceeded")
+	require.Regexp(t, `(?m)^enqueue: payload too large: job \S+'s payload is 1048576 bytes, .*max_payload.*send at most \d+ bytes of payload.*$`, r.stderr, "one line")
+	r = b.run(t, `"`+strings.Repeat("x", 1000)+`"`, "publish", "big", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+}
+
+// claimKey records kind's key in the ledger with payload's hash, as a worker's claim does.
+func (b *bundle) claimKey(t *testing.T, kind, key, payload string) {
+	t.Helper()
+	env, err := queue.NewEnvelope(kind, "claimer-"+b.ns, key, []byte(payload), 0, 0)
+	require.NoError(t, err)
+	l := leveetest.LedgerOn(t, leveetest.Pool(t), b.ns)
+	res, err := l.Claim(t.Context(), []idempotency.ClaimRequest{{JobID: env.ID, Kind: kind, Key: key,
+		PayloadHash: env.PayloadHash(), EnqueuedAt: time.Now(), Lease: time.Minute}})
+	require.NoError(t, err)
+	require.Equal(t, idempotency.Claimed, res[0].Status)
 }

@@ -3,8 +3,8 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -20,8 +20,8 @@ instead of waiting for its backoff.
 Queued, running and succeeded jobs cannot be retried. The action is written to the audit log
 with --as.
 
-` + operatorExitCodes,
+` + jobActionExitCodes,
 		Example: `  enqueue retry 01JC9X3V8J4T6M2Q7R5W0YBZ1N
   enqueue retry 01JC9X3V8J4T6M2Q7R5W0YBZ1N --as ada`,
-	}, conn, queue.ValidateID, "retrying", (*levee.Client).RetryJob)
+	}, conn, queue.ValidateID, "retrying", (*admin.Client).JobRetry)
 }

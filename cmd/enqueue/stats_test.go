@@ -4,15 +4,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/admin"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/fleet"
 	"github.com/levee-dev/levee/internal/leveetest"
 )
 
@@ -54,7 +62,7 @@ func TestStatsFreshNamespace(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	m := b.stats(t)
-	require.Len(t, m, len(jsonKeys(reflect.TypeFor[levee.Stats]())))
+	require.Len(t, m, len(jsonKeys(reflect.TypeFor[admin.Stats]())))
 	require.Equal(t, []any{}, m["kinds"])
 	require.Equal(t, map[string]any{"total": 0.0, "by_reason": map[string]any{}}, m["dlq"])
 	require.Equal(t, false, m["scan_capped"])
@@ -62,7 +70,7 @@ func TestStatsFreshNamespace(t *testing.T) {
 
 	r := b.run(t, "", "stats")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Equal(t, "KIND  BACKLOG  IN FLIGHT  REDELIVERED  RETRYING  DEAD  OLDEST  WORKERS\n"+
+	require.Equal(t, "KIND  BACKLOG  IN FLIGHT  REDELIVERED  RETRYING  DEAD  OLDEST  WORKERS  BREAKER  FAILED  NEXT TRIAL\n"+
 		"(no kinds: no consumers, workers, jobs or dead jobs in this namespace)\n"+
 		"\nDLQ: 0 dead\n", r.stdout)
 }
@@ -79,14 +87,20 @@ func TestStatsKinds(t *testing.T) {
 
 	m := b.stats(t)
 	ghost := kindLine(t, m, "ghost")
-	require.Len(t, ghost, len(jsonKeys(reflect.TypeFor[levee.KindStats]())))
+	require.Len(t, ghost, len(jsonKeys(reflect.TypeFor[admin.KindStats]())))
 	require.Equal(t, 2.0, ghost["backlog"])
 	require.Equal(t, false, ghost["served"])
 	require.Equal(t, 0.0, ghost["workers"])
 	require.Equal(t, 0.0, ghost["consumers"])
 	require.Equal(t, 0.0, ghost["retrying"], "with the ledger, counts are numbers")
 	require.Positive(t, ghost["oldest_age_seconds"])
+	require.Equal(t, "", ghost["breaker"], "no worker, no shared record: unknown")
+	require.Nil(t, ghost["breaker_next_trial"])
 	boom := kindLine(t, m, "boom")
+	require.Equal(t, "closed", boom["breaker"])
+	require.Equal(t, "fleet", boom["breaker_scope"])
+	require.Nil(t, boom["breaker_next_trial"])
+	require.Equal(t, 0.0, boom["breaker_failures"])
 	require.Equal(t, 1.0, boom["dead"])
 	require.Equal(t, true, boom["served"])
 	require.Equal(t, 1.0, boom["workers"])
@@ -97,8 +111,9 @@ func TestStatsKinds(t *testing.T) {
 	r = b.run(t, "", "stats")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.True(t, strings.HasPrefix(r.stdout, "KIND "), r.stdout)
-	require.Regexp(t, `^ghost +2 +0 +0 +0 +0 +\S+ +0 +orphan \(no worker\)\n$`, tableLine(t, r.stdout, "ghost"))
-	require.Regexp(t, `^boom +0 +0 +0 +0 +1 +- +1\n$`, tableLine(t, r.stdout, "boom"))
+	require.Regexp(t, `^ghost +2 +0 +0 +0 +0 +\S+ +0 +- +- +- +orphan \(no worker\)\n$`, tableLine(t, r.stdout, "ghost"))
+	// A permanent error is no downstream failure; the worker's entry may not count it yet.
+	require.Regexp(t, `^boom +0 +0 +0 +0 +1 +- +1 +closed +(-|0/1 \(0%\)) +-\n$`, tableLine(t, r.stdout, "boom"))
 	require.Contains(t, r.stdout, "\nDLQ: 1 dead\n  permanent_error  1\n")
 
 	// Without the ledger the queue's numbers remain; the ledger's are null, "-" in the table.
@@ -293,4 +308,119 @@ func TestStatsAndCaptureHelp(t *testing.T) {
 	require.NoError(t, cmd.Help())
 	require.Contains(t, buf.String(), "Examples:")
 	require.Contains(t, buf.String(), "1  error, or refused: a worker serves the kind")
+}
+
+// stats shows each kind's breaker as the fleet sees it: the shared record's state and next
+// trial, the fleet's window, and the workers cut off from the record.
+func TestStatsBreakers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	failing := levee.HandlerFunc(func(context.Context, *levee.Job) (any, error) {
+		return nil, errors.New("downstream down")
+	})
+	hold := levee.Backoff{Base: time.Hour, Max: time.Hour} // a failed job waits: no more calls
+	for _, id := range []string{"w1", "w2"} {
+		w, err := levee.NewWorker(levee.WorkerConfig{ID: id,
+			NATSURL: b.natsURL, DatabaseURL: b.dbURL, Namespace: b.ns, SkipMigrate: true,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		require.NoError(t, err)
+		require.NoError(t, w.Handle("pay", failing, levee.Policy{Concurrency: 1, Backoff: hold,
+			Breaker: levee.BreakerPolicy{Window: 10 * time.Minute, MinCalls: 2, FailureRate: 0.5, OpenFor: time.Hour}}))
+		if id == "w1" {
+			require.NoError(t, w.Handle("own", failing, levee.Policy{Backoff: hold,
+				Breaker: levee.BreakerPolicy{Window: 10 * time.Minute, MinCalls: 1, FailureRate: 1, OpenFor: time.Hour, Scope: "worker"}}))
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- w.Run(wctx) }()
+		t.Cleanup(func() {
+			cancel()
+			require.NoError(t, <-done)
+		})
+	}
+	b.publish(t, "pay", "{}")
+	b.publish(t, "pay", "{}")
+	b.publish(t, "own", "{}")
+
+	var m map[string]any
+	require.Eventually(t, func() bool {
+		m = b.stats(t)
+		pay, own := kindLine(t, m, "pay"), kindLine(t, m, "own")
+		return pay["breaker"] == "open" && pay["breaker_calls"] == 2.0 && pay["workers"] == 2.0 &&
+			own["breaker"] == "open" && own["breaker_calls"] == 1.0
+	}, 30*time.Second, 100*time.Millisecond, "two failures in the fleet's window open pay's breaker")
+
+	// The shared record is what stats shows.
+	q := leveetest.Queue(t, b.natsURL, b.ns)
+	store, err := fleet.New(q).Breakers(ctx, false)
+	require.NoError(t, err)
+	v, _, found, err := store.Get(ctx, "pay")
+	require.NoError(t, err)
+	require.True(t, found)
+	rec := executor.ParseShared(v)
+	pay := kindLine(t, m, "pay")
+	require.Len(t, pay, len(jsonKeys(reflect.TypeFor[admin.KindStats]())))
+	require.Equal(t, "fleet", pay["breaker_scope"])
+	require.Equal(t, 2.0, pay["breaker_failures"])
+	require.Equal(t, 1.0, pay["breaker_failure_rate"])
+	require.Equal(t, rec.Until.UTC().Format(time.RFC3339Nano), pay["breaker_next_trial"])
+	require.Equal(t, rec.Since.UTC().Format(time.RFC3339Nano), pay["breaker_since"])
+	require.InDelta(t, time.Hour.Seconds(), pay["breaker_next_trial_seconds"], 60)
+	require.Equal(t, "2 of 2 calls failed in the fleet's window", pay["breaker_reason"])
+	require.Contains(t, []any{"w1", "w2"}, pay["breaker_by"])
+	require.Equal(t, 0.0, pay["breaker_cut_off"])
+	require.Equal(t, 0.0, pay["breaker_trials"])
+	own := kindLine(t, m, "own")
+	require.Equal(t, "worker", own["breaker_scope"])
+	require.Equal(t, 1.0, own["breaker_failures"])
+	require.InDelta(t, time.Hour.Seconds(), own["breaker_next_trial_seconds"], 60)
+	require.Nil(t, own["breaker_since"], "a worker's own breaker has no shared record")
+
+	r := b.run(t, "", "stats")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "  WORKERS  BREAKER  FAILED      NEXT TRIAL\n")
+	require.Regexp(t, `^pay +0 +\d +0 +\d +0 +\S+ +2 +open +2/2 \(100%\) +in 59m\d\ds\n$`, tableLine(t, r.stdout, "pay"))
+	require.Regexp(t, `^own +0 +\d +0 +\d +0 +\S+ +1 +open +1/1 \(100%\) +in 59m\d\ds\n$`, tableLine(t, r.stdout, "own"))
+
+	// Workers that cannot reach the shared record decide alone, and stats says so.
+	js, err := jetstream.New(leveetest.Conn(t, b.natsURL))
+	require.NoError(t, err)
+	require.NoError(t, js.DeleteKeyValue(ctx, strings.ToUpper(b.ns)+"_BREAKERS"))
+	require.Eventually(t, func() bool {
+		m = b.stats(t)
+		return kindLine(t, m, "pay")["breaker_cut_off"] == 2.0
+	}, 30*time.Second, 200*time.Millisecond, "both workers are cut off from the record")
+	pay = kindLine(t, m, "pay")
+	require.Equal(t, "open", pay["breaker"], "the workers' own view while they decide alone")
+	require.Equal(t, "fleet", pay["breaker_scope"])
+	r = b.run(t, "", "stats")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `  open +2/2 \(100%\) +in 59m\d\ds +2 of 2 workers cut off from the fleet's breaker\n$`, tableLine(t, r.stdout, "pay"))
+}
+
+func TestStatsBreakerColumns(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	until := now.Add(1400 * time.Millisecond)
+	s := &admin.Stats{GeneratedAt: now, DLQ: admin.DLQStats{ByReason: map[string]int{}}, Kinds: []admin.KindStats{
+		{Kind: "a", Workers: 2, Served: true, Breaker: "open", BreakerScope: "fleet", BreakerCalls: 4, BreakerFailures: 3,
+			BreakerFailureRate: 0.75, BreakerNextTrial: &until, BreakerNextTrialSeconds: 1.4},
+		{Kind: "b", Workers: 2, Served: true, Breaker: "half-open", BreakerScope: "fleet", BreakerCalls: 4, BreakerFailures: 4,
+			BreakerFailureRate: 1, BreakerNextTrial: &now, BreakerTrials: 1, BreakerTrialsOK: 2, BreakerCutOff: 1},
+		{Kind: "c", Workers: 1, Served: true, Breaker: "half-open", BreakerScope: "worker", BreakerNextTrial: &now},
+		{Kind: "d", Workers: 1, Served: true, Breaker: "closed", BreakerScope: "fleet", BreakerCalls: 12, BreakerFailures: 1, BreakerFailureRate: 0.0833},
+		{Kind: "e", Workers: 1, Served: true, Breaker: "open", BreakerScope: "worker", BreakerNextTrialSeconds: 187},
+	}}
+	var out bytes.Buffer
+	require.NoError(t, printStats(&out, s, false))
+	require.Equal(t, ""+
+		"KIND  BACKLOG  IN FLIGHT  REDELIVERED  RETRYING  DEAD  OLDEST  WORKERS  BREAKER    FAILED      NEXT TRIAL\n"+
+		"a     0        0          0            -         0     -       2        open       3/4 (75%)   in 1.4s\n"+
+		"b     0        0          0            -         0     -       2        half-open  4/4 (100%)  now (1 out, 2 ok)  1 of 2 workers cut off from the fleet's breaker\n"+
+		"c     0        0          0            -         0     -       1        half-open  -           now\n"+
+		"d     0        0          0            -         0     -       1        closed     1/12 (8%)   -\n"+
+		"e     0        0          0            -         0     -       1        open       -           in 3m07s\n"+
+		"\nDLQ: 0 dead\n", out.String())
 }

@@ -13,7 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/internal/every"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -85,14 +86,9 @@ func runStatus(cmd *cobra.Command, conn *cli.Connection, o statusOptions, id str
 		return cli.Usagef("invalid --wait %s: give a duration such as 30s, or 0 not to wait", o.wait)
 	}
 	ctx := cmd.Context()
-	cfg, err := clientConfig(conn)
+	c, cfg, err := openClient(ctx, conn, clientNeeds{db: true})
 	if err != nil {
 		return err
-	}
-	cfg.DatabaseURL = conn.DatabaseURL
-	c, err := levee.NewClient(ctx, cfg)
-	if err != nil {
-		return cli.ConnectHint(err)
 	}
 	defer c.Close()
 	lk := &lookup{client: c, cfg: cfg}
@@ -135,33 +131,31 @@ func settled(st *levee.JobStatus) bool {
 func waitFinal(ctx context.Context, lk *lookup, st *levee.JobStatus, wait time.Duration) (last *levee.JobStatus, timedOut bool, err error) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return st, false, ctx.Err()
-			}
-			return st, true, nil
-		case <-tick.C:
-		}
+	done := false
+	every.Do(wctx, pollInterval, false, func(wctx context.Context) bool {
 		id := st.ID
 		if st.State.Final() && st.FallbackTo != "" {
 			id = st.FallbackTo
 		}
-		next, err := lk.status(wctx, id)
+		next, lerr := lk.status(wctx, id)
 		switch {
-		case wctx.Err() != nil && ctx.Err() == nil:
-			return st, true, nil // the wait ended during the call
-		case err != nil:
-			return st, false, err
+		case wctx.Err() != nil:
+			return false // the wait ended during the call
+		case lerr != nil:
+			err = lerr
+			return false
 		}
 		st = next
-		if settled(st) {
-			return st, false, nil
-		}
+		done = settled(st)
+		return !done
+	})
+	switch {
+	case err != nil || done:
+		return st, false, err
+	case ctx.Err() != nil:
+		return st, false, ctx.Err()
 	}
+	return st, true, nil
 }
 
 // lookup asks a Client for job status and turns "not found" into exit code 3.
@@ -241,7 +235,7 @@ func printStatus(w io.Writer, st *levee.JobStatus, asJSON bool, now time.Time) e
 			continue
 		}
 		pad := strings.Repeat(" ", width-len(f.name))
-		value := strings.ReplaceAll(f.value, "\n", "\n"+strings.Repeat(" ", width+2))
+		value := strings.ReplaceAll(printable(f.value), "\n", "\n"+strings.Repeat(" ", width+2))
 		fmt.Fprintf(&b, "%s:%s %s\n", f.name, pad, value)
 	}
 	_, err := io.WriteString(w, b.String())

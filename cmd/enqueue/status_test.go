@@ -17,6 +17,7 @@ import (
 
 	"github.com/levee-dev/levee"
 	"github.com/levee-dev/levee/internal/leveetest"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 func TestStatusUnknown(t *testing.T) {
@@ -145,4 +146,27 @@ func TestStatusWaitFinal(t *testing.T) {
 	r = b.run(t, "", "publish", "ok", "{}")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.NotContains(t, r.stderr, "warning")
+}
+
+// Text from a downstream cannot drive the terminal: escape sequences in an error or a result
+// are printed as text (\x1b), by status, dlq show and the tables.
+func TestControlCharactersArePrintedAsText(t *testing.T) {
+	t.Parallel()
+	evil := "boom \x1b]0;pwned\x07 \x1b[2J\u009b31m red\ttab\nline"
+	st := &levee.JobStatus{State: levee.StateDead, ID: "j1", Kind: "k", Key: "j1", Reason: "permanent_error", LastError: evil,
+		Result: json.RawMessage(`"\u001b[31m"`)}
+	var b strings.Builder
+	require.NoError(t, printStatus(&b, st, false, time.Now()))
+	out := b.String()
+	for _, c := range []string{"\x1b", "\x07", "\u009b"} {
+		require.NotContains(t, out, c)
+	}
+	require.Contains(t, out, `\x1b]0;pwned\x07`)
+	require.Contains(t, out, "red\ttab", "tabs stay")
+	require.NotContains(t, oneLineTruncated(evil, 200), "\x1b")
+	require.NotContains(t, oneLineTruncated(evil, 200), "\u009b")
+	var dj strings.Builder
+	require.NoError(t, printDeadJob(&dj, &leveetype.DeadJob{ID: "j1", Kind: "k", LastError: evil, Payload: json.RawMessage(`"\u001b"`),
+		Headers: map[string]string{"X-Evil": "\x1b[2J"}}, time.Now()))
+	require.NotContains(t, dj.String(), "\x1b")
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/cmd/internal/cli"
+	"github.com/levee-dev/levee/internal/core"
 )
 
 // Dev mode (`worker --dev`) runs a worker on a laptop with nothing but Postgres installed: when
@@ -68,7 +68,7 @@ func startDevNATS(ctx context.Context, url string, port int, dir string, stderr 
 	probeErr := probeNATS(url)
 	if probeErr == nil {
 		fmt.Fprintf(stderr, "dev mode: using the existing NATS server at %s (it answered, so none is embedded); publish with: enqueue --nats-url %s publish noop '{}'\n",
-			levee.RedactURL(url), levee.RedactURL(url))
+			core.RedactURL(url), core.RedactURL(url))
 		return url, func() {}, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -79,7 +79,7 @@ func startDevNATS(ctx context.Context, url string, port int, dir string, stderr 
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("dev mode: no NATS answered at %s (%w), and %s is taken, so none can be embedded there: %w; pass another --dev-nats-port or --nats-url",
-			levee.RedactURL(url), probeErr, addr, err)
+			core.RedactURL(url), probeErr, addr, err)
 	}
 	_ = ln.Close()
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -130,7 +130,7 @@ func probeNATS(url string) error {
 func pingPostgres(ctx context.Context, dbURL string) error {
 	cfg, err := pgx.ParseConfig(dbURL)
 	if err != nil {
-		return fmt.Errorf("invalid database URL %s: %w", levee.RedactURL(dbURL), err)
+		return fmt.Errorf("invalid database URL %s: %w", core.RedactURL(dbURL), err)
 	}
 	cfg.ConnectTimeout = devProbeTimeout
 	conn, err := pgx.ConnectConfig(ctx, cfg)
@@ -139,7 +139,7 @@ func pingPostgres(ctx context.Context, dbURL string) error {
 		_ = conn.Close(context.WithoutCancel(ctx))
 	}
 	if err != nil {
-		return fmt.Errorf("connect to Postgres at %s: %w", levee.RedactURL(dbURL), err)
+		return fmt.Errorf("connect to Postgres at %s: %w", core.RedactURL(dbURL), err)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/core"
 	"github.com/levee-dev/levee/internal/leveetest"
 )
 
@@ -175,7 +176,7 @@ func TestDevModeUsesReachableNATS(t *testing.T) {
 	w := startDevWorker(t, "--dev", "--dev-nats-port", strconv.Itoa(port), "--dev-dir", dir,
 		"--nats-url", natsURL, "--database-url", db, "--namespace", ns, "--config", cfg, "--http-addr", "")
 	msg := w.stderr.String()
-	require.Contains(t, msg, "dev mode: using the existing NATS server at "+levee.RedactURL(natsURL))
+	require.Contains(t, msg, "dev mode: using the existing NATS server at "+core.RedactURL(natsURL))
 	require.NotContains(t, msg, "embedded NATS with JetStream")
 	require.NoDirExists(t, dir, "nothing embedded, nothing stored")
 	require.False(t, listening(port), "nothing embedded on --dev-nats-port")

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/cmd/internal/cli"
 )
 
 // healthBodyLimit bounds how much of the answer `worker health` prints.

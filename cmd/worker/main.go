@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -14,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
-	"github.com/levee-dev/levee/internal/cli"
+	"github.com/levee-dev/levee/cmd/internal/cli"
 )
 
 func main() {
@@ -23,10 +22,12 @@ func main() {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		s := <-sigs
-		fmt.Fprintf(os.Stderr, "worker: %s: draining in-flight jobs (send again to exit at once)\n", s)
+		// Through a logger like the worker's own lines: JSON when stderr is not a terminal.
+		logger, _ := cli.NewLogger(os.Stderr, "info")
+		logger.Info("draining in-flight jobs (send the signal again to exit at once)", "signal", s.String())
 		cancel()
 		<-sigs
-		fmt.Fprintln(os.Stderr, "worker: second signal: exiting now; unfinished jobs will be redelivered")
+		logger.Warn("second signal: exiting now; unfinished jobs will be redelivered")
 		os.Exit(130)
 	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))

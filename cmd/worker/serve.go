@@ -14,9 +14,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/cmd/internal/cli"
 	"github.com/levee-dev/levee/internal/builtin"
-	"github.com/levee-dev/levee/internal/cli"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/core"
 	"github.com/levee-dev/levee/internal/worker"
 )
 
@@ -82,7 +83,7 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 		if err != nil {
 			return fmt.Errorf("config %s: kinds.%s: %w", o.config, k.Name, err)
 		}
-		if err := w.Handle(k.Name, h, policyFor(k)); err != nil {
+		if err := w.Handle(k.Name, h, k.Policy); err != nil {
 			return fmt.Errorf("config %s: %w", o.config, err)
 		}
 	}
@@ -121,15 +122,15 @@ func checkNATS(ctx context.Context, out io.Writer, o *options, file *config.File
 		return cli.Usagef("%v", err)
 	}
 	for _, k := range file.Kinds {
-		if err := w.Handle(k.Name, levee.HandlerFunc(func(context.Context, *levee.Job) (any, error) { return nil, nil }), policyFor(k)); err != nil {
+		if err := w.Handle(k.Name, levee.HandlerFunc(func(context.Context, *levee.Job) (any, error) { return nil, nil }), k.Policy); err != nil {
 			return fmt.Errorf("config %s: %w", o.config, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	where := fmt.Sprintf("NATS at %s, namespace %s", levee.RedactURL(o.conn.NATSURL), o.conn.Namespace)
+	where := fmt.Sprintf("NATS at %s, namespace %s", core.RedactURL(o.conn.NATSURL), o.conn.Namespace)
 	problems, err := w.CheckSetup(ctx)
-	var ce *levee.ConnectError
+	var ce *core.ConnectError
 	if errors.As(err, &ce) {
 		fmt.Fprintf(out, "\n%s: not reachable, streams and consumers not checked (%v)\n", where, ce.Err)
 		return nil
@@ -166,58 +167,39 @@ func handlerFor(k config.Kind) (levee.Handler, error) {
 	return nil, fmt.Errorf("unknown handler %q", k.Handler)
 }
 
-func policyFor(k config.Kind) levee.Policy {
-	return levee.Policy{
-		MaxAttempts:      k.MaxAttempts,
-		Timeout:          k.Timeout,
-		Backoff:          levee.Backoff{Base: k.BackoffBase, Max: k.BackoffMax},
-		Concurrency:      k.Concurrency,
-		AckWait:          k.AckWait,
-		MaxDeliveries:    k.MaxDeliveries,
-		FleetConcurrency: k.FleetConcurrency,
-		Rate:             k.Rate,
-		Burst:            k.Burst,
-		Breaker: levee.BreakerPolicy{
-			Window: k.Breaker.Window, MinCalls: k.Breaker.MinCalls, FailureRate: k.Breaker.FailureRate,
-			OpenFor: k.Breaker.OpenFor, HalfOpenCalls: k.Breaker.HalfOpenCalls,
-		},
-		Fallback:      k.Fallback,
-		FallbackAfter: k.FallbackAfter,
-	}
-}
-
 func printPolicies(w io.Writer, path string, f *config.File) {
-	fmt.Fprintf(w, "%s: OK, %d kinds\n", path, len(f.Kinds))
+	fmt.Fprintf(w, "%s: OK, %s\n", path, cli.Count(len(f.Kinds), "kind"))
 	for _, k := range f.Kinds {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "\n%s\n", k.Name)
 		row := func(key, format string, args ...any) {
 			fmt.Fprintf(tw, "  %s\t"+format+"\n", append([]any{key}, args...)...)
 		}
+		p := k.Policy
 		row("handler", "%s", k.Handler)
-		if k.Rate.IsZero() {
+		if p.Rate.IsZero() {
 			row("rate", "none")
 		} else {
-			row("rate", "%s fleet-wide (burst %d), shared by the workers serving the kind", k.Rate, k.Burst)
+			row("rate", "%s fleet-wide (burst %d), shared by the workers serving the kind", p.Rate, p.Burst)
 		}
-		row("concurrency", "%d per worker, %d across the fleet (fleet_concurrency)", k.Concurrency, k.FleetConcurrency)
-		row("timeout", "%s per attempt", k.Timeout)
-		row("max_attempts", "%d", k.MaxAttempts)
-		row("backoff", "base %s, max %s, full jitter", k.BackoffBase, k.BackoffMax)
-		b := k.Breaker
-		row("breaker", "window %s, min_calls %d, failure_rate %g, open_for %s, half_open_calls %d",
-			b.Window, b.MinCalls, b.FailureRate, b.OpenFor, b.HalfOpenCalls)
+		row("concurrency", "%d per worker, %d across the fleet (fleet_concurrency)", p.Concurrency, p.FleetConcurrency)
+		row("timeout", "%s per attempt", p.Timeout)
+		row("max_attempts", "%d", p.MaxAttempts)
+		row("backoff", "base %s, max %s, full jitter", p.Backoff.Base, p.Backoff.Max)
+		b := p.Breaker
+		row("breaker", "window %s, min_calls %d, failure_rate %g, open_for %s, half_open_calls %d, scope %s",
+			b.Window, b.MinCalls, b.FailureRate, b.OpenFor, b.HalfOpenCalls, b.Scope)
 		switch {
-		case k.Fallback == "":
+		case p.Fallback == "":
 			row("fallback", "none (exhausted jobs go to the DLQ)")
-		case k.FallbackAfter > 0:
-			row("fallback", "%s, when attempts are exhausted or the breaker stays open %s", k.Fallback, k.FallbackAfter)
+		case p.FallbackAfter > 0:
+			row("fallback", "%s, when attempts are exhausted or the breaker stays open %s", p.Fallback, p.FallbackAfter)
 		default:
-			row("fallback", "%s, when attempts are exhausted", k.Fallback)
+			row("fallback", "%s, when attempts are exhausted", p.Fallback)
 		}
-		row("ack_wait", "%s (lease; heartbeat every %s; JetStream AckWait %s)", k.AckWait, (k.AckWait / 3).Round(time.Millisecond),
-			worker.ConsumerConfig(worker.Kind{AckWait: k.AckWait}).AckWait)
-		row("max_deliveries", "%d", k.MaxDeliveries)
+		row("ack_wait", "%s (lease; heartbeat every %s; JetStream AckWait %s)", p.AckWait, (p.AckWait / 3).Round(time.Millisecond),
+			worker.ConsumerConfig(worker.Kind{Policy: p}).AckWait)
+		row("max_deliveries", "%d", p.MaxDeliveries)
 		if k.Handler == config.HandlerHTTP {
 			allow := strings.Join(k.HTTPAllow, " ")
 			if allow == "" {

@@ -15,9 +15,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/levee-dev/levee"
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/worker"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // HTTPPayload is the payload of an "http" job.
@@ -87,7 +88,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 			return errors.New("stopped after 5 redirects")
 		}
 		if !h.allowed(req.URL) {
-			return fmt.Errorf("%w: redirect to %s", errNotAllowed, req.URL.Redacted())
+			return fmt.Errorf("%w: redirect to %s", errNotAllowed, shownURL(req.URL))
 		}
 		return nil
 	}
@@ -107,11 +108,20 @@ func (h *HTTP) allowed(u *url.URL) bool {
 		return false
 	}
 	for _, a := range h.allow {
-		if u.Scheme == a.scheme && strings.EqualFold(u.Host, a.host) && strings.HasPrefix(u.Path, a.path) {
+		if u.Scheme == a.scheme && strings.EqualFold(u.Host, a.host) && underPrefix(u.Path, a.path) {
 			return true
 		}
 	}
 	return false
+}
+
+// underPrefix reports whether path lies under prefix on a segment boundary: /api allows /api
+// and /api/x, not /api-admin; /api/ allows /api/ and below.
+func underPrefix(path, prefix string) bool {
+	if prefix == "" || strings.HasSuffix(prefix, "/") {
+		return strings.HasPrefix(path, prefix)
+	}
+	return path == prefix || strings.HasPrefix(path, prefix+"/")
 }
 
 func hasDotSegment(p string) bool {
@@ -146,7 +156,7 @@ func isTokenChar(c byte) bool {
 
 // Work calls the job's URL once. 2xx succeeds; 408, 425, 429 and 5xx (except 501), timeouts
 // and connection errors are retried (honouring Retry-After); other statuses are permanent.
-func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
+func (h *HTTP) Work(ctx context.Context, job *leveetype.Job) (any, error) {
 	var p HTTPPayload
 	dec := json.NewDecoder(bytes.NewReader(job.Payload))
 	dec.DisallowUnknownFields()
@@ -161,7 +171,7 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 		return nil, invalid(fmt.Errorf("http payload: %q is not an http(s) URL", p.URL))
 	}
 	if !h.allowed(u) {
-		return nil, notAllowed(fmt.Errorf("URL %s is not in this kind's http.allow list", u.Redacted()))
+		return nil, notAllowed(fmt.Errorf("URL %s is not in this kind's http.allow list", shownURL(u)))
 	}
 	method := strings.ToUpper(cmp.Or(p.Method, http.MethodPost))
 	body, contentType, err := requestBody(p.Body)
@@ -176,6 +186,9 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 		if !validHeader(k, v) {
 			return nil, invalid(fmt.Errorf("http payload: header %q: want a token for the name and no control characters in the value", k))
 		}
+		if leveeHeader(k) {
+			continue // Levee sets its own; a look-alike (Idempotency_Key) would travel beside it
+		}
 		req.Header.Set(k, v)
 	}
 	if contentType != "" && req.Header.Get("Content-Type") == "" {
@@ -185,20 +198,24 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 
 	// Judged now, at the last moment: a worker woken after being frozen past its lease stops
 	// here, before its timers have run (design rule 29).
-	if err := levee.CheckLease(ctx); err != nil {
+	if err := worker.CheckLease(ctx); err != nil {
 		return nil, err
 	}
 	resp, err := h.client.Do(req)
+	var ue *url.Error // it names the URL, query string and all: the error names it once, without
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
 	if errors.Is(err, errNotAllowed) {
-		return nil, notAllowed(fmt.Errorf("%s %s: %w", method, u.Redacted(), err))
+		return nil, notAllowed(fmt.Errorf("%s %s: %w", method, shownURL(u), err))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, u.Redacted(), err)
+		return nil, fmt.Errorf("%s %s: %w", method, shownURL(u), err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, int64(h.maxBody)+1))
 	if err != nil && resp.StatusCode/100 == 2 {
-		return nil, fmt.Errorf("%s %s: read response: %w", method, u.Redacted(), err)
+		return nil, fmt.Errorf("%s %s: read response: %w", method, shownURL(u), err)
 	}
 	truncated := len(data) > h.maxBody
 	if truncated {
@@ -209,14 +226,14 @@ func (h *HTTP) Work(ctx context.Context, job *levee.Job) (any, error) {
 	case status >= 200 && status < 300:
 		return HTTPResult{Status: status, Body: resultBody(data, truncated), Truncated: truncated}, nil
 	case retryableStatus(status):
-		var err error = &executor.StatusError{Code: status, Err: fmt.Errorf("%s %s: %s", method, u.Redacted(), resp.Status)}
+		var err error = &executor.StatusError{Code: status, Err: fmt.Errorf("%s %s: %s", method, shownURL(u), resp.Status)}
 		if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-			return nil, levee.RetryAfter(d, err)
+			return nil, executor.RetryAfter(d, err)
 		}
 		return nil, err
 	}
-	return nil, levee.Permanent(&executor.StatusError{Code: status,
-		Err: fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, snippet(data))})
+	return nil, executor.Permanent(&executor.StatusError{Code: status,
+		Err: fmt.Errorf("%s %s: %s: %s", method, shownURL(u), resp.Status, snippet(data))})
 }
 
 // Headers every call of the http kind carries, set after the payload's headers so that a
@@ -227,9 +244,9 @@ const (
 	HeaderIdempotencyKey = "Idempotency-Key"
 	// HeaderJobID is the id of the job making the call.
 	HeaderJobID = "Levee-Job-Id"
-	// HeaderAttempt is the attempt's number on the job's key, from 1 (levee.Job.Attempt).
+	// HeaderAttempt is the attempt's number on the job's key, from 1 (leveetype.Job.Attempt).
 	HeaderAttempt = "Levee-Attempt"
-	// HeaderFence is the fence of the attempt's claim of the key (levee.Job.Fence), higher for
+	// HeaderFence is the fence of the attempt's claim of the key (leveetype.Job.Fence), higher for
 	// every claim: a downstream that keeps the highest fence it has seen per key can refuse a
 	// call with a lower one, a stale worker's late write (design rules 10 and 12).
 	HeaderFence = "Levee-Fence"
@@ -241,7 +258,7 @@ const (
 var testRequestHook func(ctx context.Context, h http.Header)
 
 // setLeveeHeaders sets the headers that identify the call: its key, job, attempt and fence.
-func setLeveeHeaders(ctx context.Context, h http.Header, job *levee.Job) {
+func setLeveeHeaders(ctx context.Context, h http.Header, job *leveetype.Job) {
 	h.Set(HeaderIdempotencyKey, job.Key)
 	h.Set(HeaderJobID, job.ID)
 	h.Set(HeaderAttempt, strconv.Itoa(job.Attempt))
@@ -250,6 +267,19 @@ func setLeveeHeaders(ctx context.Context, h http.Header, job *levee.Job) {
 	if testRequestHook != nil {
 		testRequestHook(ctx, h)
 	}
+}
+
+// leveeHeader reports whether name is, or may be read as, one of the headers Levee sets: many
+// servers read '_' as '-' (CGI, Rack, nginx with underscores_in_headers), so Idempotency_Key
+// would be a second idempotency key.
+func leveeHeader(name string) bool {
+	n := strings.ReplaceAll(name, "_", "-")
+	for _, h := range []string{HeaderIdempotencyKey, HeaderJobID, HeaderAttempt, HeaderFence, "User-Agent"} {
+		if strings.EqualFold(n, h) {
+			return true
+		}
+	}
+	return false
 }
 
 func notAllowed(err error) error {
@@ -312,12 +342,29 @@ func resultBody(data []byte, truncated bool) json.RawMessage {
 	return b
 }
 
+// shownURL is u as errors show it (they are stored in the ledger and shown to viewers): no
+// password and no query string, which often carries a token; "?…" says there was one.
+func shownURL(u *url.URL) string {
+	v := *u
+	v.RawQuery, v.ForceQuery, v.Fragment = "", false, ""
+	if u.RawQuery != "" {
+		return v.Redacted() + "?…"
+	}
+	return v.Redacted()
+}
+
 // snippet is the start of a refused response's body for the attempt's error, on one line: at
 // most 200 bytes cut on a character boundary, then "…", in valid UTF-8 without NUL (design
 // rule 28).
 func snippet(data []byte) string {
 	const n = 200
 	s := strings.Join(strings.Fields(idempotency.StorableText(string(data))), " ") // one line, for logs and status
+	s = strings.Map(func(r rune) rune {                                            // no escape sequences for the terminals it is printed on
+		if r < ' ' || r == 0x7f || r >= 0x80 && r <= 0x9f {
+			return -1
+		}
+		return r
+	}, s)
 	if len(s) > n {
 		cut := n
 		for cut > 0 && !utf8.RuneStart(s[cut]) {

@@ -11,9 +11,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/levee-dev/levee"
 	"github.com/levee-dev/levee/internal/builtin"
 	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // fuzzAllow is the allowlist of the fuzzed kind; fuzzOracle says the same thing independently,
@@ -84,7 +84,7 @@ func (ft *fuzzTarget) take() []*http.Request {
 func (ft *fuzzTarget) check(t *testing.T, payload []byte) {
 	t.Helper()
 	const key = "fuzz-key"
-	res, err := ft.h.Work(t.Context(), &levee.Job{ID: "J1", Kind: "http", Key: key, Payload: payload, Attempt: 1, MaxAttempts: 5})
+	res, err := ft.h.Work(t.Context(), &leveetype.Job{ID: "J1", Kind: "http", Key: key, Payload: payload, Attempt: 1, MaxAttempts: 5})
 	sent := ft.take()
 	if err == nil {
 		t.Fatalf("Work succeeded (%v) without a network", res)
@@ -95,7 +95,7 @@ func (ft *fuzzTarget) check(t *testing.T, payload []byte) {
 	}
 	switch len(sent) {
 	case 0:
-		var perm *levee.PermanentError
+		var perm *executor.PermanentError
 		if !errors.As(err, &perm) {
 			t.Fatalf("nothing was sent, yet the error is not permanent: %v", err)
 		}

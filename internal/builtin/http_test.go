@@ -15,9 +15,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/levee-dev/levee"
 	"github.com/levee-dev/levee/internal/builtin"
 	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // request is what a test server saw of one call.
@@ -76,8 +76,8 @@ func newHTTP(t *testing.T, cfg builtin.HTTPConfig) *builtin.HTTP {
 	return h
 }
 
-func job(key, payload string) *levee.Job {
-	return &levee.Job{ID: "J1", Kind: "http", Key: key, Payload: json.RawMessage(payload), Attempt: 1, MaxAttempts: 5}
+func job(key, payload string) *leveetype.Job {
+	return &leveetype.Job{ID: "J1", Kind: "http", Key: key, Payload: json.RawMessage(payload), Attempt: 1, MaxAttempts: 5}
 }
 
 func payload(t *testing.T, v map[string]any) string {
@@ -91,7 +91,7 @@ func payload(t *testing.T, v map[string]any) string {
 func reasonOf(t *testing.T, err error) string {
 	t.Helper()
 	require.Error(t, err)
-	var perm *levee.PermanentError
+	var perm *executor.PermanentError
 	require.ErrorAs(t, err, &perm, "want a permanent error, got %v", err)
 	v := executor.Classify(context.Background(), err)
 	require.Equal(t, executor.Dead, v.Class)
@@ -101,7 +101,7 @@ func reasonOf(t *testing.T, err error) string {
 func requireRetryable(t *testing.T, err error) {
 	t.Helper()
 	require.Error(t, err)
-	var perm *levee.PermanentError
+	var perm *executor.PermanentError
 	require.False(t, errors.As(err, &perm), "want a retryable error, got permanent %v", err)
 	require.Equal(t, executor.Retry, executor.Classify(context.Background(), err).Class)
 }
@@ -133,6 +133,7 @@ func TestHTTPAllowList(t *testing.T) {
 		"https://api.example.com",
 		"https://pay.example.com/v1/",
 		"http://Internal.Example.com:8080/hooks/",
+		"https://ops.example.com/api",
 	}})
 	tests := []struct {
 		url string
@@ -159,6 +160,11 @@ func TestHTTPAllowList(t *testing.T) {
 		{"https://pay.example.com/v1/%2e%2e/admin", false},
 		{"https://pay.example.com/v1/..%2fadmin", false},
 		{"https://pay.example.com/v1/./charges", false},
+		// A prefix without a trailing / ends at a segment boundary: /api is not /api-admin.
+		{"https://ops.example.com/api", true},
+		{"https://ops.example.com/api/x", true},
+		{"https://ops.example.com/api-admin", false},
+		{"https://ops.example.com/apix/y", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
@@ -252,6 +258,17 @@ func TestHTTPIdempotencyKeyCannotBeOverridden(t *testing.T) {
 	require.Len(t, calls, 1)
 	require.Equal(t, []string{"the-key"}, calls[0].Header.Values("Idempotency-Key"))
 	require.Equal(t, "t1", calls[0].Header.Get("X-Trace"), "other payload headers are sent")
+
+	// Servers that read '_' as '-' would see a second key: look-alikes are not sent either.
+	_, err = h.Work(t.Context(), job("the-key", payload(t, map[string]any{
+		"url": srv.URL + "/x", "headers": map[string]string{"Idempotency_Key": "attacker", "levee_job_id": "x"},
+	})))
+	require.NoError(t, err)
+	calls = srv.Calls()
+	require.Len(t, calls, 2)
+	require.Empty(t, calls[1].Header.Values("Idempotency_Key"))
+	require.Empty(t, calls[1].Header.Values("Levee_Job_Id"))
+	require.Equal(t, []string{"the-key"}, calls[1].Header.Values("Idempotency-Key"))
 }
 
 // Every call carries the job's id, attempt and fence beside its key (design rule 12), so that a
@@ -396,7 +413,7 @@ func TestHTTPStatusClasses(t *testing.T) {
 				require.Equal(t, executor.ReasonPermanent, reasonOf(t, err))
 			} else {
 				requireRetryable(t, err)
-				var ra *levee.RetryAfterError
+				var ra *executor.RetryAfterError
 				require.False(t, errors.As(err, &ra), "no Retry-After header, no RetryAfterError")
 			}
 			require.Len(t, srv.Calls(), 1, "one call per attempt: no retries inside the handler")
@@ -430,7 +447,7 @@ func TestHTTPRetryAfter(t *testing.T) {
 			h := newHTTP(t, builtin.HTTPConfig{Allow: []string{srv.URL + "/"}})
 			_, err := h.Work(t.Context(), job("k", payload(t, map[string]any{"url": srv.URL + "/"})))
 			requireRetryable(t, err)
-			var ra *levee.RetryAfterError
+			var ra *executor.RetryAfterError
 			require.ErrorAs(t, err, &ra)
 			require.InDelta(t, float64(tt.want), float64(ra.Delay), float64(tt.tolerate))
 			require.Equal(t, ra.Delay, executor.Classify(context.Background(), err).RetryAfter)
@@ -445,7 +462,7 @@ func TestHTTPUnparsableRetryAfterFallsBackToBackoff(t *testing.T) {
 		h := newHTTP(t, builtin.HTTPConfig{Allow: []string{srv.URL + "/"}})
 		_, err := h.Work(t.Context(), job("k", payload(t, map[string]any{"url": srv.URL + "/"})))
 		requireRetryable(t, err)
-		var ra *levee.RetryAfterError
+		var ra *executor.RetryAfterError
 		require.False(t, errors.As(err, &ra), "Retry-After %q is not a delay", v)
 	}
 }
@@ -551,8 +568,38 @@ func TestHTTPHugeRetryAfterDoesNotOverflow(t *testing.T) {
 		srv := newServer(t, status(http.StatusServiceUnavailable, "Retry-After", v))
 		h := newHTTP(t, builtin.HTTPConfig{Allow: []string{srv.URL + "/"}})
 		_, err := h.Work(t.Context(), job("k", payload(t, map[string]any{"url": srv.URL + "/"})))
-		var ra *levee.RetryAfterError
+		var ra *executor.RetryAfterError
 		require.ErrorAs(t, err, &ra)
 		require.GreaterOrEqual(t, ra.Delay, 24*time.Hour, "Retry-After %s must not wrap to a short delay", v)
 	}
+}
+
+// Errors are stored in the ledger and shown to viewers: they name the URL without its query
+// string, which often carries a token, whatever failed (a refusal, a 5xx, a dead port).
+func TestHTTPErrorsHideTheQueryString(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, status(http.StatusBadRequest))
+	h := newHTTP(t, builtin.HTTPConfig{Allow: []string{srv.URL + "/", "http://127.0.0.1:1/"}})
+	for _, target := range []string{srv.URL + "/v1/charge?api_key=s3cret", "http://127.0.0.1:1/x?token=s3cret", "http://10.9.9.9/x?token=s3cret"} {
+		_, err := h.Work(t.Context(), job("k", payload(t, map[string]any{"url": target})))
+		require.Error(t, err, target)
+		require.NotContains(t, err.Error(), "s3cret", target)
+		require.Contains(t, err.Error(), "?…", target)
+	}
+}
+
+// A refused call's body snippet is stored without control characters: it is printed on
+// operators' terminals.
+func TestHTTPErrorSnippetHasNoEscapes(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, "bad \x1b]0;pwned\x07\x1b[2J request \u009b31m")
+	})
+	h := newHTTP(t, builtin.HTTPConfig{Allow: []string{srv.URL + "/"}})
+	_, err := h.Work(t.Context(), job("k", payload(t, map[string]any{"url": srv.URL + "/x"})))
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "\x1b")
+	require.NotContains(t, err.Error(), "\u009b")
+	require.Contains(t, err.Error(), "request")
 }

@@ -18,8 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 )
 
 // report is the checker's verdict on one scenario.
@@ -250,7 +249,7 @@ func (r *rig) outcomes(ctx context.Context) (succeeded map[string]bool, dead map
 	for _, id := range ids {
 		succeeded[id] = true
 	}
-	for dj, err := range r.client.DeadJobs(ctx, levee.DLQFilter{}) {
+	for dj, err := range r.ops.DeadJobList(ctx, admin.DeadJobListParams{}) {
 		if err != nil {
 			return nil, nil, err
 		}

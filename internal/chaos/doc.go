@@ -4,9 +4,9 @@
 // library) and the real Postgres through one TCP proxy per worker that the test controls,
 // against a downstream that honours idempotency keys like a payment provider and records every
 // call (key, job, attempt, fence, worker, times, status). They kill -9 workers, stop them past
-// their lease, restart or kill NATS servers, cut Postgres for every worker or for one, and send
-// poison results and hostile raw messages; the rig records every fault with its time and
-// target.
+// their lease, restart or kill NATS servers, cut Postgres for every worker or for one, take the
+// downstream down for a while (every call answered 503), and send poison results and hostile
+// raw messages; the rig records every fault with its time and target.
 //
 // At the end of every scenario a checker classifies each published job (succeeded, dead, or
 // LOST) and each job's downstream effects (one, none, or DUPLICATED), and judges every

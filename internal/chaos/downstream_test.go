@@ -32,7 +32,9 @@ type downstream struct {
 	// result, a slow charge); it returns ok false for the usual one.
 	answer func(order string) (a answer, ok bool)
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// down is the outage set by outage: every call arriving in it is refused (zero: none).
+	down    outageWindow
 	keys    map[string]*providerKey
 	effects map[string]int // order → charges made
 	log     []*call
@@ -48,6 +50,24 @@ type answer struct {
 	body []byte
 	// delay, if positive, replaces the random delay of a new charge.
 	delay time.Duration
+}
+
+// outageWindow is a stretch of time during which the provider is down: every call that arrives
+// within [from, until) is answered status, whatever its key, without an effect.
+type outageWindow struct {
+	from, until time.Time
+	status      int
+}
+
+// outage makes the provider answer status to every call that arrives within [from, from+dur),
+// after its usual delay, without an effect and without touching the key's state (as a provider
+// whose service is down behind a healthy load balancer): the next call with the key is served
+// afresh. It returns the window's end. Calls that arrived before from are served as usual.
+func (d *downstream) outage(from time.Time, dur time.Duration, status int) (until time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.down = outageWindow{from: from, until: from.Add(dur), status: status}
+	return d.down.until
 }
 
 type providerKey struct {
@@ -126,6 +146,14 @@ func (d *downstream) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	d.mu.Lock()
 	c.Order = req.Order
+	if down := d.down; !c.Start.Before(down.from) && c.Start.Before(down.until) {
+		d.mu.Unlock()
+		if d.maxDelay > 0 {
+			time.Sleep(d.minDelay + rand.N(d.maxDelay-d.minDelay+1))
+		}
+		reply(down.status, []byte(`{"error":"service unavailable"}`))
+		return
+	}
 	pk := d.keys[c.Key]
 	if pk == nil || c.Key == "" {
 		pk = &providerKey{}

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/leveetest"
 )
@@ -42,6 +43,40 @@ type rigConfig struct {
 	concurrency int
 	// minDelay and maxDelay bound how long a charge takes at the downstream. Default 5-30ms.
 	minDelay, maxDelay time.Duration
+	// backoffBase and backoffMax are the kind's backoff. Defaults 100ms and 1s.
+	backoffBase, backoffMax time.Duration
+	// rate ("20/s") and burst are the kind's fleet-wide rate limit; "" and 0 leave them out
+	// of the YAML (no limit; a rate's default burst).
+	rate  string
+	burst int
+	// breaker, if set, is the kind's breaker section; nil leaves it out (the defaults).
+	breaker *rigBreaker
+}
+
+// rigBreaker is a kind's breaker section in the YAML; each zero field is left out (its
+// default applies).
+type rigBreaker struct {
+	window, openFor         time.Duration
+	minCalls, halfOpenCalls int
+	failureRate             float64
+	scope                   string // "fleet" or "worker"
+}
+
+// yaml renders b as a flow mapping, for the kind's breaker key.
+func (b rigBreaker) yaml() string {
+	var fields []string
+	add := func(key string, set bool, v any) {
+		if set {
+			fields = append(fields, fmt.Sprintf("%s: %v", key, v))
+		}
+	}
+	add("window", b.window > 0, b.window)
+	add("min_calls", b.minCalls > 0, b.minCalls)
+	add("failure_rate", b.failureRate > 0, b.failureRate)
+	add("open_for", b.openFor > 0, b.openFor)
+	add("half_open_calls", b.halfOpenCalls > 0, b.halfOpenCalls)
+	add("scope", b.scope != "", b.scope)
+	return "{" + strings.Join(fields, ", ") + "}"
 }
 
 // rig is one scenario's system: its NATS server(s), the Postgres proxy, the downstream, a
@@ -58,6 +93,7 @@ type rig struct {
 	pool    *pgxpool.Pool
 	down    *downstream
 	client  *levee.Client
+	ops     *admin.Client // the operator API on client
 	config  string
 	workers []*proc
 	start   time.Time
@@ -76,6 +112,9 @@ const (
 	faultStop     = "SIGSTOP"      // a worker stopped, until SIGCONT
 	faultPGCut    = "Postgres cut" // a worker's Postgres connections closed and refused
 	faultNATSKill = "NATS kill -9" // a NATS server killed
+	// faultDown is a downstream outage (downstream.outage): it explains no call by rule 0 (b),
+	// since the workers stay up; each call it refused failed (a).
+	faultDown = "downstream down"
 )
 
 // allWorkers is the target of a fault that hits every worker at once.
@@ -182,6 +221,9 @@ func newRig(t *testing.T, name string, cfg rigConfig) *rig {
 	if cfg.maxDelay == 0 {
 		cfg.minDelay, cfg.maxDelay = 5*time.Millisecond, 30*time.Millisecond
 	}
+	if cfg.backoffBase == 0 {
+		cfg.backoffBase, cfg.backoffMax = 100*time.Millisecond, time.Second
+	}
 	directURL := leveetest.DatabaseURL(t)
 	r := &rig{t: t, name: name, dir: t.TempDir(), ns: leveetest.Namespace(t), cfg: cfg, pool: leveetest.Pool(t)}
 	binaries(t)
@@ -202,11 +244,20 @@ func newRig(t *testing.T, name string, cfg rigConfig) *rig {
     max_deliveries: %d
     timeout: 5s
     ack_wait: %s
-    backoff: {base: 100ms, max: 1s}
+    backoff: {base: %s, max: %s}
     concurrency: %d
     http:
       allow: [%q]
-`, kindName, cfg.maxAttempts, cfg.maxDeliveries, cfg.ackWait, cfg.concurrency, r.down.srv.URL+"/")
+`, kindName, cfg.maxAttempts, cfg.maxDeliveries, cfg.ackWait, cfg.backoffBase, cfg.backoffMax, cfg.concurrency, r.down.srv.URL+"/")
+	if cfg.rate != "" {
+		yaml += fmt.Sprintf("    rate: %q\n", cfg.rate)
+	}
+	if cfg.burst > 0 {
+		yaml += fmt.Sprintf("    burst: %d\n", cfg.burst)
+	}
+	if cfg.breaker != nil {
+		yaml += "    breaker: " + cfg.breaker.yaml() + "\n"
+	}
 	require.NoError(t, os.WriteFile(r.config, []byte(yaml), 0o644))
 	r.start = time.Now()
 	return r
@@ -223,6 +274,7 @@ func (r *rig) connectClient() {
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	r.client = c
+	r.ops = admin.New(c)
 }
 
 // startWorker starts one supervised worker process (restarted 300ms after it dies) with the

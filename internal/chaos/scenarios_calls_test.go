@@ -15,8 +15,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // The scenarios of this file hold the workers to design rule 0 where no worker dies: a
@@ -216,7 +218,7 @@ func TestChaosPoisonResult(t *testing.T) {
 	}
 	assert.Empty(t, twice, "healthy jobs called more than once beside the poisons")
 	var collateral []string
-	for dj, err := range r.client.DeadJobs(ctx, levee.DLQFilter{}) {
+	for dj, err := range r.ops.DeadJobList(ctx, admin.DeadJobListParams{}) {
 		require.NoError(t, err)
 		if !strings.HasPrefix(dj.ID, "poison-") {
 			collateral = append(collateral, dj.ID+" ("+dj.Reason+": "+dj.LastError+")")
@@ -303,11 +305,11 @@ func TestChaosHostileMessages(t *testing.T) {
 	require.Zero(t, rp.RepeatedCalls, "healthy jobs called twice beside hostile messages (design rule 0)")
 
 	// Every hostile message reaches the DLQ, as malformed, within the scenario's time.
-	found := map[string]levee.DeadJob{}
+	found := map[string]leveetype.DeadJob{}
 	deadline := r.start.Add(settle())
 	for {
 		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
-		for dj, err := range r.client.DeadJobs(octx, levee.DLQFilter{}) {
+		for dj, err := range r.ops.DeadJobList(octx, admin.DeadJobListParams{}) {
 			if err != nil {
 				break
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/admin"
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
 )
@@ -286,7 +287,7 @@ func TestChaosPoison(t *testing.T) {
 	require.NoError(t, r.publish(ctx, specs))
 	rp := r.check(ids(specs), settle())
 	for i, poison := range specs[:2] {
-		dj, err := r.client.DeadJob(ctx, poison.ID)
+		dj, err := r.ops.DeadJobGet(ctx, poison.ID)
 		require.NoError(t, err, "the poison job %s is dead-lettered", poison.ID)
 		t.Logf("poison job %s: dead, reason %s: %s", dj.ID, dj.Reason, dj.LastError)
 		if i == 0 || dj.Reason != "max_attempts" {
@@ -299,7 +300,7 @@ func TestChaosPoison(t *testing.T) {
 		require.Contains(t, dj.LastError, "run alone, was lost too", "the crasher's last attempt ran alone")
 	}
 	var collateral []string
-	for dj, err := range r.client.DeadJobs(ctx, levee.DLQFilter{}) {
+	for dj, err := range r.ops.DeadJobList(ctx, admin.DeadJobListParams{}) {
 		require.NoError(t, err)
 		if dj.ID != specs[0].ID && dj.ID != specs[1].ID {
 			collateral = append(collateral, dj.ID+" ("+dj.Reason+": "+dj.LastError+")")

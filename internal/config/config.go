@@ -1,6 +1,7 @@
-// Package config reads the worker's YAML file: the kinds it serves and each kind's policy.
+// Package config reads the worker's YAML file: the kinds it serves and each kind's policy,
+// decoded into the public leveetype.Policy and checked by its one Validate (design rule 39).
 // Every key is optional except a kind's handler; unknown keys, bad durations and impossible
-// values are errors that name the key (kinds.<kind>.<key>) and its line.
+// values are errors that name the key (kinds.<kind>.<key>) and the key's own line.
 package config
 
 import (
@@ -8,9 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -18,8 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/levee-dev/levee/internal/executor"
-	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // Handlers built into the worker binary.
@@ -28,100 +29,35 @@ const (
 	HandlerNoop = "noop"
 )
 
-// Defaults of a kind's policy, as documented in the README.
-const (
-	DefaultMaxAttempts      = 5
-	DefaultTimeout          = 30 * time.Second
-	DefaultBackoffBase      = time.Second
-	DefaultBackoffMax       = 5 * time.Minute
-	DefaultConcurrency      = 10
-	DefaultAckWait          = 30 * time.Second
-	DefaultMaxDeliveries    = 100
-	DefaultFleetConcurrency = 1000
-)
-
 // File is a parsed, validated config file.
 type File struct {
 	// Kinds in name order.
 	Kinds []Kind
 }
 
-// Kind is one kind's effective configuration, defaults filled in.
+// Kind is one kind of the file: its handler, the http handler's allowlist, and its policy
+// with the defaults filled in.
 type Kind struct {
-	Name             string
-	Handler          string
-	MaxAttempts      int
-	Timeout          time.Duration
-	BackoffBase      time.Duration
-	BackoffMax       time.Duration
-	Concurrency      int
-	AckWait          time.Duration
-	MaxDeliveries    int
-	FleetConcurrency int
-	HTTPAllow        []string
-	// Rate is the fleet-wide rate limit; zero means none.
-	Rate  executor.Rate
-	Burst int
-	// Breaker is the kind's circuit breaker, defaults filled in.
-	Breaker executor.BreakerConfig
-	// Fallback names the kind that takes jobs this kind cannot finish; "" means none.
-	Fallback string
-	// FallbackAfter routes jobs to Fallback once the breaker has stayed open this long;
-	// 0 means never (only exhausted jobs fall back).
-	FallbackAfter time.Duration
+	Name      string
+	Handler   string
+	HTTPAllow []string
+	Policy    leveetype.Policy
 }
 
 type fileYAML struct {
 	Kinds map[string]kindYAML `yaml:"kinds"`
 }
 
+// kindYAML is a kind as the file spells it: the worker binary's keys, and the policy's own
+// (the yaml keys of leveetype.Policy).
 type kindYAML struct {
-	Handler          string       `yaml:"handler"`
-	MaxAttempts      *int         `yaml:"max_attempts"`
-	Timeout          *duration    `yaml:"timeout"`
-	Backoff          *backoffYAML `yaml:"backoff"`
-	Concurrency      *int         `yaml:"concurrency"`
-	AckWait          *duration    `yaml:"ack_wait"`
-	MaxDeliveries    *int         `yaml:"max_deliveries"`
-	FleetConcurrency *int         `yaml:"fleet_concurrency"`
-	HTTP             *httpYAML    `yaml:"http"`
-	Rate             *string      `yaml:"rate"`
-	Burst            *int         `yaml:"burst"`
-	Breaker          *breakerYAML `yaml:"breaker"`
-	Fallback         string       `yaml:"fallback"`
-	FallbackAfter    *duration    `yaml:"fallback_after"`
-	line             int
-}
-
-type backoffYAML struct {
-	Base *duration `yaml:"base"`
-	Max  *duration `yaml:"max"`
-}
-
-type breakerYAML struct {
-	Window        *duration `yaml:"window"`
-	MinCalls      *int      `yaml:"min_calls"`
-	FailureRate   *float64  `yaml:"failure_rate"`
-	OpenFor       *duration `yaml:"open_for"`
-	HalfOpenCalls *int      `yaml:"half_open_calls"`
+	Handler          string    `yaml:"handler"`
+	HTTP             *httpYAML `yaml:"http"`
+	leveetype.Policy `yaml:",inline"`
 }
 
 type httpYAML struct {
 	Allow []string `yaml:"allow"`
-}
-
-// duration keeps the raw text and line so that validation can name the key.
-type duration struct {
-	raw  string
-	line int
-}
-
-func (d *duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 500ms, 10s or 5m", n.Line)
-	}
-	d.raw, d.line = n.Value, n.Line
-	return nil
 }
 
 // Load reads and validates the file at path.
@@ -137,29 +73,34 @@ func Load(path string) (*File, error) {
 	return f, nil
 }
 
-var unknownFieldRE = regexp.MustCompile(`line (\d+): field (\S+) not found in type config\.(\w+)`)
+var unknownFieldRE = regexp.MustCompile(`line (\d+): field (\S+) not found in type (?:config|leveetype)\.(\w+)`)
 
 // Parse reads and validates a config document.
 func Parse(data []byte) (*File, error) {
+	// The decoder first: it refuses what is not YAML, unknown keys, values of the wrong type
+	// and runaway aliases, at once.
 	var raw fileYAML
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&raw); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("empty config: define at least one kind under \"kinds:\"")
-		}
+	derr := dec.Decode(&raw)
+	if errors.Is(derr, io.EOF) {
+		return nil, errors.New("empty config: define at least one kind under \"kinds:\"")
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, friendlyYAMLError(err, data)
 	}
-	// A second pass finds each kind's line, for messages about the kind as a whole.
-	var lines struct {
-		Kinds map[string]yaml.Node `yaml:"kinds"`
+	// Then the keys as written, with their lines: a duration or rate that does not parse, or
+	// a number given as 0, is named there with its own line (the decoder names only a line,
+	// and takes 0 for "the default").
+	// When the decoder refused the file, only a duration or rate that does not parse is
+	// reported in its place (its error would name a Go type); anything else is the decoder's.
+	keys, err := indexKeys(&doc, derr == nil)
+	if err != nil {
+		return nil, err
 	}
-	if err := yaml.Unmarshal(data, &lines); err == nil {
-		for name, n := range lines.Kinds {
-			k := raw.Kinds[name]
-			k.line = n.Line
-			raw.Kinds[name] = k
-		}
+	if derr != nil {
+		return nil, friendlyYAMLError(derr, data)
 	}
 	if len(raw.Kinds) == 0 {
 		return nil, errors.New("no kinds: define at least one kind under \"kinds:\"")
@@ -171,24 +112,226 @@ func Parse(data []byte) (*File, error) {
 	sort.Strings(names)
 	f := &File{}
 	for _, name := range names {
-		k, err := raw.Kinds[name].resolve(name)
+		k, err := raw.Kinds[name].resolve(name, keys)
 		if err != nil {
 			return nil, err
 		}
 		f.Kinds = append(f.Kinds, k)
 	}
 	for _, k := range f.Kinds {
-		if k.Fallback == "" {
-			continue
-		}
-		if k.Fallback == k.Name {
-			return nil, fmt.Errorf("kinds.%s.fallback: a kind cannot fall back to itself", k.Name)
-		}
-		if _, ok := raw.Kinds[k.Fallback]; !ok {
-			return nil, fmt.Errorf("kinds.%s.fallback: kind %q is not defined in this file", k.Name, k.Fallback)
+		if fb := k.Policy.Fallback; fb != "" {
+			if _, ok := raw.Kinds[fb]; !ok {
+				return nil, keys.errorf(k.Name, "fallback", "kind %q is not defined in this file", fb)
+			}
 		}
 	}
 	return f, nil
+}
+
+func (y kindYAML) resolve(name string, keys keyLines) (Kind, error) {
+	if err := leveetype.ValidateKind(name); err != nil {
+		return Kind{}, fmt.Errorf("kinds (line %d): %w", keys[name], err)
+	}
+	switch y.Handler {
+	case HandlerHTTP, HandlerNoop:
+	case "":
+		return Kind{}, keys.errorf(name, "", "handler is required: http or noop")
+	default:
+		return Kind{}, keys.errorf(name, "handler", "unknown handler %q: use http or noop (custom handlers need a binary built with the Go API)", y.Handler)
+	}
+	k := Kind{Name: name, Handler: y.Handler, Policy: y.WithDefaults()}
+	if err := k.Policy.Validate(name); err != nil {
+		var pe *leveetype.PolicyError
+		if !errors.As(err, &pe) {
+			return Kind{}, keys.errorf(name, "", "%v", err)
+		}
+		return Kind{}, keys.errorf(name, pe.Key, "%s", pe.Msg)
+	}
+	if y.HTTP != nil {
+		if k.Handler != HandlerHTTP {
+			return Kind{}, keys.errorf(name, "http", "is only for kinds with handler: http")
+		}
+		k.HTTPAllow = y.HTTP.Allow
+	}
+	return k, nil
+}
+
+// keyLines holds the line of each kind ("<kind>") and of each of its keys ("<kind>.<key>",
+// "<kind>.breaker.window").
+type keyLines map[string]int
+
+// errorf is an error about key of kind ("" for the kind as a whole), with the line of the key,
+// else of the nearest key above it that the file has, else of the kind.
+func (kl keyLines) errorf(kind, key, format string, args ...any) error {
+	path, line := "kinds."+kind, kl[kind]
+	if key != "" {
+		path += "." + key
+		for k := key; k != ""; k, _ = cutLast(k) {
+			if l, ok := kl[kind+"."+k]; ok {
+				line = l
+				break
+			}
+		}
+	}
+	return fmt.Errorf("%s (line %d): %s", path, line, fmt.Sprintf(format, args...))
+}
+
+func cutLast(key string) (string, string) {
+	i := strings.LastIndexByte(key, '.')
+	if i < 0 {
+		return "", key
+	}
+	return key[:i], key[i+1:]
+}
+
+// The policy's keys by what their values are, as leveetype.Policy's yaml tags spell them.
+var (
+	durationKeys = map[string]bool{"timeout": true, "ack_wait": true, "fallback_after": true,
+		"backoff.base": true, "backoff.max": true, "breaker.window": true, "breaker.open_for": true}
+	intKeys = map[string]bool{"max_attempts": true, "concurrency": true, "max_deliveries": true,
+		"fleet_concurrency": true, "burst": true, "breaker.min_calls": true, "breaker.half_open_calls": true}
+)
+
+// indexBudget bounds the nodes indexKeys visits, so that aliases cannot make it run for long
+// on a document the decoder refused (it refuses runaway aliases itself).
+const indexBudget = 100_000
+
+// indexKeys records the line of every kind and of each key that is in effect, merges ("<<")
+// resolved as YAML resolves them, and checks the values whose text the decoder would not
+// explain well: durations and rates must parse, a rate is one scalar, and (with zeros set) a
+// duration or a number given as 0 is refused (in the file, leaving a key out is how to take
+// its default). Values of other wrong types and unknown keys are left to the decoder.
+func indexKeys(doc *yaml.Node, zeros bool) (keyLines, error) {
+	kl := keyLines{}
+	budget := indexBudget
+	root := resolveAlias(doc)
+	if root != nil && root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			return kl, nil
+		}
+		root = resolveAlias(root.Content[0])
+	}
+	top := effective(root, &budget)
+	kinds := top["kinds"]
+	if kinds.value == nil {
+		return kl, nil
+	}
+	byKind := effective(kinds.value, &budget)
+	for _, name := range slices.Sorted(maps.Keys(byKind)) { // in name order: the same file, the same first error
+		k := byKind[name]
+		kl[name] = k.line
+		if err := indexKind(kl, name, "", k.value, zeros, &budget); err != nil {
+			return nil, err
+		}
+	}
+	return kl, nil
+}
+
+// entry is one key of a mapping as YAML resolves it: the value, and the key's line.
+type entry struct {
+	value *yaml.Node
+	line  int
+}
+
+// effective returns the keys of mapping m that are in effect: its own, then those of the
+// mappings it merges ("<<: *a" or "<<: [*a, *b]"), an earlier one winning; a merged mapping's
+// nested mappings are taken whole, not merged. It returns nil for anything but a mapping, or
+// once budget is spent.
+func effective(m *yaml.Node, budget *int) map[string]entry {
+	m = resolveAlias(m)
+	if m == nil || m.Kind != yaml.MappingNode || *budget <= 0 {
+		return nil
+	}
+	*budget -= len(m.Content)
+	out := map[string]entry{}
+	var merges []*yaml.Node
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if k.Value == "<<" && k.Tag != "!!str" {
+			if v = resolveAlias(v); v != nil && v.Kind == yaml.SequenceNode {
+				merges = append(merges, v.Content...)
+			} else {
+				merges = append(merges, v)
+			}
+			continue
+		}
+		if _, dup := out[k.Value]; !dup {
+			out[k.Value] = entry{value: resolveAlias(v), line: k.Line}
+		}
+	}
+	for _, mm := range merges {
+		for key, e := range effective(mm, budget) {
+			if _, have := out[key]; !have {
+				out[key] = e
+			}
+		}
+	}
+	return out
+}
+
+// indexKind records and checks the keys of one kind (prefix "") or of its backoff or breaker
+// (prefix "backoff." or "breaker.").
+func indexKind(kl keyLines, kind, prefix string, m *yaml.Node, zeros bool, budget *int) error {
+	keys := effective(m, budget)
+	for _, name := range slices.Sorted(maps.Keys(keys)) {
+		e := keys[name]
+		key := prefix + name
+		kl[kind+"."+key] = e.line
+		v := e.value
+		if prefix == "" && (name == "backoff" || name == "breaker") {
+			if err := indexKind(kl, kind, key+".", v, zeros, budget); err != nil {
+				return err
+			}
+			continue
+		}
+		if key == "rate" && v != nil && v.Kind != yaml.ScalarNode && v.Tag != "!!null" {
+			return kl.errorf(kind, key, `give a rate such as "50/s", "3000/m" or "none"`)
+		}
+		if v == nil || v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+			continue
+		}
+		if err := checkScalar(kl, kind, key, v, zeros); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkScalar(kl keyLines, kind, key string, v *yaml.Node, zeros bool) error {
+	switch {
+	case durationKeys[key]:
+		d, err := time.ParseDuration(v.Value)
+		if err != nil {
+			return kl.errorf(kind, key, "invalid duration %q: use a number with a unit, such as 500ms, 10s or 5m", v.Value)
+		}
+		if d == 0 && zeros {
+			return kl.errorf(kind, key, "must be positive, got %s (leave the key out for the default)", v.Value)
+		}
+	case key == "rate":
+		if _, err := leveetype.ParseRate(v.Value); err != nil {
+			return kl.errorf(kind, key, "%v", err)
+		}
+	case intKeys[key] && zeros:
+		// As the decoder reads it (0x0, 0o0 and 0.5 are 0 too); a value it refuses is its to
+		// report.
+		var n int
+		if v.Decode(&n) == nil && n == 0 {
+			return kl.errorf(kind, key, "must not be 0, got %s (leave the key out for the default)", v.Value)
+		}
+	case key == "breaker.failure_rate" && zeros:
+		var f float64
+		if v.Decode(&f) == nil && f == 0 {
+			return kl.errorf(kind, key, "must be above 0 and at most 1, got %s (leave the key out for the default)", v.Value)
+		}
+	}
+	return nil
+}
+
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 16; i++ {
+		n = n.Alias
+	}
+	return n
 }
 
 func friendlyYAMLError(err error, data []byte) error {
@@ -202,8 +345,8 @@ func friendlyYAMLError(err error, data []byte) error {
 	if m := unknownFieldRE.FindStringSubmatch(msg); m != nil {
 		where := map[string]string{
 			"fileYAML": "at top level (want kinds)", "kindYAML": "in a kind",
-			"plain": "in a kind", "backoffYAML": "in backoff (want base, max)", "httpYAML": "in http (want allow)",
-			"breakerYAML": "in breaker (want window, min_calls, failure_rate, open_for, half_open_calls)",
+			"plain": "in a kind", "Backoff": "in backoff (want base, max)", "httpYAML": "in http (want allow)",
+			"BreakerPolicy": "in breaker (want window, min_calls, failure_rate, open_for, half_open_calls, scope)",
 		}[m[3]]
 		return fmt.Errorf("line %s: unknown key %q %s", m[1], m[2], where)
 	}
@@ -217,8 +360,10 @@ var yamlTypeNames = strings.NewReplacer("\n", `\n`, "\r", `\r`,
 	"into config.fileYAML", "at top level (want a map with kinds)",
 	"into map[string]config.kindYAML", "into kinds (want a map from kind name to settings)",
 	"into config.kindYAML", "into a kind (want a map with handler and its settings)",
-	"into config.backoffYAML", "into backoff (want base, max)",
-	"into config.breakerYAML", "into breaker (want window, min_calls, failure_rate, open_for, half_open_calls)",
+	"into leveetype.Backoff", "into backoff (want base, max)",
+	"into leveetype.BreakerPolicy", "into breaker (want window, min_calls, failure_rate, open_for, half_open_calls, scope)",
+	"into leveetype.Rate", "into a rate such as 50/s",
+	"into time.Duration", "into a duration such as 10s",
 	"into config.httpYAML", "into http (want allow)",
 	"into []string", "into a list of strings")
 
@@ -279,142 +424,4 @@ func unreadableLine(data []byte) int {
 		i += size
 	}
 	return 0
-}
-
-func (y kindYAML) resolve(name string) (Kind, error) {
-	at := func(key string, line int, format string, args ...any) error {
-		return fmt.Errorf("kinds.%s.%s (line %d): %s", name, key, line, fmt.Sprintf(format, args...))
-	}
-	if err := queue.ValidateKind(name); err != nil {
-		return Kind{}, fmt.Errorf("kinds (line %d): %w", y.line, err)
-	}
-	k := Kind{
-		Name:             name,
-		Handler:          y.Handler,
-		MaxAttempts:      intOr(y.MaxAttempts, DefaultMaxAttempts),
-		Timeout:          DefaultTimeout,
-		BackoffBase:      DefaultBackoffBase,
-		BackoffMax:       DefaultBackoffMax,
-		Concurrency:      intOr(y.Concurrency, DefaultConcurrency),
-		AckWait:          DefaultAckWait,
-		MaxDeliveries:    intOr(y.MaxDeliveries, DefaultMaxDeliveries),
-		FleetConcurrency: intOr(y.FleetConcurrency, DefaultFleetConcurrency),
-	}
-	switch y.Handler {
-	case HandlerHTTP, HandlerNoop:
-	case "":
-		return Kind{}, fmt.Errorf("kinds.%s (line %d): handler is required: http or noop", name, y.line)
-	default:
-		return Kind{}, fmt.Errorf("kinds.%s.handler (line %d): unknown handler %q: use http or noop (custom handlers need a binary built with the Go API)", name, y.line, y.Handler)
-	}
-	k.Breaker = executor.BreakerConfig{}
-	durations := []durationKey{{"timeout", y.Timeout, &k.Timeout}, {"ack_wait", y.AckWait, &k.AckWait},
-		{"fallback_after", y.FallbackAfter, &k.FallbackAfter}}
-	if y.Breaker != nil {
-		durations = append(durations,
-			durationKey{"breaker.window", y.Breaker.Window, &k.Breaker.Window},
-			durationKey{"breaker.open_for", y.Breaker.OpenFor, &k.Breaker.OpenFor})
-		k.Breaker.MinCalls = intOr(y.Breaker.MinCalls, 0)
-		if y.Breaker.FailureRate != nil {
-			k.Breaker.FailureRate = *y.Breaker.FailureRate
-		}
-		k.Breaker.HalfOpenCalls = intOr(y.Breaker.HalfOpenCalls, 0)
-		if y.Breaker.MinCalls != nil && *y.Breaker.MinCalls < 1 {
-			return Kind{}, at("breaker.min_calls", y.line, "must be at least 1, got %d", *y.Breaker.MinCalls)
-		}
-		if y.Breaker.HalfOpenCalls != nil && *y.Breaker.HalfOpenCalls < 1 {
-			return Kind{}, at("breaker.half_open_calls", y.line, "must be at least 1, got %d", *y.Breaker.HalfOpenCalls)
-		}
-		if y.Breaker.FailureRate != nil && (*y.Breaker.FailureRate <= 0 || *y.Breaker.FailureRate > 1) {
-			return Kind{}, at("breaker.failure_rate", y.line, "must be above 0 and at most 1, got %v", *y.Breaker.FailureRate)
-		}
-	}
-	if y.Backoff != nil {
-		durations = append(durations,
-			durationKey{"backoff.base", y.Backoff.Base, &k.BackoffBase},
-			durationKey{"backoff.max", y.Backoff.Max, &k.BackoffMax})
-	}
-	for _, d := range durations {
-		if d.d == nil {
-			continue
-		}
-		v, err := time.ParseDuration(d.d.raw)
-		if err != nil {
-			return Kind{}, at(d.key, d.d.line, "invalid duration %q: use a number with a unit, such as 500ms, 10s or 5m", d.d.raw)
-		}
-		if v <= 0 {
-			return Kind{}, at(d.key, d.d.line, "must be positive, got %s", d.d.raw)
-		}
-		*d.dst = v
-	}
-	k.Breaker = k.Breaker.Defaults()
-	if err := k.Breaker.Validate(); err != nil {
-		return Kind{}, fmt.Errorf("kinds.%s (line %d): %w", name, y.line, err)
-	}
-	k.Breaker.Clock = nil // the worker brings the clock
-
-	if y.Rate != nil {
-		r, err := executor.ParseRate(*y.Rate)
-		if err != nil {
-			return Kind{}, at("rate", y.line, "%v", err)
-		}
-		k.Rate = r
-	}
-	if y.Burst != nil {
-		if *y.Burst < 1 {
-			return Kind{}, at("burst", y.line, "must be at least 1, got %d", *y.Burst)
-		}
-		if k.Rate.IsZero() {
-			return Kind{}, at("burst", y.line, "needs a rate")
-		}
-		k.Burst = *y.Burst
-	}
-	if !k.Rate.IsZero() && k.Burst == 0 {
-		k.Burst = max(1, int(math.Ceil(k.Rate.PerSecond())))
-	}
-	k.Fallback = y.Fallback
-	if k.Fallback != "" {
-		if err := queue.ValidateKind(k.Fallback); err != nil {
-			return Kind{}, at("fallback", y.line, "%v", err)
-		}
-	}
-	if k.FallbackAfter > 0 && k.Fallback == "" {
-		return Kind{}, at("fallback_after", y.line, "needs a fallback kind")
-	}
-	line := y.line
-	switch {
-	case k.MaxAttempts < 1 || k.MaxAttempts > queue.MaxAttemptsLimit:
-		return Kind{}, at("max_attempts", line, "must be 1 to %d, got %d", queue.MaxAttemptsLimit, k.MaxAttempts)
-	case k.BackoffMax < k.BackoffBase:
-		return Kind{}, at("backoff.max", line, "(%s) must not be below backoff.base (%s)", k.BackoffMax, k.BackoffBase)
-	case k.Concurrency < 1 || k.Concurrency > 10000:
-		return Kind{}, at("concurrency", line, "must be 1 to 10000, got %d", k.Concurrency)
-	case k.AckWait < time.Second:
-		return Kind{}, at("ack_wait", line, "must be at least 1s, got %s", k.AckWait)
-	case k.MaxDeliveries <= k.MaxAttempts:
-		return Kind{}, at("max_deliveries", line, "(%d) must exceed max_attempts (%d): attempts are counted in Postgres, deliveries are only a safety net", k.MaxDeliveries, k.MaxAttempts)
-	case k.FleetConcurrency < 1:
-		return Kind{}, at("fleet_concurrency", line, "must be at least 1, got %d", k.FleetConcurrency)
-	}
-	if y.HTTP != nil {
-		if k.Handler != HandlerHTTP {
-			return Kind{}, at("http", line, "is only for kinds with handler: http")
-		}
-		k.HTTPAllow = y.HTTP.Allow
-	}
-	return k, nil
-}
-
-// durationKey ties a duration in the file to its key and its destination.
-type durationKey struct {
-	key string
-	d   *duration
-	dst *time.Duration
-}
-
-func intOr(p *int, def int) int {
-	if p == nil {
-		return def
-	}
-	return *p
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // FuzzParse feeds Parse arbitrary documents. It must never panic, give the same answer twice,
@@ -138,25 +139,28 @@ func checkFile(t *testing.T, file *config.File) {
 		if k.Handler != config.HandlerHTTP && k.Handler != config.HandlerNoop {
 			bad("handler %q", k.Handler)
 		}
-		if k.MaxAttempts < 1 || k.MaxAttempts > queue.MaxAttemptsLimit || k.MaxDeliveries <= k.MaxAttempts {
-			bad("max_attempts %d, max_deliveries %d", k.MaxAttempts, k.MaxDeliveries)
+		p := k.Policy
+		if p.MaxAttempts < 1 || p.MaxAttempts > leveetype.MaxAttemptsLimit || p.MaxDeliveries <= p.MaxAttempts {
+			bad("max_attempts %d, max_deliveries %d", p.MaxAttempts, p.MaxDeliveries)
 		}
-		if k.Timeout <= 0 || k.BackoffBase <= 0 || k.BackoffMax < k.BackoffBase || k.AckWait < time.Second || k.FallbackAfter < 0 {
-			bad("durations %s %s %s %s %s", k.Timeout, k.BackoffBase, k.BackoffMax, k.AckWait, k.FallbackAfter)
+		if p.Timeout <= 0 || p.Backoff.Base <= 0 || p.Backoff.Max < p.Backoff.Base || p.AckWait < time.Second || p.FallbackAfter < 0 {
+			bad("durations %s %s %s %s %s", p.Timeout, p.Backoff.Base, p.Backoff.Max, p.AckWait, p.FallbackAfter)
 		}
-		if k.Concurrency < 1 || k.Concurrency > 10000 || k.FleetConcurrency < 1 {
-			bad("concurrency %d, fleet_concurrency %d", k.Concurrency, k.FleetConcurrency)
+		if p.Concurrency < 1 || p.Concurrency > 10000 || p.FleetConcurrency < 1 {
+			bad("concurrency %d, fleet_concurrency %d", p.Concurrency, p.FleetConcurrency)
 		}
-		if err := k.Breaker.Defaults().Validate(); err != nil {
-			bad("%v", err)
+		b := p.Breaker
+		if b.Window <= 0 || b.MinCalls < 1 || !(b.FailureRate > 0 && b.FailureRate <= 1) || b.OpenFor <= 0 || b.HalfOpenCalls < 1 ||
+			b.Scope != leveetype.ScopeFleet && b.Scope != leveetype.ScopeWorker {
+			bad("breaker %+v", b)
 		}
-		if k.Rate.IsZero() != (k.Burst == 0) || k.Burst < 0 {
-			bad("rate %s with burst %d", k.Rate, k.Burst)
+		if p.Rate.IsZero() != (p.Burst == 0) || p.Burst < 0 {
+			bad("rate %s with burst %d", p.Rate, p.Burst)
 		}
-		if k.Fallback != "" && (k.Fallback == k.Name || !names[k.Fallback]) {
-			bad("fallback %q", k.Fallback)
+		if p.Fallback != "" && (p.Fallback == k.Name || !names[p.Fallback]) {
+			bad("fallback %q", p.Fallback)
 		}
-		if k.FallbackAfter > 0 && k.Fallback == "" {
+		if p.FallbackAfter > 0 && p.Fallback == "" {
 			bad("fallback_after without fallback")
 		}
 		if len(k.HTTPAllow) > 0 && k.Handler != config.HandlerHTTP {

@@ -1,7 +1,6 @@
 package executor
 
 import (
-	"math/rand/v2"
 	"time"
 )
 
@@ -31,13 +30,10 @@ func (b Backoff) Ceiling(n int) time.Duration {
 }
 
 // Delay is the delay before retry n given a uniform random r in [0, 1). It is a pure function,
-// so tests pass r; Next draws it.
+// so tests pass r.
 func (b Backoff) Delay(n int, r float64) time.Duration {
 	return time.Duration(r * float64(b.Ceiling(n)))
 }
-
-// Next draws the delay before retry n.
-func (b Backoff) Next(n int) time.Duration { return b.Delay(n, rand.Float64()) }
 
 // RetryDelay is the delay before retrying after attempt n ended with v: the handler's
 // RetryAfter when it gave one (capped at maxRetryAfter), else the backoff's draw with r.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -79,7 +80,7 @@ func TestBackoffNextStaysInRange(t *testing.T) {
 	b := executor.Backoff{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}
 	for n := 1; n <= 10; n++ {
 		for range 50 {
-			d := b.Next(n)
+			d := b.Delay(n, rand.Float64())
 			require.GreaterOrEqual(t, d, time.Duration(0))
 			require.Less(t, d, b.Ceiling(n))
 		}
@@ -138,7 +139,7 @@ func TestBackoffJitterIsUniform(t *testing.T) {
 	var sum time.Duration
 	var quart [4]int
 	for range n {
-		d := b.Next(retry)
+		d := b.Delay(retry, rand.Float64())
 		require.GreaterOrEqual(t, d, time.Duration(0))
 		require.Less(t, d, ceiling)
 		sum += d

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // ErrBreakerOpen reports that a kind's circuit breaker is not admitting calls. Admit never
@@ -33,6 +35,10 @@ type BreakerConfig struct {
 	// HalfOpenCalls is the number of trial calls admitted while half-open; when all of them
 	// succeed the breaker closes. Default 3.
 	HalfOpenCalls int
+	// Scope says whose outcomes the breaker counts and who it stops: ScopeFleet (default),
+	// one breaker per kind shared by every worker serving it (FleetBreaker, design rule 37),
+	// or ScopeWorker, one per worker (Breaker).
+	Scope string
 	// Clock tells time and makes Admit's timers. Default SystemClock.
 	Clock Clock
 	// OnStateChangeFunc, if set, is called after each change of state (from, to). Calls are
@@ -51,29 +57,18 @@ func (c BreakerConfig) Defaults() BreakerConfig {
 	c.FailureRate = cmp.Or(c.FailureRate, 0.5)
 	c.OpenFor = cmp.Or(c.OpenFor, 30*time.Second)
 	c.HalfOpenCalls = cmp.Or(c.HalfOpenCalls, 3)
+	c.Scope = cmp.Or(c.Scope, ScopeFleet)
 	if c.Clock == nil {
 		c.Clock = SystemClock
 	}
 	return c
 }
 
-// Validate reports the first impossible value, naming its field by its configuration key.
-// Zero values are impossible too: call Defaults first.
-func (c BreakerConfig) Validate() error {
-	switch {
-	case c.Window <= 0:
-		return fmt.Errorf("breaker.window must be positive, got %s", c.Window)
-	case c.MinCalls < 1:
-		return fmt.Errorf("breaker.min_calls must be at least 1, got %d", c.MinCalls)
-	case !(c.FailureRate > 0 && c.FailureRate <= 1): // also rejects NaN
-		return fmt.Errorf("breaker.failure_rate must be above 0 and at most 1, got %v", c.FailureRate)
-	case c.OpenFor <= 0:
-		return fmt.Errorf("breaker.open_for must be positive, got %s", c.OpenFor)
-	case c.HalfOpenCalls < 1:
-		return fmt.Errorf("breaker.half_open_calls must be at least 1, got %d", c.HalfOpenCalls)
-	}
-	return nil
-}
+// The scopes of a breaker (BreakerConfig.Scope).
+const (
+	ScopeFleet  = leveetype.ScopeFleet
+	ScopeWorker = leveetype.ScopeWorker
+)
 
 // BreakerState is the state of a Breaker.
 type BreakerState int
@@ -110,6 +105,29 @@ type BreakerSnapshot struct {
 	Failures int
 	// OpenUntil is when the breaker goes half-open; zero unless State is BreakerOpen.
 	OpenUntil time.Time
+	// Fleet is true for a FleetBreaker's view of the fleet's breaker; then Calls and Failures
+	// are the fleet's, and the fields below describe the shared record. CutOff is true while
+	// the worker cannot reach that record and decides alone.
+	Fleet  bool
+	CutOff bool
+	Gen    uint64
+	Since  time.Time
+	Reason string
+	By     string
+	// Trials are the trial calls out while half-open; TrialsOK those that succeeded.
+	Trials   int
+	TrialsOK int
+}
+
+// FailureRate is Failures/Calls, 0 without calls.
+func (s BreakerSnapshot) FailureRate() float64 { return failureRate(s.Calls, s.Failures) }
+
+// failureRate is failures/calls, 0 without calls.
+func failureRate(calls, failures int) float64 {
+	if calls <= 0 {
+		return 0
+	}
+	return float64(failures) / float64(calls)
 }
 
 // Breaker is a circuit breaker for one downstream (by default one kind), shared by all of a
@@ -153,19 +171,16 @@ type Breaker struct {
 
 type breakerChange struct{ from, to BreakerState }
 
-// NewBreaker returns a closed breaker with cfg's defaults filled in, or cfg's first invalid
-// field.
-func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
+// NewBreaker returns a closed breaker with cfg's defaults filled in. cfg's values must be
+// valid: they come from a policy that leveetype.Policy.Validate accepted.
+func NewBreaker(cfg BreakerConfig) *Breaker {
 	cfg = cfg.Defaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	return &Breaker{
 		cfg:     cfg,
 		clock:   cfg.Clock,
 		window:  newBreakerWindow(cfg.Clock.Now(), cfg.Window),
 		changed: make(chan struct{}),
-	}, nil
+	}
 }
 
 // State returns the state at the clock's current time. It changes nothing: an open breaker
@@ -205,8 +220,14 @@ func (b *Breaker) Snapshot() BreakerSnapshot {
 // returns ctx's error if ctx ends first, having handed out nothing. A max below 1 returns 0 at
 // once. Each permit must later be settled by exactly one Record or Release.
 func (b *Breaker) Admit(ctx context.Context, max int) (int, error) {
+	n, _, err := b.AdmitTrial(ctx, max)
+	return n, err
+}
+
+// AdmitTrial is Admit that also tells whether the permits are trials.
+func (b *Breaker) AdmitTrial(ctx context.Context, max int) (int, bool, error) {
 	if max < 1 {
-		return 0, nil
+		return 0, false, nil
 	}
 	for {
 		b.mu.Lock()
@@ -219,35 +240,15 @@ func (b *Breaker) Admit(ctx context.Context, max int) (int, error) {
 			n = min(max, b.cfg.HalfOpenCalls-b.trialsOut-b.trialsOK)
 			b.trialsOut += n
 		}
-		openUntil, changed := b.openUntil, b.changed
+		openUntil, changed, trial := b.openUntil, b.changed, b.state == BreakerHalfOpen
 		b.unlock()
 		if n > 0 {
-			return n, nil
+			return n, trial, nil
 		}
-		if err := b.wait(ctx, openUntil, changed); err != nil {
-			return 0, err
+		if err := wait(ctx, b.clock, openUntil, changed); err != nil {
+			return 0, false, err
 		}
 	}
-}
-
-// wait blocks until changed is closed, ctx ends, or, if openUntil is set, that time comes.
-func (b *Breaker) wait(ctx context.Context, openUntil time.Time, changed <-chan struct{}) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	var timeout <-chan time.Time
-	if !openUntil.IsZero() {
-		t := b.clock.NewTimer(openUntil.Sub(b.clock.Now()))
-		defer t.Stop()
-		timeout = t.C()
-	}
-	select {
-	case <-timeout:
-	case <-changed:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return nil
 }
 
 // Record settles one admitted permit with the outcome of a call that reached the downstream;
@@ -260,7 +261,7 @@ func (b *Breaker) Record(failure bool) {
 	case BreakerClosed:
 		b.window.add(now, failure)
 		calls, failures := b.window.totals(now)
-		if calls >= b.cfg.MinCalls && float64(failures)/float64(calls) >= b.cfg.FailureRate {
+		if calls >= b.cfg.MinCalls && failureRate(calls, failures) >= b.cfg.FailureRate {
 			b.open(now)
 		}
 	case BreakerHalfOpen:
@@ -424,21 +425,45 @@ func (w *breakerWindow) index(now time.Time) int64 {
 }
 
 func (w *breakerWindow) add(now time.Time, failure bool) {
+	f := 0
+	if failure {
+		f = 1
+	}
+	w.addN(now, 1, f)
+}
+
+// addN counts calls outcomes at now, failures of them failed.
+func (w *breakerWindow) addN(now time.Time, calls, failures int) {
 	i := w.index(now)
 	n := int64(len(w.buckets))
 	bk := &w.buckets[(i%n+n)%n]
 	if bk.index != i {
 		*bk = breakerBucket{index: i}
 	}
-	bk.calls++
-	if failure {
-		bk.failures++
-	}
+	bk.calls += calls
+	bk.failures += failures
 }
 
 func (w *breakerWindow) totals(now time.Time) (calls, failures int) {
 	i := w.index(now)
 	n := int64(len(w.buckets))
+	for _, bk := range w.buckets {
+		if bk.index > i-n && bk.index <= i {
+			calls += bk.calls
+			failures += bk.failures
+		}
+	}
+	return calls, failures
+}
+
+// recentBuckets is how many of the window's latest buckets make its recent part (a fifth).
+const recentBuckets = 2
+
+// recent returns the totals of the window's recent part: the bucket now falls in and the one
+// before it.
+func (w *breakerWindow) recent(now time.Time) (calls, failures int) {
+	i := w.index(now)
+	n := int64(min(recentBuckets, len(w.buckets)))
 	for _, bk := range w.buckets {
 		if bk.index > i-n && bk.index <= i {
 			calls += bk.calls

@@ -6,9 +6,9 @@ import (
 	"sync"
 )
 
-// Bulkhead bounds the attempts of one kind that a worker runs at once. Slots are taken before
-// messages are pulled (admission), so a pulled message never waits for a slot. It is safe for
-// concurrent use.
+// Bulkhead is a counting semaphore: it bounds the attempts of one kind that a worker runs at
+// once (slots taken just before the handler is called), and the messages of the kind the
+// worker holds (taken before they are pulled). It is safe for concurrent use.
 type Bulkhead struct {
 	mu    sync.Mutex
 	free  int
@@ -24,9 +24,6 @@ func NewBulkhead(size int) (*Bulkhead, error) {
 	return &Bulkhead{free: size, size: size, avail: make(chan struct{}, 1)}, nil
 }
 
-// Size returns the number of slots.
-func (b *Bulkhead) Size() int { return b.size }
-
 // InUse returns the number of slots held.
 func (b *Bulkhead) InUse() int {
 	b.mu.Lock()
@@ -34,20 +31,39 @@ func (b *Bulkhead) InUse() int {
 	return b.size - b.free
 }
 
-// TryAcquire takes up to max free slots without waiting and returns how many it took.
-func (b *Bulkhead) TryAcquire(max int) int {
+// TryAcquire takes up to limit free slots without waiting and returns how many it took.
+func (b *Bulkhead) TryAcquire(limit int) int {
+	n, _ := b.take(limit)
+	return n
+}
+
+// take takes up to limit free slots and reports whether some remain free.
+func (b *Bulkhead) take(limit int) (n int, more bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := min(max, b.free)
+	n = max(0, min(limit, b.free))
 	b.free -= n
-	return n
+	return n, b.free > 0
+}
+
+// Resize makes the bulkhead size slots. Slots held beyond a smaller size stay held until
+// released; none is handed out meanwhile.
+func (b *Bulkhead) Resize(size int) {
+	b.mu.Lock()
+	b.free += size - b.size
+	b.size = size
+	free := b.free
+	b.mu.Unlock()
+	if free > 0 {
+		b.signal()
+	}
 }
 
 // Acquire takes at least one and up to max slots, waiting until one is free or ctx ends.
 func (b *Bulkhead) Acquire(ctx context.Context, max int) (int, error) {
 	for {
-		if n := b.TryAcquire(max); n > 0 {
-			if b.InUse() < b.size {
+		if n, more := b.take(max); n > 0 {
+			if more {
 				b.signal() // slots remain: pass the wake-up on to the next waiter
 			}
 			return n, nil

@@ -48,8 +48,10 @@ func TestNewBulkheadSize(t *testing.T) {
 	}
 	b, err := executor.NewBulkhead(3)
 	require.NoError(t, err)
-	require.Equal(t, 3, b.Size())
 	require.Equal(t, 0, b.InUse())
+	n, err := b.Acquire(t.Context(), 5)
+	require.NoError(t, err)
+	require.Equal(t, 3, n, "three slots")
 }
 
 func TestBulkheadTryAcquire(t *testing.T) {

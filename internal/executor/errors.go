@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // PermanentError marks an error that retrying cannot fix (validation, a 4xx, a bad payload).
@@ -90,7 +94,21 @@ const (
 	ReasonUnstorable = "unstorable_result"
 	// ReasonFellBack: not dead-lettered but handed to the kind's fallback kind.
 	ReasonFellBack = "fell_back"
+	// ReasonCancelled: an operator cancelled the job.
+	ReasonCancelled = leveetype.ReasonCancelled
 )
+
+// DeadReasons are the reasons a dead job can have, in name order.
+var DeadReasons = []string{ReasonCancelled, ReasonFellBack, ReasonPayloadInvalid, ReasonKeyReused, ReasonMalformed,
+	ReasonMaxAttempts, ReasonMaxDeliveries, ReasonNoHandler, ReasonPermanent, ReasonUnstorable, ReasonDisallowedURL}
+
+// CheckReason returns an error naming the known reasons unless reason is one of them.
+func CheckReason(reason string) error {
+	if slices.Contains(DeadReasons, reason) {
+		return nil
+	}
+	return fmt.Errorf("unknown reason %q: use one of %s", reason, strings.Join(DeadReasons, ", "))
+}
 
 // Verdict is the classified outcome of one attempt.
 type Verdict struct {

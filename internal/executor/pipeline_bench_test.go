@@ -34,9 +34,9 @@ func BenchmarkPipeline(b *testing.B) {
 				if err != nil || n != batch {
 					b.Fatalf("admitted %d of %d: %v", n, batch, err)
 				}
-				p.Pulled(n, n)
+				p.Pulled(n, n, false)
 				for range n {
-					p.Finish(ok)
+					p.Finish(ok, false)
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/job")
@@ -58,8 +58,8 @@ func BenchmarkPipelineParallel(b *testing.B) {
 				b.Errorf("admitted %d: %v", n, err)
 				return
 			}
-			p.Pulled(n, n)
-			p.Finish(ok)
+			p.Pulled(n, n, false)
+			p.Finish(ok, false)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/executor/executortest"
 )
 
 func TestPolicyDefaults(t *testing.T) {
@@ -20,56 +21,21 @@ func TestPolicyDefaults(t *testing.T) {
 		Timeout:      30 * time.Second,
 		Backoff:      executor.DefaultBackoff,
 		Concurrency:  10,
+		MaxAhead:     executor.DefaultMaxAhead,
 		OverrunGrace: 5 * time.Second,
 		Clock:        executor.SystemClock,
 		Breaker:      executor.BreakerConfig{Clock: executor.SystemClock}.Defaults(),
 	}, p)
-	require.NoError(t, p.Validate())
 
 	set := executor.Policy{MaxAttempts: 2, Timeout: time.Second, Backoff: executor.Backoff{Base: time.Millisecond, Max: time.Second},
-		Concurrency: 3, OverrunGrace: time.Millisecond, Clock: executor.SystemClock,
+		Concurrency: 3, MaxAhead: 7, OverrunGrace: time.Millisecond, Clock: executor.SystemClock,
 		Breaker: executor.BreakerConfig{Clock: executor.SystemClock}.Defaults()}
 	require.Equal(t, set, set.Defaults(), "set fields are kept")
 }
 
-func TestPolicyValidate(t *testing.T) {
-	t.Parallel()
-	valid := executor.Policy{}.Defaults()
-	tests := []struct {
-		name  string
-		mod   func(*executor.Policy)
-		field string
-	}{
-		{"max attempts zero", func(p *executor.Policy) { p.MaxAttempts = 0 }, "max_attempts"},
-		{"max attempts negative", func(p *executor.Policy) { p.MaxAttempts = -2 }, "max_attempts"},
-		{"timeout zero", func(p *executor.Policy) { p.Timeout = 0 }, "timeout"},
-		{"timeout negative", func(p *executor.Policy) { p.Timeout = -time.Second }, "timeout"},
-		{"backoff base zero", func(p *executor.Policy) { p.Backoff.Base = 0 }, "backoff.base"},
-		{"backoff max below base", func(p *executor.Policy) { p.Backoff = executor.Backoff{Base: time.Second, Max: time.Millisecond} }, "backoff.max"},
-		{"concurrency zero", func(p *executor.Policy) { p.Concurrency = 0 }, "concurrency"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			p := valid
-			tt.mod(&p)
-			err := p.Validate()
-			require.Error(t, err)
-			require.Contains(t, err.Error(), tt.field)
-		})
-	}
-}
-
-func TestNewPipelineRejectsInvalidPolicy(t *testing.T) {
-	t.Parallel()
-	_, err := executor.NewPipeline(executor.Policy{MaxAttempts: -1})
-	require.Error(t, err)
-	require.Contains(t, err.Error(), "max_attempts")
-	_, err = executor.NewPipeline(executor.Policy{Backoff: executor.Backoff{Base: time.Minute, Max: time.Second}})
-	require.Error(t, err)
-	require.Contains(t, err.Error(), "backoff.max")
-}
-
+// Admission reserves places among the messages held (Concurrency, and none ahead until the
+// handlers are seen to return fast); the bulkhead slot is taken only when a handler is about
+// to be called.
 func TestPipelineAdmitRelease(t *testing.T) {
 	t.Parallel()
 	p, err := executor.NewPipeline(executor.Policy{Concurrency: 2})
@@ -78,16 +44,80 @@ func TestPipelineAdmitRelease(t *testing.T) {
 	require.Equal(t, 5, p.Policy().MaxAttempts, "zero fields take their defaults")
 	n, err := p.Admit(t.Context(), 64)
 	require.NoError(t, err)
-	require.Equal(t, 2, n)
-	require.Equal(t, 2, p.InFlight())
+	require.Equal(t, 2, n, "concurrency 2, none ahead yet")
+	require.Equal(t, 2, p.Held())
+	require.Equal(t, 0, p.InFlight(), "no handler called yet")
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	_, err = p.Admit(ctx, 1)
 	require.ErrorIs(t, err, context.Canceled, "admission waits only as long as its context")
 
-	p.Release(2)
+	require.NoError(t, p.Acquire(t.Context()))
+	require.NoError(t, p.Acquire(t.Context()))
+	require.Equal(t, 2, p.InFlight())
+	require.ErrorIs(t, p.Acquire(ctx), context.Canceled, "a third waits for a slot: the bulkhead bounds calls")
+	p.Finish(executor.Verdict{Class: executor.Succeeded}, false)
+	p.Finish(executor.Verdict{Class: executor.Succeeded}, false)
 	require.Equal(t, 0, p.InFlight())
+	require.Equal(t, 0, p.Held())
+
+	n, err = p.Admit(t.Context(), 2)
+	require.NoError(t, err)
+	p.Release(n, false)
+	require.Equal(t, 0, p.Held())
+}
+
+// The depth ahead follows how fast the handlers return: fast ones raise it window by window
+// up to MaxAhead, a window without returns keeps it while no handler runs, slow ones bring it
+// back to 0.
+func TestPipelineDepthAheadAdapts(t *testing.T) {
+	t.Parallel()
+	clock := executortest.NewClock(time.Unix(1_000_000, 0))
+	p, err := executor.NewPipeline(executor.Policy{Concurrency: 10, MaxAhead: 100, Clock: clock})
+	require.NoError(t, err)
+	// cycle admits what it may, then calls and finishes returns of them, taking d.
+	cycle := func(returns int, d time.Duration) int {
+		n, err := p.Admit(t.Context(), 1000)
+		require.NoError(t, err)
+		returns = min(returns, n)
+		for range returns {
+			require.NoError(t, p.Acquire(t.Context()))
+			p.Finish(executor.Verdict{Class: executor.Succeeded}, false)
+		}
+		p.Release(n-returns, false)
+		clock.Advance(d)
+		return n
+	}
+	require.Equal(t, 0, p.Ahead())
+	// Fast handlers bound by round trips: every 10ms, all that is held returns. A window
+	// closes as soon as all that may be held has returned: 10 in 10ms, 1,000/s, 20 in the
+	// 20ms the depth covers; then 30 in 10ms, 60; then 70, past MaxAhead.
+	require.Equal(t, 10, cycle(1000, 10*time.Millisecond))
+	require.Equal(t, 30, cycle(1000, 10*time.Millisecond))
+	require.Equal(t, 20, p.Ahead())
+	require.Equal(t, 70, cycle(1000, 10*time.Millisecond))
+	require.Equal(t, 110, cycle(1000, 10*time.Millisecond))
+	require.Equal(t, 100, p.Ahead(), "fast returns raise the depth to MaxAhead")
+	// Returns slower than what is held: the window runs its 100ms.
+	for range 9 {
+		cycle(50, 10*time.Millisecond)
+	}
+	require.Equal(t, 100, p.Ahead(), "500 returns in 100ms: 5,000/s, 100 ahead")
+	for range 9 {
+		cycle(1000, 10*time.Millisecond)
+	}
+	// The kind goes idle: the window of its last returns closes (the depth becomes what they
+	// justify over it), then windows without returns keep the depth.
+	cycle(0, 100*time.Millisecond)
+	cycle(0, 100*time.Millisecond)
+	held := p.Policy().Concurrency + p.Ahead()
+	require.Equal(t, held, cycle(0, time.Second))
+	require.Equal(t, held, cycle(0, 0), "a window without returns keeps the depth")
+	// Slow handlers: one return in 100ms.
+	cycle(1, 100*time.Millisecond)
+	require.Equal(t, 10, cycle(0, 0), "one return in a window (10/s, 0.2 in 20ms): nothing ahead")
+	require.Equal(t, 0, p.Ahead())
 }
 
 func TestExecuteSuccess(t *testing.T) {
@@ -214,4 +244,87 @@ func TestExecuteReportsOverrunThenTimesOut(t *testing.T) {
 	require.True(t, v.Timeout)
 	require.ErrorIs(t, v.Err, executor.ErrAttemptTimeout)
 	require.Contains(t, v.Err.Error(), "gave up late")
+}
+
+// A window without returns while handlers run means they are slow (or ignore their timeout):
+// nothing is held ahead of them. A message put back without a call is no return.
+func TestPipelineDepthAheadDropsWhileHandlersHang(t *testing.T) {
+	t.Parallel()
+	clock := executortest.NewClock(time.Unix(1_000_000, 0))
+	p, err := executor.NewPipeline(executor.Policy{Concurrency: 2, MaxAhead: 100, Clock: clock})
+	require.NoError(t, err)
+	for range 25 { // fast returns: every 5ms, all that is held
+		n, err := p.Admit(t.Context(), 1000)
+		require.NoError(t, err)
+		for range n {
+			require.True(t, p.TryAcquire() || p.Acquire(t.Context()) == nil)
+			p.Finish(executor.Verdict{Class: executor.Succeeded}, false)
+		}
+		clock.Advance(5 * time.Millisecond)
+	}
+	require.Positive(t, p.Ahead())
+	// Both slots taken by handlers that hang; the others are put back, uncalled.
+	n, err := p.Admit(t.Context(), 1000)
+	require.NoError(t, err)
+	require.True(t, p.TryAcquire())
+	require.True(t, p.TryAcquire())
+	for range n - 2 {
+		p.Putback(false, false)
+	}
+	// The window of the last fast returns closes, then one passes with none.
+	clock.Advance(100 * time.Millisecond)
+	n, err = p.Admit(t.Context(), 1000)
+	require.NoError(t, err)
+	p.Release(n, false)
+	clock.Advance(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err = p.Admit(ctx, 1000)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "nothing more is admitted: the two hanging handlers fill what may be held")
+	require.Zero(t, p.Ahead(), "no return in a window while handlers run")
+	require.Equal(t, 2, p.Held())
+}
+
+// Permits the breaker gave while closed, whose admission then waited (every place held) while
+// the breaker opened and turned half-open, are not handed out as if they were trials: the
+// admission takes a trial instead, and only as many as the breaker allows (found by review).
+func TestPipelineAdmitDropsPermitsGivenBeforeTheBreakerOpened(t *testing.T) {
+	t.Parallel()
+	clock := executortest.NewClock(time.Unix(1_000_000, 0))
+	p, err := executor.NewPipeline(executor.Policy{Concurrency: 1, Clock: clock,
+		Breaker: executor.BreakerConfig{MinCalls: 1, FailureRate: 0.5, OpenFor: time.Second, HalfOpenCalls: 1}})
+	require.NoError(t, err)
+	n, trial, err := p.AdmitTrial(t.Context(), 1) // the one place, held by a hanging call
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.False(t, trial)
+	require.True(t, p.TryAcquire())
+
+	type admitted struct {
+		n     int
+		trial bool
+	}
+	got := make(chan admitted, 1)
+	go func() {
+		n, trial, err := p.AdmitTrial(t.Context(), 5) // closed permits, then waits for a place
+		if err == nil {
+			got <- admitted{n, trial}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	p.Finish(executor.Verdict{Class: executor.Retry, Err: context.DeadlineExceeded}, false) // opens it
+	require.Equal(t, executor.BreakerOpen, p.Breaker().State())
+	clock.Advance(time.Second)
+	require.Equal(t, executor.BreakerHalfOpen, p.Breaker().State())
+	select {
+	case a := <-got:
+		require.True(t, a.trial, "what is admitted now is a trial")
+		require.Equal(t, 1, a.n, "no more than the breaker's one trial")
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		_, _, err := p.Breaker().AdmitTrial(ctx, 1)
+		require.ErrorIs(t, err, context.DeadlineExceeded, "the one trial is out: it was taken, not a stale permit passed off as one")
+	case <-time.After(5 * time.Second):
+		t.Fatal("admission did not resume")
+	}
 }

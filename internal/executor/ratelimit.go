@@ -2,71 +2,19 @@ package executor
 
 import (
 	"context"
-	"fmt"
 	"math"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/levee-dev/levee/leveetype"
 	"golang.org/x/time/rate"
 )
 
 // Rate is a kind's fleet-wide rate limit: Events per Per across all workers of the kind
-// (design rule 19). The zero Rate means no limit, as does any Rate whose Events or Per is not
-// positive.
-type Rate struct {
-	Events int
-	Per    time.Duration
-}
-
-// ParseRate parses "N/s", "N/m" or "N/h" with N a positive integer, e.g. "50/s" or "3000/m".
-// "" and "none" give the zero Rate (no limit).
-func ParseRate(s string) (Rate, error) {
-	s = strings.TrimSpace(s)
-	if s == "" || s == "none" {
-		return Rate{}, nil
-	}
-	num, unit, ok := strings.Cut(s, "/")
-	per, known := rateUnits[unit]
-	n, err := strconv.Atoi(num)
-	if !ok || !known || err != nil || n < 1 {
-		return Rate{}, fmt.Errorf(`invalid rate %q: use a positive whole number of events per s, m or h, e.g. "50/s" or "3000/m", or "none"`, s)
-	}
-	return Rate{Events: n, Per: per}, nil
-}
-
-var rateUnits = map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}
-
-// IsZero reports whether r means no limit.
-func (r Rate) IsZero() bool { return r.Events <= 0 || r.Per <= 0 }
-
-// PerSecond returns r in events per second; 0 means no limit.
-func (r Rate) PerSecond() float64 {
-	if r.IsZero() {
-		return 0
-	}
-	return float64(r.Events) / r.Per.Seconds()
-}
-
-// String formats r as ParseRate reads it ("50/s"), or "none" for no limit. A Per other than a
-// second, minute or hour is written as a duration ("5/2s"), which ParseRate does not read.
-func (r Rate) String() string {
-	if r.IsZero() {
-		return "none"
-	}
-	unit := r.Per.String()
-	switch r.Per {
-	case time.Second:
-		unit = "s"
-	case time.Minute:
-		unit = "m"
-	case time.Hour:
-		unit = "h"
-	}
-	return fmt.Sprintf("%d/%s", r.Events, unit)
-}
+// (design rule 19). The zero Rate means no limit (leveetype.Policy.Validate refuses a Rate with
+// only one of the two set, or a negative one).
+type Rate = leveetype.Rate
 
 // tokenSlack absorbs float rounding in the bucket's arithmetic, so that a wait computed to
 // refill exactly one token does find one when it ends.
@@ -78,7 +26,7 @@ const tokenSlack = 1e-9
 // one goroutine pulls per kind, so what Available promised is still there at Take.
 //
 // The fleet-wide rate is shared by SetShare: each of n workers gets rate/n and burst/n. See
-// queue.Fleet for how n is counted and how accurate the sum is.
+// fleet.Member for how n is counted and how accurate the sum is.
 //
 // A Limiter is safe for concurrent use. Build one with NewLimiter; the zero value is not
 // usable.

@@ -3,7 +3,6 @@ package executor_test
 import (
 	"context"
 	"math"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,75 +10,10 @@ import (
 
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/executor/executortest"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 var epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-
-func TestParseRate(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in     string
-		want   executor.Rate
-		perSec float64
-		str    string
-	}{
-		{"50/s", executor.Rate{Events: 50, Per: time.Second}, 50, "50/s"},
-		{"3000/m", executor.Rate{Events: 3000, Per: time.Minute}, 50, "3000/m"},
-		{"10/h", executor.Rate{Events: 10, Per: time.Hour}, 10.0 / 3600, "10/h"},
-		{" 1/s ", executor.Rate{Events: 1, Per: time.Second}, 1, "1/s"},
-		{"", executor.Rate{}, 0, "none"},
-		{"none", executor.Rate{}, 0, "none"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			t.Parallel()
-			got, err := executor.ParseRate(tt.in)
-			require.NoError(t, err)
-			require.Equal(t, tt.want, got)
-			require.InDelta(t, tt.perSec, got.PerSecond(), 1e-12)
-			require.Equal(t, tt.str, got.String())
-			require.Equal(t, tt.perSec == 0, got.IsZero())
-			again, err := executor.ParseRate(got.String())
-			require.NoError(t, err, "String must read back")
-			require.Equal(t, got, again)
-		})
-	}
-}
-
-func TestParseRateErrors(t *testing.T) {
-	t.Parallel()
-	for _, in := range []string{
-		"50", "50/", "/s", "50/x", "50/S", "50/sec", "50/1s", "0/s", "-5/s", "2.5/s", "fifty/s",
-		"50 /s", "50/s/s", "unlimited",
-	} {
-		t.Run(in, func(t *testing.T) {
-			t.Parallel()
-			_, err := executor.ParseRate(in)
-			require.Error(t, err)
-			msg := err.Error()
-			require.Contains(t, msg, `"`+strings.TrimSpace(in)+`"`, "the error names the value")
-			require.Contains(t, msg, `"50/s"`, "the error gives an example")
-			require.NotContains(t, msg, "\n")
-		})
-	}
-}
-
-func TestRateString(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		rate executor.Rate
-		want string
-	}{
-		{executor.Rate{}, "none"},
-		{executor.Rate{Events: 5, Per: 0}, "none"},
-		{executor.Rate{Events: -1, Per: time.Second}, "none"},
-		{executor.Rate{Events: 5, Per: 2 * time.Second}, "5/2s"},
-	}
-	for _, tt := range tests {
-		require.Equal(t, tt.want, tt.rate.String())
-		require.Equal(t, tt.want == "none", tt.rate.IsZero())
-	}
-}
 
 func TestLimiterDefaultBurst(t *testing.T) {
 	t.Parallel()
@@ -99,7 +33,7 @@ func TestLimiterDefaultBurst(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.rate, func(t *testing.T) {
 			t.Parallel()
-			r, err := executor.ParseRate(tt.rate)
+			r, err := leveetype.ParseRate(tt.rate)
 			require.NoError(t, err)
 			l := executor.NewLimiter(r, tt.burst, executortest.NewClock(epoch))
 			n, err := l.Available(t.Context(), 1000)
@@ -160,7 +94,7 @@ func requireBlocked(t *testing.T, ch <-chan available) {
 func TestLimiterAvailableWaitsForAToken(t *testing.T) {
 	t.Parallel()
 	clock := executortest.NewClock(epoch)
-	l := executor.NewLimiter(executor.Rate{Events: 10, Per: time.Second}, 2, clock)
+	l := executor.NewLimiter(leveetype.Rate{Events: 10, Per: time.Second}, 2, clock)
 
 	n, err := l.Available(t.Context(), 5)
 	require.NoError(t, err)
@@ -189,7 +123,7 @@ func TestLimiterAvailableWaitsForAToken(t *testing.T) {
 func TestLimiterAvailableCancel(t *testing.T) {
 	t.Parallel()
 	clock := executortest.NewClock(epoch)
-	l := executor.NewLimiter(executor.Rate{Events: 1, Per: time.Minute}, 1, clock)
+	l := executor.NewLimiter(leveetype.Rate{Events: 1, Per: time.Minute}, 1, clock)
 	l.Take(1)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -215,7 +149,7 @@ func TestLimiterAvailableCancel(t *testing.T) {
 func TestLimiterZeroRateNeverWaits(t *testing.T) {
 	t.Parallel()
 	clock := executortest.NewClock(epoch)
-	l := executor.NewLimiter(executor.Rate{}, 0, clock)
+	l := executor.NewLimiter(leveetype.Rate{}, 0, clock)
 	for range 1000 {
 		n, err := l.Available(t.Context(), 7)
 		require.NoError(t, err)
@@ -271,17 +205,17 @@ func TestLimiterRateOverTime(t *testing.T) {
 	const span = 10 * time.Second
 	tests := []struct {
 		name    string
-		rate    executor.Rate
+		rate    leveetype.Rate
 		burst   int
 		members int
 		upTo    int
 	}{
-		{"50/s", executor.Rate{Events: 50, Per: time.Second}, 0, 1, 10},
-		{"3000/m pull 1", executor.Rate{Events: 3000, Per: time.Minute}, 0, 1, 1},
-		{"7/s burst 1", executor.Rate{Events: 7, Per: time.Second}, 1, 1, 100},
-		{"1000/s burst 5", executor.Rate{Events: 1000, Per: time.Second}, 5, 1, 64},
-		{"30/s shared by 3", executor.Rate{Events: 30, Per: time.Second}, 0, 3, 10},
-		{"100/s shared by 7", executor.Rate{Events: 100, Per: time.Second}, 0, 7, 10},
+		{"50/s", leveetype.Rate{Events: 50, Per: time.Second}, 0, 1, 10},
+		{"3000/m pull 1", leveetype.Rate{Events: 3000, Per: time.Minute}, 0, 1, 1},
+		{"7/s burst 1", leveetype.Rate{Events: 7, Per: time.Second}, 1, 1, 100},
+		{"1000/s burst 5", leveetype.Rate{Events: 1000, Per: time.Second}, 5, 1, 64},
+		{"30/s shared by 3", leveetype.Rate{Events: 30, Per: time.Second}, 0, 3, 10},
+		{"100/s shared by 7", leveetype.Rate{Events: 100, Per: time.Second}, 0, 7, 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -311,7 +245,7 @@ func TestLimiterRateOverTime(t *testing.T) {
 func TestLimiterSetShare(t *testing.T) {
 	t.Parallel()
 	clock := executortest.NewClock(epoch)
-	l := executor.NewLimiter(executor.Rate{Events: 30, Per: time.Second}, 0, clock)
+	l := executor.NewLimiter(leveetype.Rate{Events: 30, Per: time.Second}, 0, clock)
 
 	l.SetShare(3)
 	require.InDelta(t, 10.0, l.Share(), 1e-9)
@@ -331,7 +265,7 @@ func TestLimiterSetShare(t *testing.T) {
 func TestLimiterSetShareWakesAWaiter(t *testing.T) {
 	t.Parallel()
 	clock := executortest.NewClock(epoch)
-	l := executor.NewLimiter(executor.Rate{Events: 10, Per: time.Second}, 10, clock)
+	l := executor.NewLimiter(leveetype.Rate{Events: 10, Per: time.Second}, 10, clock)
 	l.SetShare(10) // 1/s, burst 1
 	l.Take(1)
 
@@ -348,7 +282,7 @@ func TestLimiterSetShareWakesAWaiter(t *testing.T) {
 func TestLimiterTakeBeyondBurstIsDebt(t *testing.T) {
 	t.Parallel()
 	clock := executortest.NewClock(epoch)
-	l := executor.NewLimiter(executor.Rate{Events: 10, Per: time.Second}, 10, clock)
+	l := executor.NewLimiter(leveetype.Rate{Events: 10, Per: time.Second}, 10, clock)
 	n, err := l.Available(t.Context(), 100)
 	require.NoError(t, err)
 	require.Equal(t, 10, n)

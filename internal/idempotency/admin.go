@@ -2,6 +2,7 @@ package idempotency
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // This file holds the operator's reads and writes of the ledger: job listing and search,
@@ -130,8 +132,8 @@ func (l *Ledger) queryJobs(ctx context.Context, what, sql string, args ...any) (
 			fallOf, fallTo              *string
 			firstFailed                 *time.Time
 		)
-		if err := rows.Scan(&st.JobID, &st.Kind, &st.Key, &state, &st.Attempts, &reason, &lastErr, &res, &dupOf,
-			&st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo,
+		if err := rows.Scan(&st.ID, &st.Kind, &st.Key, &state, &st.Attempts, &reason, &lastErr, &res, &dupOf,
+			&st.NextAttempt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo,
 			&firstFailed, &st.SortAt); err != nil {
 			return nil, fmt.Errorf("%s: scan: %w", what, err)
 		}
@@ -142,7 +144,7 @@ func (l *Ledger) queryJobs(ctx context.Context, what, sql string, args ...any) (
 			st.FirstFailedAt = *firstFailed
 		}
 		if res != nil {
-			st.Result = []byte(*res)
+			st.Result = json.RawMessage(*res)
 		}
 		jobs = append(jobs, st)
 	}
@@ -152,36 +154,32 @@ func (l *Ledger) queryJobs(ctx context.Context, what, sql string, args ...any) (
 	return jobs, nil
 }
 
-// AttemptRow is one attempt of a job, as the attempts table holds it.
-type AttemptRow struct {
-	N          int
-	StartedAt  time.Time
-	FinishedAt *time.Time
-	Outcome    string
-	Error      string
-	Worker     string
-}
-
 // Attempts returns the attempts of job id, oldest first. A job whose key is running right now
-// gets a last row for the attempt in progress (outcome "running", no FinishedAt).
-func (l *Ledger) Attempts(ctx context.Context, id string) ([]AttemptRow, error) {
+// gets a last row for the attempt in progress (outcome "running", no FinishedAt); a job that
+// succeeded gets its successful attempt from its key (the attempts table holds the others).
+func (l *Ledger) Attempts(ctx context.Context, id string) ([]leveetype.Attempt, error) {
 	id = storableID(id)
 	s := l.sanitized()
 	rows, err := l.pool.Query(ctx, `
 SELECT n, started_at, finished_at, outcome, COALESCE(error, ''), COALESCE(worker, '') FROM (
-    SELECT n, started_at, finished_at, outcome, error, worker, fence FROM `+s+`.attempts WHERE job_id = $1
+    SELECT n, started_at, finished_at, outcome, error, worker, fence FROM `+s+`.attempts
+    WHERE job_id = $1 AND outcome <> 'succeeded' -- written before migration 00005; the key has it
     UNION ALL
     SELECT attempts, COALESCE(started_at, updated_at), NULL, 'running', NULL, NULL, fence
     FROM `+s+`.keys WHERE job_id = $1 AND state = 'running'
+    UNION ALL
+    SELECT k.attempts, COALESCE(k.started_at, k.finished_at), k.finished_at, 'succeeded', NULL,
+        COALESCE(k.worker, (SELECT a.worker FROM `+s+`.attempts a WHERE a.job_id = k.job_id AND a.fence = k.fence)), k.fence
+    FROM `+s+`.keys k WHERE k.job_id = $1 AND k.state = 'succeeded'
 ) AS a ORDER BY fence, started_at`, id)
 	if err != nil {
 		if isUndefinedTable(err) {
-			return []AttemptRow{}, nil
+			return []leveetype.Attempt{}, nil
 		}
 		return nil, fmt.Errorf("attempts of job %q: %w", id, err)
 	}
-	out := []AttemptRow{}
-	var a AttemptRow
+	out := []leveetype.Attempt{}
+	var a leveetype.Attempt
 	_, err = pgx.ForEachRow(rows, []any{&a.N, &a.StartedAt, &a.FinishedAt, &a.Outcome, &a.Error, &a.Worker}, func() error {
 		out = append(out, a)
 		return nil
@@ -193,7 +191,7 @@ SELECT n, started_at, finished_at, outcome, COALESCE(error, ''), COALESCE(worker
 }
 
 // ReasonCancelled is the dead reason of a job an operator cancelled.
-const ReasonCancelled = "cancelled"
+const ReasonCancelled = leveetype.ReasonCancelled
 
 // Cancelled is what a cancel left behind, for the job's dead-letter copy.
 type Cancelled struct {
@@ -245,7 +243,7 @@ func (l *Ledger) CancelQueued(ctx context.Context, req ClaimRequest, message str
 	err := l.pool.QueryRow(ctx, `
 INSERT INTO `+l.sanitized()+`.keys (kind, key, job_id, payload_hash, state, fence, attempts, reason, last_error,
     enqueued_at, first_failed_at, finished_at, fallback_of)
-VALUES ($1, $2, $3, $4, 'dead', 1, 0, $5, $6, $7, now(), now(), $8)
+VALUES ($1, $2, $3, $4, 'dead', 1, 0, $5, $6, LEAST($7::timestamptz, now()), now(), now(), $8)
 ON CONFLICT (kind, key) DO NOTHING
 RETURNING first_failed_at, finished_at`,
 		req.Kind, req.Key, req.JobID, req.PayloadHash, ReasonCancelled, nilIfEmpty(message), req.EnqueuedAt,
@@ -289,12 +287,6 @@ func nilIfEmpty(s string) *string {
 	return &s
 }
 
-// AuditEntry is one operator action.
-type AuditEntry struct {
-	At                            time.Time
-	Actor, Action, Target, Detail string
-}
-
 // Audit appends an entry to the audit log, its texts made storable (design rule 28).
 func (l *Ledger) Audit(ctx context.Context, actor, action, target, detail string) error {
 	actor, action, target, detail = StorableText(actor), StorableText(action), StorableText(target), StorableText(detail)
@@ -307,16 +299,16 @@ func (l *Ledger) Audit(ctx context.Context, actor, action, target, detail string
 }
 
 // AuditLog returns the newest limit entries of the audit log, newest first.
-func (l *Ledger) AuditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
+func (l *Ledger) AuditLog(ctx context.Context, limit int) ([]leveetype.AuditEntry, error) {
 	rows, err := l.pool.Query(ctx, `SELECT at, actor, action, target, detail FROM `+l.sanitized()+`.audit_log ORDER BY id DESC LIMIT $1`, limit)
 	if err != nil {
 		if isUndefinedTable(err) {
-			return []AuditEntry{}, nil
+			return []leveetype.AuditEntry{}, nil
 		}
 		return nil, fmt.Errorf("read audit log: %w", err)
 	}
-	out := []AuditEntry{}
-	var e AuditEntry
+	out := []leveetype.AuditEntry{}
+	var e leveetype.AuditEntry
 	_, err = pgx.ForEachRow(rows, []any{&e.At, &e.Actor, &e.Action, &e.Target, &e.Detail}, func() error {
 		out = append(out, e)
 		return nil
@@ -360,6 +352,10 @@ func (l *Ledger) Aggregate(ctx context.Context) (*Aggregate, error) {
 WITH a AS (
     SELECT kind, outcome, finished_at, extract(epoch FROM finished_at - started_at)::float8 AS secs
     FROM `+s+`.attempts WHERE finished_at > now() - interval '1 hour'
+        AND outcome NOT IN ('replayed', 'succeeded') -- a replay is no attempt; successes are keys
+    UNION ALL
+    SELECT kind, 'succeeded', finished_at, extract(epoch FROM finished_at - COALESCE(started_at, finished_at))::float8
+    FROM `+s+`.keys WHERE state = 'succeeded' AND finished_at > now() - interval '1 hour'
 )
 SELECT 'state', state, NULL::timestamptz, count(*), 0::bigint, 0::float8, 0::float8, 0::bigint FROM `+s+`.keys GROUP BY state
 UNION ALL

@@ -2,6 +2,7 @@ package idempotency_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -159,4 +160,95 @@ func TestHeartbeatSkipsARowHeldByACommit(t *testing.T) {
 	status, err = l.Heartbeat(ctx, []idempotency.Lease{heldLease}, time.Minute)
 	require.NoError(t, err)
 	require.Equal(t, []idempotency.LeaseStatus{idempotency.LeaseLost}, status, "committed: no longer running")
+}
+
+// A success's attempt is its key's row (migration 00005): the finish writes no attempts row
+// for it, and the job's attempts still end with it, with its worker; a failure before it is
+// in the attempts table. A success row written before the migration is not read twice.
+func TestSuccessAttemptIsTheKeysRow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := leveetest.Pool(t)
+	ns := leveetest.Namespace(t)
+	l := leveetest.Ledger(t, ns)
+	c := claimOne(t, l, req("j1", "k1", "p", time.Minute))
+	require.True(t, finishOne(t, l, idempotency.Outcome{Lease: idempotency.Lease{Kind: "charge", Key: "k1", Fence: c.Fence},
+		State: idempotency.StateRetrying, Error: "503", Attempt: idempotency.AttemptFailed, Worker: "w1"}))
+	c = claimOne(t, l, req("j1", "k1", "p", time.Minute))
+	require.Equal(t, idempotency.Claimed, c.Status)
+	require.True(t, finishOne(t, l, idempotency.Outcome{Lease: idempotency.Lease{Kind: "charge", Key: "k1", Fence: c.Fence},
+		State: idempotency.StateSucceeded, Result: []byte(`1`), Attempt: idempotency.AttemptSucceeded, Worker: "w2"}))
+
+	var rows int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+ns+`.attempts WHERE job_id = 'j1'`).Scan(&rows))
+	require.Equal(t, 1, rows, "only the failure has a row of its own")
+	attempts, err := l.Attempts(ctx, "j1")
+	require.NoError(t, err)
+	require.Len(t, attempts, 2)
+	require.Equal(t, "failed", attempts[0].Outcome)
+	require.Equal(t, "w1", attempts[0].Worker)
+	require.Equal(t, 2, attempts[1].N)
+	require.Equal(t, "succeeded", attempts[1].Outcome)
+	require.Equal(t, "w2", attempts[1].Worker)
+	require.NotNil(t, attempts[1].FinishedAt)
+
+	// As a ledger written before the migration holds it: a success row, no worker on the key.
+	_, err = pool.Exec(ctx, `UPDATE `+ns+`.keys SET worker = NULL WHERE key = 'k1';
+INSERT INTO `+ns+`.attempts (job_id, fence, kind, n, started_at, finished_at, outcome, worker)
+SELECT job_id, fence, kind, attempts, started_at, finished_at, 'succeeded', 'w-old' FROM `+ns+`.keys WHERE key = 'k1'`)
+	require.NoError(t, err)
+	attempts, err = l.Attempts(ctx, "j1")
+	require.NoError(t, err)
+	require.Len(t, attempts, 2, "the old success row is read from the key, once")
+	require.Equal(t, "w-old", attempts[1].Worker)
+}
+
+// A finish writes no indexed column and finds room on its page (migration 00006): the key's
+// update is HOT, adding no index entries. The reaper still finds old keys, through the
+// listing index.
+func TestFinishIsHOTAndReapStillFindsOldKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := leveetest.Pool(t)
+	ns := leveetest.Namespace(t)
+	l := leveetest.Ledger(t, ns)
+	const n = 64 // a group commit's size
+	reqs := make([]idempotency.ClaimRequest, n)
+	for i := range reqs {
+		reqs[i] = req(fmt.Sprintf("j%d", i), fmt.Sprintf("k%d", i), "p", time.Minute)
+		reqs[i].EnqueuedAt = time.Now().Add(-time.Hour)
+	}
+	res, err := l.Claim(ctx, reqs)
+	require.NoError(t, err)
+	outs := make([]idempotency.Outcome, n)
+	for i, r := range res {
+		require.Equal(t, idempotency.Claimed, r.Status)
+		outs[i] = idempotency.Outcome{Lease: idempotency.Lease{Kind: "charge", Key: reqs[i].Key, Fence: r.Fence},
+			State: idempotency.StateSucceeded, Result: []byte(`{"ok":true}`), Attempt: idempotency.AttemptSucceeded, Worker: "w"}
+	}
+	applied, err := l.Finish(ctx, outs)
+	require.NoError(t, err)
+	require.NotContains(t, applied, false)
+	// Statistics reach pg_stat_user_tables within about a second of the commit.
+	var upd, hot int64
+	require.Eventually(t, func() bool {
+		require.NoError(t, pool.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+WHERE schemaname = $1 AND relname = 'keys'`, ns).Scan(&upd, &hot))
+		return upd >= n
+	}, 10*time.Second, 100*time.Millisecond)
+	t.Logf("%d of %d finishes were HOT", hot, upd)
+	// The worst case: all the keys of a page claimed and finished in one statement each, so no
+	// old version can be pruned meanwhile, and each row grows by its result and worker. 56 of
+	// 64 here; none were before migration 00006.
+	require.GreaterOrEqual(t, hot*4, upd*3, "three finishes in four at least are HOT updates")
+
+	// Finished a moment ago, enqueued an hour ago: not yet past a 30-minute retention.
+	reaped, err := l.Reap(ctx, 30*time.Minute, 1000)
+	require.NoError(t, err)
+	require.Zero(t, reaped)
+	_, err = pool.Exec(ctx, `UPDATE `+ns+`.keys SET finished_at = now() - interval '40 minutes' WHERE key < 'k5'`)
+	require.NoError(t, err)
+	reaped, err = l.Reap(ctx, 30*time.Minute, 1000)
+	require.NoError(t, err)
+	require.EqualValues(t, 45, reaped, "k0-k4, k10-k49: the keys before k5")
 }

@@ -198,7 +198,7 @@ func TestRetryingRespectsNextAttemptAndRelease(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, idempotency.StateRetrying, st.State)
 	require.Equal(t, "503", st.LastError)
-	require.NotNil(t, st.NextAttemptAt)
+	require.NotNil(t, st.NextAttempt)
 
 	// A released attempt (shutdown) is claimable at once and not counted.
 	second := claimOne(t, l, req("j9", "k2", "p", time.Minute))
@@ -307,7 +307,7 @@ func TestMarkDeadGivesBystandersAnotherChance(t *testing.T) {
 	require.Equal(t, idempotency.StateDead, status("poison"))
 
 	// A replay starts afresh: its requeues and mark are forgotten.
-	_, _, err := l.Revive(ctx, "charge", "poison", "poison", nil)
+	_, _, err := l.Revive(ctx, "charge", "poison", "poison", nil, "ops")
 	require.NoError(t, err)
 	require.Equal(t, idempotency.Claimed, claimOne(t, l, req("poison", "poison", "p", 100*time.Millisecond)).Status)
 	time.Sleep(200 * time.Millisecond) // its worker died again
@@ -463,4 +463,41 @@ func TestKeepPlansFreshReportsAMatureLedger(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, analyzed)
 	require.True(t, mature)
+}
+
+// Warm opens the connections asked for (no more than the pool holds) and prepares the hot
+// statements on each, so that a worker's first jobs wait for neither.
+func TestWarmOpensAndPreparesConnections(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(leveetest.DatabaseURL(t))
+	require.NoError(t, err)
+	cfg.MaxConns = 5
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	l := leveetest.LedgerOn(t, pool, leveetest.Namespace(t))
+	pool.Reset() // the migration's connections gone: the pool starts cold, as a worker's does
+	require.Zero(t, pool.Stat().TotalConns())
+
+	require.NoError(t, l.Warm(ctx, 3))
+	require.EqualValues(t, 3, pool.Stat().TotalConns())
+	require.EqualValues(t, 3, pool.Stat().IdleConns(), "released after")
+	for _, c := range pool.AcquireAllIdle(ctx) {
+		var prepared int
+		require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements`).Scan(&prepared))
+		require.GreaterOrEqual(t, prepared, 3, "claim, finish and heartbeat are prepared on every connection")
+		c.Release()
+	}
+	require.NoError(t, l.Warm(ctx, 50))
+	require.EqualValues(t, 5, pool.Stat().TotalConns(), "never more than the pool's size")
+
+	// A pool shared with the application: what it holds is not waited for.
+	app, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer app.Release()
+	start := time.Now()
+	require.NoError(t, l.Warm(ctx, 50))
+	require.Less(t, time.Since(start), 400*time.Millisecond, "no wait for the connection the application holds")
+	require.EqualValues(t, 1, pool.Stat().AcquiredConns(), "the others released after")
 }

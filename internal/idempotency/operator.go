@@ -11,12 +11,13 @@ import (
 // Revive makes the dead key of a job claimable again, for a replay: the key becomes retrying
 // with a fresh attempt budget and its fence moves on. Only a key that jobID owns is revived;
 // a job that died without owning its key (a payload mismatch, say) leaves the key alone. newHash, when not nil,
-// replaces the stored payload hash (an operator's explicit payload change). A record of jobID
+// replaces the stored payload hash (an operator's explicit payload change); by, who replays,
+// is kept on the "replayed" row it adds to the job's attempts. A record of jobID
 // as an unowned dead job is removed. It returns the key's state before: only a dead key is
 // changed; a succeeded key stays succeeded, so a replayed job whose effect happened is acked
 // as a duplicate and never run twice. "" means the ledger has no row for the key (as for a
 // key that cannot be stored, design rule 28).
-func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []byte) (before State, owner string, err error) {
+func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []byte, by string) (before State, owner string, err error) {
 	if !storableLease(Lease{Kind: kind, Key: key}) {
 		return "", "", nil
 	}
@@ -46,7 +47,9 @@ func (l *Ledger) Revive(ctx context.Context, kind, key, jobID string, newHash []
 		if before != StateDead {
 			return nil
 		}
-		_, err = tx.Exec(ctx, l.q.revive, kind, key, jobID, newHash)
+		// The key's last error goes with its old life; the attempts keep it, after which a
+		// "replayed" row (n 0, worker: who replayed) marks where the new life starts.
+		_, err = tx.Exec(ctx, l.q.revive, kind, key, jobID, newHash, StorableText(by))
 		return err
 	})
 	if err != nil && !isUndefinedTable(err) {

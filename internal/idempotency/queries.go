@@ -27,7 +27,7 @@ WITH req AS (
         WITH ORDINALITY AS r(job_id, kind, key, hash, enqueued_at, lease_s, fallback_of, ord)
 ), ins AS (
     INSERT INTO S.keys AS k (kind, key, job_id, payload_hash, state, fence, attempts, lease_until, enqueued_at, started_at, fallback_of)
-    SELECT kind, key, job_id, hash, 'running', 1, 1, now() + make_interval(secs => lease_s), enqueued_at, now(), fallback_of
+    SELECT kind, key, job_id, hash, 'running', 1, 1, now() + make_interval(secs => lease_s), LEAST(enqueued_at, now()), now(), fallback_of
     FROM req
     ORDER BY kind COLLATE "C", key COLLATE "C"
     ON CONFLICT (kind, key) DO UPDATE SET
@@ -114,6 +114,7 @@ WITH o AS (
         first_failed_at = CASE WHEN o.error IS NOT NULL THEN COALESCE(k.first_failed_at, statement_timestamp()) ELSE k.first_failed_at END,
         finished_at = CASE WHEN o.state IN ('succeeded', 'dead') THEN statement_timestamp() END,
         fallback_to = COALESCE(o.fallback_to, k.fallback_to),
+        worker = COALESCE(o.worker, k.worker),
         updated_at = statement_timestamp()
     FROM o, locked
     WHERE k.kind = locked.kind AND k.key = locked.key
@@ -122,9 +123,10 @@ WITH o AS (
         k.started_at, o.attempt, o.error, o.worker
 ), att AS (
     -- The attempt's row, in the same statement: an attempt costs no transaction of its own.
+    -- A success's attempt is its key's row (migration 00005).
     INSERT INTO S.attempts (job_id, fence, kind, n, started_at, finished_at, outcome, error, worker)
     SELECT job_id, fence, kind, n, COALESCE(started_at, statement_timestamp()), statement_timestamp(), attempt, error, worker
-    FROM upd WHERE attempt IS NOT NULL
+    FROM upd WHERE attempt IS NOT NULL AND attempt <> 'succeeded'
     ON CONFLICT DO NOTHING
 )
 SELECT ord FROM upd
@@ -139,10 +141,16 @@ ON CONFLICT (id) DO NOTHING`),
 
 		// The reaper never waits for a row another statement holds (SKIP LOCKED), so it cannot
 		// take part in a deadlock, whatever order it meets its rows in (design rule 31).
+		// Old keys are found through the listing index (migration 00006): a key finished
+		// before the cutoff was enqueued (or created) before it too (the claim stores the
+		// publisher's enqueued_at no later than the database's now()), so the scan reads the
+		// keys enqueued before the cutoff, oldest first, and skips those not finished by then.
 		reapKeys: s(`
 DELETE FROM S.keys WHERE ctid IN (
     SELECT ctid FROM S.keys
-    WHERE state IN ('succeeded', 'dead') AND finished_at < now() - make_interval(secs => $1)
+    WHERE COALESCE(enqueued_at, created_at) < now() - make_interval(secs => $1)
+      AND state IN ('succeeded', 'dead') AND finished_at < now() - make_interval(secs => $1)
+    ORDER BY COALESCE(enqueued_at, created_at)
     LIMIT $2 FOR UPDATE SKIP LOCKED)`),
 
 		reapRecords: s(`
@@ -202,10 +210,15 @@ ORDER BY src LIMIT 1`),
 		lockKeyOwner: s(`SELECT state, job_id FROM S.keys WHERE kind = $1 AND key = $2 FOR UPDATE`),
 		lockKeyLease: s(`SELECT state, job_id, COALESCE(lease_until > now(), false) FROM S.keys WHERE kind = $1 AND key = $2 FOR UPDATE`),
 		revive: s(`
-UPDATE S.keys SET state = 'retrying', attempts = 0, reason = NULL, next_attempt_at = NULL, lease_until = NULL,
-    finished_at = NULL, first_failed_at = NULL, fallback_to = NULL, job_id = $3,
-    payload_hash = COALESCE($4, payload_hash), fence = fence + 1, updated_at = now()
-WHERE kind = $1 AND key = $2 AND state = 'dead'`),
+WITH revived AS (
+    UPDATE S.keys SET state = 'retrying', attempts = 0, reason = NULL, last_error = NULL, next_attempt_at = NULL,
+        lease_until = NULL, finished_at = NULL, first_failed_at = NULL, fallback_to = NULL, job_id = $3,
+        payload_hash = COALESCE($4, payload_hash), fence = fence + 1, updated_at = now()
+    WHERE kind = $1 AND key = $2 AND state = 'dead'
+    RETURNING job_id, fence, kind)
+INSERT INTO S.attempts (job_id, fence, kind, n, started_at, finished_at, outcome, error, worker)
+SELECT job_id, fence, kind, 0, now(), now(), 'replayed', NULL, NULLIF($5, '') FROM revived
+ON CONFLICT DO NOTHING`),
 		markDead: s(`
 UPDATE S.keys SET state = 'dead', reason = $3, last_error = $4, lease_until = NULL, next_attempt_at = NULL,
     finished_at = now(), first_failed_at = COALESCE(first_failed_at, now()), fence = fence + 1, updated_at = now()

@@ -2,36 +2,22 @@ package idempotency
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/levee-dev/levee/leveetype"
 )
 
-// JobStatus is what the ledger knows of one job id.
+// JobStatus is what the ledger knows of one job id: the public status (its state is one of the
+// ledger's: running, retrying, succeeded or dead) and what only the ledger needs.
 type JobStatus struct {
-	JobID     string
-	Kind      string
-	Key       string
-	State     State
-	Attempts  int
-	Reason    string
-	LastError string
-	// Result is the handler's JSON result for succeeded jobs (for a duplicate, the result of
-	// the job that did the work).
-	Result []byte
-	// DuplicateOf is the id of the job that did the work, when this job was a duplicate.
-	DuplicateOf string
-	// FallbackOf is the job this one replaces; FallbackTo the job that replaced this one.
-	FallbackOf    string
-	FallbackTo    string
-	NextAttemptAt *time.Time
-	EnqueuedAt    *time.Time
-	StartedAt     *time.Time
-	FinishedAt    *time.Time
-	LeaseUntil    *time.Time
+	leveetype.JobStatus
+	LeaseUntil *time.Time
 	// FirstFailedAt is when an attempt on the key first failed (zero if none did).
 	FirstFailedAt time.Time
 	// SortAt orders job listings (ListJobs, FindByKey): the enqueued time, else the first
@@ -57,8 +43,8 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 		fallOf, fallTo              *string
 		firstFailed                 *time.Time
 	)
-	err := l.pool.QueryRow(ctx, l.q.status, id).Scan(&src, &st.JobID, &st.Kind, &st.Key, &state, &st.Attempts,
-		&reason, &lastErr, &res, &dupOf, &st.NextAttemptAt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo, &firstFailed)
+	err := l.pool.QueryRow(ctx, l.q.status, id).Scan(&src, &st.ID, &st.Kind, &st.Key, &state, &st.Attempts,
+		&reason, &lastErr, &res, &dupOf, &st.NextAttempt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo, &firstFailed)
 	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
 		// No row, or no ledger yet (no worker has migrated this namespace): not in the ledger.
 		return nil, ErrNotFound
@@ -73,7 +59,7 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 		st.FirstFailedAt = *firstFailed
 	}
 	if res != nil {
-		st.Result = []byte(*res)
+		st.Result = json.RawMessage(*res)
 	}
 	return &st, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee/internal/idempotency"
@@ -66,7 +67,34 @@ func NATSURL(t testing.TB) string {
 	if u == "" {
 		missing(t, "NATS", EnvNATSURL)
 	}
+	anchorOnce.Do(func() { anchor(u) })
 	return u
+}
+
+// anchorOnce keeps one file stream on the system server for the test process (anchor).
+var anchorOnce sync.Once
+
+// anchor makes sure the system server keeps one file stream that no test deletes. NATS 2.9
+// removes an account's store directory when its last stream is deleted, and a stream created
+// at that moment by a test running beside it fails ("could not create storage directory",
+// error 10049); with the anchor the directory is never empty. Best effort: a failure here
+// shows up in the tests themselves.
+func anchor(url string) {
+	nc, err := nats.Connect(url, nats.Name("levee-test-anchor"))
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: "LEVEE_TEST_ANCHOR", Subjects: []string{"levee-test-anchor"}, Storage: jetstream.FileStorage, MaxMsgs: 1,
+		Description: "kept by Levee's tests so that NATS 2.9 never removes the account's store directory",
+	})
 }
 
 // Namespace returns a fresh namespace for one test.
@@ -133,6 +161,26 @@ type Server struct {
 func Servers(t testing.TB) []Server {
 	t.Helper()
 	return []Server{{Name: "system", URL: NATSURL(t)}, {Name: "embedded", URL: EmbeddedURL(t)}}
+}
+
+// PrivateServers is Servers with an embedded server of the test's own, shut down at cleanup,
+// for packages whose TestMain checks for leaked goroutines (the shared embedded server of
+// EmbeddedURL outlives every test).
+func PrivateServers(t testing.TB) []Server {
+	t.Helper()
+	return []Server{{Name: "system", URL: NATSURL(t)}, {Name: "embedded", URL: PrivateEmbedded(t)}}
+}
+
+// PrivateEmbedded starts a current NATS server for one test and shuts it down at cleanup.
+func PrivateEmbedded(t testing.TB) string {
+	t.Helper()
+	s, err := StartEmbedded(t.TempDir(), -1)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s.ClientURL()
 }
 
 var (

@@ -14,20 +14,25 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	JobsFinished    *prometheus.CounterVec   // kind, outcome
-	Attempts        *prometheus.CounterVec   // kind, result
-	AttemptDuration *prometheus.HistogramVec // kind
-	EndToEnd        *prometheus.HistogramVec // kind
-	Backlog         *prometheus.GaugeVec     // kind
-	InFlight        *prometheus.GaugeVec     // kind
-	BreakerState    *prometheus.GaugeVec     // kind
-	RateWait        *prometheus.CounterVec   // kind
-	BulkheadUse     *prometheus.GaugeVec     // kind
-	DLQDepth        *prometheus.GaugeVec     // reason
-	LedgerDuration  *prometheus.HistogramVec // op
-	Overruns        *prometheus.CounterVec   // kind
-	RunningOverdue  *prometheus.GaugeVec     // kind
-	LastChances     *prometheus.CounterVec   // kind
+	JobsFinished       *prometheus.CounterVec   // kind, outcome
+	Attempts           *prometheus.CounterVec   // kind, result
+	AttemptDuration    *prometheus.HistogramVec // kind
+	EndToEnd           *prometheus.HistogramVec // kind
+	Backlog            *prometheus.GaugeVec     // kind
+	InFlight           *prometheus.GaugeVec     // kind
+	HeldAhead          *prometheus.GaugeVec     // kind
+	BreakerState       *prometheus.GaugeVec     // kind
+	BreakerFailureRate *prometheus.GaugeVec     // kind
+	BreakerWindowCalls *prometheus.GaugeVec     // kind
+	BreakerNextTrial   *prometheus.GaugeVec     // kind
+	BreakerCutOff      *prometheus.GaugeVec     // kind
+	RateWait           *prometheus.CounterVec   // kind
+	BulkheadUse        *prometheus.GaugeVec     // kind
+	DLQDepth           *prometheus.GaugeVec     // reason
+	LedgerDuration     *prometheus.HistogramVec // op
+	Overruns           *prometheus.CounterVec   // kind
+	RunningOverdue     *prometheus.GaugeVec     // kind
+	LastChances        *prometheus.CounterVec   // kind
 }
 
 // New returns Metrics registered on a fresh registry, with the Go and process collectors.
@@ -55,8 +60,29 @@ func New() *Metrics {
 		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "levee_in_flight", Help: "Attempts of the kind running in this worker.",
 		}, []string{"kind"}),
+		HeldAhead: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_held_ahead",
+			Help: "Jobs of the kind this worker pulled and claimed ahead of a free slot (design rule 16): claimed, waiting for their handler call.",
+		}, []string{"kind"}),
 		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "levee_breaker_state", Help: "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+			Name: "levee_breaker_state",
+			Help: "Circuit breaker state as this worker sees it (the fleet's, for a shared breaker): 0 closed, 1 half-open, 2 open.",
+		}, []string{"kind"}),
+		BreakerFailureRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_breaker_failure_rate",
+			Help: "Failed calls over calls in the breaker's window (the fleet's, as this worker has heard it), 0 to 1; 0 without calls.",
+		}, []string{"kind"}),
+		BreakerWindowCalls: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_breaker_window_calls",
+			Help: "Calls in the breaker's window (the fleet's, as this worker has heard them).",
+		}, []string{"kind"}),
+		BreakerNextTrial: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_breaker_next_trial_seconds",
+			Help: "Seconds until an open breaker goes half-open and admits trial calls; 0 unless open.",
+		}, []string{"kind"}),
+		BreakerCutOff: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_breaker_cut_off",
+			Help: "1 while this worker cannot reach the fleet's breaker record and decides alone, else 0.",
 		}, []string{"kind"}),
 		RateWait: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "levee_rate_limiter_wait_seconds_total", Help: "Time the kind's pull loop waited for rate tokens.",
@@ -81,8 +107,9 @@ func New() *Metrics {
 			Help: "Jobs run alone in this worker as their last chance (last delivery, or attempts lost with their workers).",
 		}, []string{"kind"}),
 	}
-	m.Registry.MustRegister(m.JobsFinished, m.Attempts, m.AttemptDuration, m.EndToEnd, m.Backlog, m.InFlight,
-		m.BreakerState, m.RateWait, m.BulkheadUse, m.DLQDepth, m.LedgerDuration, m.Overruns, m.RunningOverdue, m.LastChances,
+	m.Registry.MustRegister(m.JobsFinished, m.Attempts, m.AttemptDuration, m.EndToEnd, m.Backlog, m.InFlight, m.HeldAhead,
+		m.BreakerState, m.BreakerFailureRate, m.BreakerWindowCalls, m.BreakerNextTrial, m.BreakerCutOff,
+		m.RateWait, m.BulkheadUse, m.DLQDepth, m.LedgerDuration, m.Overruns, m.RunningOverdue, m.LastChances,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -52,21 +51,13 @@ func (a *Advisory) Nak(delay time.Duration) error {
 // advisory takes a few round trips; the worker bounds it well below this.
 const AdvisoryAckWait = 20 * time.Second
 
-// advisoriesStream names the capture stream, e.g. LEVEE_ADVISORIES.
-func (q *Queue) advisoriesStream() string { return strings.ToUpper(q.names.ns) + "_ADVISORIES" }
-
-// advisorySubject matches the max-deliveries advisories of every consumer on the work stream.
-func (q *Queue) advisorySubject() string {
-	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + q.names.JobsStream() + ".*"
-}
-
 // WatchMaxDeliveries creates (if missing) the capture stream and a durable consumer on it.
 func (q *Queue) WatchMaxDeliveries(ctx context.Context) (*MaxDeliveries, error) {
-	name := q.advisoriesStream()
+	name := q.names.AdvisoriesStream()
 	err := q.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        name,
 		Description: "Levee: max-deliveries advisories of " + q.names.JobsStream(),
-		Subjects:    []string{q.advisorySubject()},
+		Subjects:    []string{q.names.AdvisorySubject()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      7 * 24 * time.Hour,
@@ -76,12 +67,12 @@ func (q *Queue) WatchMaxDeliveries(ctx context.Context) (*MaxDeliveries, error) 
 		return nil, err
 	}
 	cons, err := q.js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{
-		Durable:   q.names.ns + "_max_deliveries",
+		Durable:   q.names.AdvisoryConsumer(),
 		AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait:   AdvisoryAckWait,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create consumer on %s: %w", name, translate(err))
+		return nil, fmt.Errorf("create consumer on %s: %w", name, Translate(err))
 	}
 	return &MaxDeliveries{q: q, cons: cons}, nil
 }
@@ -90,7 +81,7 @@ func (q *Queue) WatchMaxDeliveries(ctx context.Context) (*MaxDeliveries, error) 
 func (m *MaxDeliveries) Fetch(ctx context.Context, n int, maxWait time.Duration) ([]*Advisory, error) {
 	batch, err := m.cons.Fetch(n, jetstream.FetchMaxWait(maxWait))
 	if err != nil {
-		return nil, translate(err)
+		return nil, Translate(err)
 	}
 	var out []*Advisory
 	for msg := range batch.Messages() {
@@ -109,7 +100,7 @@ func (m *MaxDeliveries) Fetch(ctx context.Context, n int, maxWait time.Duration)
 		out = append(out, &Advisory{Seq: body.StreamSeq, Deliveries: body.Deliveries, msg: msg})
 	}
 	if err := batch.Error(); err != nil && len(out) == 0 && ctx.Err() == nil {
-		return nil, translate(err)
+		return nil, Translate(err)
 	}
 	return out, nil
 }
@@ -128,11 +119,11 @@ type StoredJob struct {
 func (q *Queue) JobAt(ctx context.Context, seq uint64) (*StoredJob, error) {
 	stream, err := q.js.Stream(ctx, q.names.JobsStream())
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), Translate(err))
 	}
 	raw, err := stream.GetMsg(ctx, seq)
 	if err != nil {
-		return nil, translate(err)
+		return nil, Translate(err)
 	}
 	env, derr := q.names.Decode(raw.Subject, raw.Header, raw.Data, raw.Time, q.maxPayload)
 	return &StoredJob{Env: env, DecodeErr: derr, Data: raw.Data, Header: raw.Header, Seq: seq}, nil
@@ -142,13 +133,13 @@ func (q *Queue) JobAt(ctx context.Context, seq uint64) (*StoredJob, error) {
 func (q *Queue) DeleteJob(ctx context.Context, seq uint64) error {
 	stream, err := q.js.Stream(ctx, q.names.JobsStream())
 	if err != nil {
-		return fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), translate(err))
+		return fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), Translate(err))
 	}
 	if err := stream.DeleteMsg(ctx, seq); err != nil {
 		if _, gerr := stream.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
 			return nil // already gone
 		}
-		return fmt.Errorf("delete job message %d: %w", seq, translate(err))
+		return fmt.Errorf("delete job message %d: %w", seq, Translate(err))
 	}
 	return nil
 }

@@ -36,7 +36,7 @@ func publishRaw(t *testing.T, q *queue.Queue, url, subject string, data []byte, 
 // the DLQ refused the copy, forever.
 func TestDeadLetterDropsJetStreamHeaders(t *testing.T) {
 	t.Parallel()
-	for _, srv := range fleetServers(t) {
+	for _, srv := range leveetest.PrivateServers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -68,7 +68,7 @@ func TestDeadLetterDropsJetStreamHeaders(t *testing.T) {
 			for _, h := range []string{"Nats-Expected-Last-Sequence", "Nats-Expected-Last-Msg-Id", "Nats-Expected-Last-Subject-Sequence"} {
 				require.Empty(t, e.Header.Values(h), "%s is the original's publish check", h)
 			}
-			require.Equal(t, []byte("not json"), e.Payload)
+			require.JSONEq(t, `"not json"`, string(e.Payload))
 		})
 	}
 }
@@ -78,7 +78,7 @@ func TestDeadLetterDropsJetStreamHeaders(t *testing.T) {
 // in a bounded Levee-Original-Subject header, so that it can be found and shown by id.
 func TestDeadLetterBoundsLongID(t *testing.T) {
 	t.Parallel()
-	for _, srv := range fleetServers(t) {
+	for _, srv := range leveetest.PrivateServers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -98,7 +98,7 @@ func TestDeadLetterBoundsLongID(t *testing.T) {
 			bounded := queue.BoundedID(long)
 			e, err := q.GetDeadLetter(ctx, bounded)
 			require.NoError(t, err, "the copy is found by its bounded id")
-			require.Equal(t, bounded, e.JobID)
+			require.Equal(t, bounded, e.ID)
 			require.Equal(t, bounded, e.Key)
 			require.Equal(t, "charge", e.Kind)
 			orig := e.Header.Get("Levee-Original-Subject")
@@ -107,13 +107,59 @@ func TestDeadLetterBoundsLongID(t *testing.T) {
 			require.NotEmpty(t, orig)
 
 			n := 0
-			require.NoError(t, q.EachDeadLetter(ctx, queue.DeadFilter{}, func(e queue.DeadLetterEntry) bool {
+			require.NoError(t, q.EachDeadLetter(ctx, queue.DeadFilter{}, func(e queue.DeadLetter) bool {
 				n++
-				require.Equal(t, bounded, e.JobID)
-				require.Equal(t, q.Names().DLQSubject("charge", bounded), q.Names().DLQSubject(e.Kind, e.JobID))
+				require.Equal(t, bounded, e.ID)
+				require.Equal(t, q.Names().DLQSubject("charge", bounded), q.Names().DLQSubject(e.Kind, e.ID))
 				return true
 			}))
 			require.Equal(t, 1, n, "stored once: "+strconv.Itoa(n))
 		})
 	}
+}
+
+// A dead-letter copy made by hand with an empty body reads back with payload "" (as `dlq show
+// --json` has always printed it), not null; a body that is not JSON reads as a JSON string.
+func TestDeadLetterPayloadOfHandMadeCopies(t *testing.T) {
+	t.Parallel()
+	srv := leveetest.PrivateServers(t)[0]
+	ctx := context.Background()
+	q := leveetest.Queue(t, srv.URL, leveetest.Namespace(t))
+	js, err := leveetest.Conn(t, srv.URL).JetStream()
+	require.NoError(t, err)
+	for id, body := range map[string]string{"hand-empty": "", "hand-text": "not json", "hand-json": `{"a":1}`} {
+		_, err := js.Publish(q.Names().DLQSubject("ok", id), []byte(body))
+		require.NoError(t, err)
+	}
+	for id, want := range map[string]string{"hand-empty": `""`, "hand-text": `"not json"`, "hand-json": `{"a":1}`} {
+		e, err := q.GetDeadLetter(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, want, string(e.Payload), id)
+		require.Equal(t, "ok", e.Kind)
+	}
+}
+
+// A job exactly at the server's limit, counting every header the publish adds, is published;
+// one byte more is refused with ErrPayloadTooLarge, never the server's own refusal.
+func TestPublishAtTheServerLimit(t *testing.T) {
+	t.Parallel()
+	srv := leveetest.PrivateServers(t)[0]
+	q := leveetest.Queue(t, srv.URL, leveetest.Namespace(t))
+	limit := int(q.Conn().MaxPayload())
+	probe, err := queue.NewEnvelope("big", "J1", "", []byte(`""`), 0, 2*limit)
+	require.NoError(t, err)
+	_, err = q.Publish(t.Context(), probe)
+	require.NoError(t, err)
+	fits := 0
+	for _, n := range []int{limit - 200, limit - 150, limit - 120, limit - 100, limit - 80, limit - 60} {
+		env, err := queue.NewEnvelope("big", "J"+strconv.Itoa(n), "", []byte(`"`+strings.Repeat("x", n-2)+`"`), 0, 2*limit)
+		require.NoError(t, err)
+		_, err = q.Publish(t.Context(), env)
+		if err == nil {
+			fits++
+			continue
+		}
+		require.ErrorIs(t, err, queue.ErrPayloadTooLarge, "payload of %d bytes: %v", n, err)
+	}
+	require.Positive(t, fits, "a payload a little under the limit fits")
 }

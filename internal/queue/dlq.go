@@ -2,12 +2,14 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/levee-dev/levee/leveetype"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -129,7 +131,7 @@ func (q *Queue) DeadLetter(ctx context.Context, env Envelope, raw []byte, hdr na
 		_, err = q.js.PublishMsg(ctx, m, jetstream.WithExpectStream(q.names.DLQStream()))
 	}
 	if err != nil {
-		return fmt.Errorf("dead-letter job %s: %w", id, translate(err))
+		return fmt.Errorf("dead-letter job %s: %w", id, Translate(err))
 	}
 	return nil
 }
@@ -211,9 +213,6 @@ func headerSize(m *nats.Msg) int {
 	return n
 }
 
-// msgSize is the size NATS counts against max_payload: the encoded headers and the body.
-func msgSize(m *nats.Msg) int { return headerSize(m) + len(m.Data) }
-
 // dlqLimitTTL is how long the DLQ stream's max message size is trusted before it is read again
 // (an operator may change it while workers run).
 const dlqLimitTTL = time.Minute
@@ -267,7 +266,7 @@ func (q *Queue) DeadLettered(ctx context.Context, kind, id string) (bool, error)
 	id = BoundedID(id)
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
 	if err != nil {
-		return false, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
+		return false, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), Translate(err))
 	}
 	_, err = stream.GetLastMsgForSubject(ctx, q.names.DLQSubject(kind, id))
 	switch {
@@ -276,50 +275,49 @@ func (q *Queue) DeadLettered(ctx context.Context, kind, id string) (bool, error)
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return false, nil
 	}
-	return false, translate(err)
+	return false, Translate(err)
 }
 
-// DeadLetterEntry is one job in the dead-letter stream.
-type DeadLetterEntry struct {
-	JobID         string
-	Kind          string
-	Key           string
-	Reason        string
-	Attempts      int
-	Error         string
-	FirstFailedAt time.Time
-	FailedAt      time.Time
-	Worker        string
-	Payload       []byte
-	// Sequence is the entry's sequence in the DLQ stream; Time is when it was stored.
-	Sequence uint64
-	Time     time.Time
-	Header   nats.Header
+// DeadLetter is one job in the dead-letter stream: the public DeadJob, and what only the
+// queue needs (when the entry was stored, its raw headers).
+type DeadLetter struct {
+	leveetype.DeadJob
+	// Time is when the entry was stored; Header holds its headers as stored.
+	Time   time.Time
+	Header nats.Header
 }
 
-func entryFrom(subject string, hdr nats.Header, data []byte, seq uint64, at time.Time) DeadLetterEntry {
+func entryFrom(subject string, hdr nats.Header, data []byte, seq uint64, at time.Time) DeadLetter {
 	attempts, _ := strconv.Atoi(hdr.Get(HeaderAttempts))
 	first, _ := time.Parse(time.RFC3339Nano, hdr.Get(HeaderFirstFailedAt))
 	failed, _ := time.Parse(time.RFC3339Nano, hdr.Get(HeaderFailedAt))
-	e := DeadLetterEntry{
-		JobID: hdr.Get(HeaderJobID), Kind: hdr.Get(HeaderKind), Key: hdr.Get(HeaderKey),
-		Reason: hdr.Get(HeaderReason), Attempts: attempts, Error: hdr.Get(HeaderLastError),
-		FirstFailedAt: first, FailedAt: failed, Worker: hdr.Get(HeaderWorker),
-		Payload: data, Sequence: seq, Time: at, Header: hdr,
+	headers := make(map[string]string, len(hdr))
+	for k := range hdr {
+		headers[k] = hdr.Get(k)
 	}
+	payload := json.RawMessage(data)
+	if !json.Valid(payload) { // a malformed job (or an empty body): keep its bytes readable
+		payload, _ = json.Marshal(string(data))
+	}
+	e := DeadLetter{DeadJob: leveetype.DeadJob{
+		ID: hdr.Get(HeaderJobID), Kind: hdr.Get(HeaderKind), Key: hdr.Get(HeaderKey),
+		Reason: hdr.Get(HeaderReason), Attempts: attempts, LastError: hdr.Get(HeaderLastError),
+		FirstFailedAt: first, FailedAt: failed, Worker: hdr.Get(HeaderWorker),
+		Payload: payload, Headers: headers, Sequence: seq,
+	}, Time: at, Header: hdr}
 	if e.FailedAt.IsZero() {
 		e.FailedAt = at
 	}
 	if e.FirstFailedAt.IsZero() {
 		e.FirstFailedAt = e.FailedAt
 	}
-	if e.JobID == "" || e.Kind == "" { // a copy made by hand: fall back to the subject
+	if e.ID == "" || e.Kind == "" { // a copy made by hand: fall back to the subject
 		if parts := strings.Split(subject, "."); len(parts) == 4 {
-			e.Kind, e.JobID = cmpOr(e.Kind, parts[2]), cmpOr(e.JobID, parts[3])
+			e.Kind, e.ID = cmpOr(e.Kind, parts[2]), cmpOr(e.ID, parts[3])
 		}
 	}
 	if e.Key == "" {
-		e.Key = e.JobID
+		e.Key = e.ID
 	}
 	return e
 }
@@ -332,17 +330,17 @@ func cmpOr(a, b string) string {
 }
 
 // GetDeadLetter returns the dead-letter copy of job id (any kind), or ErrNotFound.
-func (q *Queue) GetDeadLetter(ctx context.Context, id string) (*DeadLetterEntry, error) {
+func (q *Queue) GetDeadLetter(ctx context.Context, id string) (*DeadLetter, error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
 	}
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
+		return nil, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), Translate(err))
 	}
-	raw, err := stream.GetLastMsgForSubject(ctx, q.names.ns+".dlq.*."+id)
+	raw, err := stream.GetLastMsgForSubject(ctx, q.names.DLQAnyKindSubject(id))
 	if err != nil {
-		return nil, translate(err)
+		return nil, Translate(err)
 	}
 	e := entryFrom(raw.Subject, raw.Header, raw.Data, raw.Sequence, raw.Time)
 	return &e, nil
@@ -365,7 +363,7 @@ type DeadFilter struct {
 }
 
 // Match reports whether e passes the filter.
-func (f DeadFilter) Match(e *DeadLetterEntry) bool {
+func (f DeadFilter) Match(e *DeadLetter) bool {
 	switch {
 	case f.Kind != "" && e.Kind != f.Kind,
 		f.Reason != "" && e.Reason != f.Reason,
@@ -384,14 +382,14 @@ const deadScanInactive = 10 * time.Second
 // EachDeadLetter calls fn for every dead-letter entry matching f, oldest first, until fn
 // returns false or the entries stored when the call began are exhausted. It reads through an
 // ordered consumer (filtered by kind on the server) that the server removes soon after.
-func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLetterEntry) bool) error {
+func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLetter) bool) error {
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
 	if err != nil {
-		return fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
+		return fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), Translate(err))
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", q.names.DLQStream(), translate(err))
+		return fmt.Errorf("stream %s: %w", q.names.DLQStream(), Translate(err))
 	}
 	last := info.State.LastSeq
 	if f.UpToSeq > 0 {
@@ -402,7 +400,7 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 	}
 	filter := q.names.DLQSubjects()
 	if f.Kind != "" {
-		filter = q.names.ns + ".dlq." + f.Kind + ".*"
+		filter = q.names.DLQKindFilter(f.Kind)
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy,
 		HeadersOnly: f.HeadersOnly, InactiveThreshold: deadScanInactive}
@@ -415,7 +413,7 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 	}
 	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
+		return fmt.Errorf("read %s: %w", q.names.DLQStream(), Translate(err))
 	}
 	seen := 0
 	for {
@@ -423,7 +421,7 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 		// rather than at its expiry.
 		batch, err := cons.Fetch(min(256, max(int(info.State.Msgs)-seen, 1)), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			return fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
+			return fmt.Errorf("read %s: %w", q.names.DLQStream(), Translate(err))
 		}
 		n := 0
 		for msg := range batch.Messages() {
@@ -445,7 +443,7 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 			}
 		}
 		if err := batch.Error(); err != nil && n == 0 {
-			return fmt.Errorf("read %s: %w", q.names.DLQStream(), translate(err))
+			return fmt.Errorf("read %s: %w", q.names.DLQStream(), Translate(err))
 		}
 		if n == 0 || ctx.Err() != nil {
 			return ctx.Err()
@@ -458,7 +456,7 @@ func (q *Queue) EachDeadLetter(ctx context.Context, f DeadFilter, fn func(DeadLe
 func (q *Queue) DLQState(ctx context.Context) (msgs, lastSeq uint64, created time.Time, err error) {
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
 	if err != nil {
-		return 0, 0, time.Time{}, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
+		return 0, 0, time.Time{}, fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), Translate(err))
 	}
 	info := stream.CachedInfo()
 	return info.State.Msgs, info.State.LastSeq, info.Created, nil
@@ -468,10 +466,10 @@ func (q *Queue) DLQState(ctx context.Context) (msgs, lastSeq uint64, created tim
 func (q *Queue) DeleteDeadLetter(ctx context.Context, seq uint64) error {
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
 	if err != nil {
-		return fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), translate(err))
+		return fmt.Errorf("look up stream %s: %w", q.names.DLQStream(), Translate(err))
 	}
 	if err := stream.DeleteMsg(ctx, seq); err != nil {
-		return fmt.Errorf("delete dead letter %d: %w", seq, translate(err))
+		return fmt.Errorf("delete dead letter %d: %w", seq, Translate(err))
 	}
 	return nil
 }
@@ -482,7 +480,7 @@ func (q *Queue) Replay(ctx context.Context, env Envelope, msgID string) error {
 	m := q.names.Msg(env)
 	m.Header.Set(HeaderMsgID, msgID)
 	if _, err := q.js.PublishMsg(ctx, m, jetstream.WithExpectStream(q.names.JobsStream())); err != nil {
-		return fmt.Errorf("republish job %s: %w", env.ID, translate(err))
+		return fmt.Errorf("republish job %s: %w", env.ID, Translate(err))
 	}
 	return nil
 }

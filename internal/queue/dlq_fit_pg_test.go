@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -17,7 +18,7 @@ import (
 func TestDLQLimitSetWhileRunningIsSeen(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	q, js, names := foreignQueue(t, fleetServers(t)[0].URL)
+	q, js, names := foreignQueue(t, leveetest.PrivateServers(t)[0].URL)
 	require.NoError(t, q.EnsureStreams(ctx))
 
 	small, err := queue.NewEnvelope("charge", "job-1", "", []byte(`{}`), 0, 0)
@@ -44,7 +45,7 @@ func TestDLQLimitSetWhileRunningIsSeen(t *testing.T) {
 func TestDLQCopyOfAJobWithLargeHeadersFits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	srv := fleetServers(t)[0]
+	srv := leveetest.PrivateServers(t)[0]
 	q, js, names := foreignQueue(t, srv.URL)
 	require.NoError(t, q.EnsureStreams(ctx))
 
@@ -65,7 +66,7 @@ func TestDLQCopyOfAJobWithLargeHeadersFits(t *testing.T) {
 func TestDLQCopyFitsATinyLimit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	q, js, names := foreignQueue(t, fleetServers(t)[0].URL)
+	q, js, names := foreignQueue(t, leveetest.PrivateServers(t)[0].URL)
 	require.NoError(t, q.EnsureStreams(ctx))
 	s, err := js.Stream(ctx, names.DLQStream())
 	require.NoError(t, err)

@@ -47,3 +47,6 @@ func TestFitCopy(t *testing.T) {
 
 	fitCopy(m, 0) // no limit: nothing to do
 }
+
+// msgSize is the size NATS counts against max_payload: the encoded headers and the body.
+func msgSize(m *nats.Msg) int { return headerSize(m) + len(m.Data) }

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -18,7 +19,7 @@ import (
 // (found by review). A copy larger than the stream's limit is cut to fit, not refused.
 func TestCheckSetupWarnsAboutDLQLimits(t *testing.T) {
 	t.Parallel()
-	srv := fleetServers(t)[0]
+	srv := leveetest.PrivateServers(t)[0]
 	ctx := context.Background()
 	q, js, names := foreignQueue(t, srv.URL)
 	_, err := js.CreateStream(ctx, jetstream.StreamConfig{

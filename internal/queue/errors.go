@@ -28,8 +28,8 @@ const jsMsgDeleteFailed jetstream.ErrorCode = 10057
 // what a stream with Discard=New answers when a limit is reached.
 const jsStoreFailed jetstream.ErrorCode = 10077
 
-// translate maps JetStream API errors to this package's errors, keeping the original as context.
-func translate(err error) error {
+// Translate maps JetStream API errors to this package's errors, keeping the original as context.
+func Translate(err error) error {
 	if err == nil {
 		return nil
 	}

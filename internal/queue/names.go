@@ -107,11 +107,49 @@ func ValidateKey(key string) error {
 // Namespace returns the namespace.
 func (n Names) Namespace() string { return n.ns }
 
+// Every stream, consumer, bucket and subject name Levee uses is made below, from the
+// namespace (<ns>, e.g. levee; <NS> is its upper case).
+
 // JobsStream is the work stream's name, e.g. LEVEE_JOBS.
-func (n Names) JobsStream() string { return strings.ToUpper(n.ns) + "_JOBS" }
+func (n Names) JobsStream() string { return n.upper() + "_JOBS" }
 
 // DLQStream is the dead-letter stream's name, e.g. LEVEE_DLQ.
-func (n Names) DLQStream() string { return strings.ToUpper(n.ns) + "_DLQ" }
+func (n Names) DLQStream() string { return n.upper() + "_DLQ" }
+
+// AdvisoriesStream is the stream capturing the work stream's max-deliveries advisories, e.g.
+// LEVEE_ADVISORIES.
+func (n Names) AdvisoriesStream() string { return n.upper() + "_ADVISORIES" }
+
+// AdvisoryConsumer is the durable consumer of the advisories stream: <ns>_max_deliveries.
+func (n Names) AdvisoryConsumer() string { return n.ns + "_max_deliveries" }
+
+// AdvisorySubject matches the max-deliveries advisories of every consumer on the work stream.
+func (n Names) AdvisorySubject() string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + n.JobsStream() + ".*"
+}
+
+// FleetBucket is the fleet registry's KV bucket, e.g. LEVEE_WORKERS.
+func (n Names) FleetBucket() string { return n.upper() + "_WORKERS" }
+
+// ControlBucket is the operator commands' KV bucket, e.g. LEVEE_CONTROL.
+func (n Names) ControlBucket() string { return n.upper() + "_CONTROL" }
+
+// BreakersBucket is the shared circuit breakers' KV bucket, e.g. LEVEE_BREAKERS.
+func (n Names) BreakersBucket() string { return n.upper() + "_BREAKERS" }
+
+// KVStream is the stream NATS keeps a KV bucket in, and KVKeyPrefix the prefix of its
+// subjects (a key's subject is the prefix and the key); NATS names them.
+func KVStream(bucket string) string { return "KV_" + bucket }
+
+// KVKeyPrefix is the prefix of the subjects of a KV bucket's keys: $KV.<bucket>.
+func KVKeyPrefix(bucket string) string { return "$KV." + bucket + "." }
+
+// BreakerSubject is the core NATS subject of kind's breaker reports: <ns>.breaker.<kind>.
+func (n Names) BreakerSubject(kind string) string { return n.ns + ".breaker." + kind }
+
+func (n Names) upper() string { return strings.ToUpper(n.ns) }
+
+func (n Names) jobsPrefix() string { return n.ns + ".jobs." }
 
 // JobSubject is the subject a job is published on: <ns>.jobs.<kind>.<id>.
 func (n Names) JobSubject(kind, id string) string { return n.ns + ".jobs." + kind + "." + id }
@@ -131,12 +169,30 @@ func (n Names) DLQSubject(kind, id string) string { return n.ns + ".dlq." + kind
 // DLQSubjects is the dead-letter stream's subject filter.
 func (n Names) DLQSubjects() string { return n.ns + ".dlq.>" }
 
+// DLQKindFilter matches the dead-letter copies of kind: <ns>.dlq.<kind>.*.
+func (n Names) DLQKindFilter(kind string) string { return n.ns + ".dlq." + kind + ".*" }
+
+// DLQAnyKindSubject matches the dead-letter copy of job id under any kind: <ns>.dlq.*.<id>.
+func (n Names) DLQAnyKindSubject(id string) string { return n.ns + ".dlq.*." + id }
+
 // Consumer is the durable consumer name for kind, e.g. levee_charge.
 func (n Names) Consumer(kind string) string { return n.ns + "_" + kind }
 
+// OrphanConsumer names the consumer an OrphanReader reads kind through: <ns>__orphans_<kind>.
+func (n Names) OrphanConsumer(kind string) string { return n.ns + "__orphans_" + kind }
+
+// StrayConsumers are the stray consumers' names and filters: <ns>__strays_noid on
+// <ns>.jobs.* (no id token) and <ns>__strays_extra on <ns>.jobs.*.*.> (tokens after the id).
+func (n Names) StrayConsumers() [2][2]string {
+	return [2][2]string{
+		{n.ns + "__strays_noid", n.ns + ".jobs.*"},
+		{n.ns + "__strays_extra", n.ns + ".jobs.*.*.>"},
+	}
+}
+
 // parseJobSubject splits <ns>.jobs.<kind>.<id>.
 func (n Names) parseJobSubject(subject string) (kind, id string, err error) {
-	prefix := n.ns + ".jobs."
+	prefix := n.jobsPrefix()
 	rest, ok := strings.CutPrefix(subject, prefix)
 	if !ok {
 		return "", "", fmt.Errorf("subject %q is not under %s", subject, n.JobsSubjects())

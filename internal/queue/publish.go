@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,9 +20,13 @@ type PublishResult struct {
 
 // Publish stores one job and waits for the stream's acknowledgement.
 func (q *Queue) Publish(ctx context.Context, env Envelope) (PublishResult, error) {
-	ack, err := q.js.PublishMsg(ctx, q.names.Msg(env), jetstream.WithExpectStream(q.names.JobsStream()))
+	m := q.names.Msg(env)
+	if err := q.fitsServer(env, m); err != nil {
+		return PublishResult{}, err
+	}
+	ack, err := q.js.PublishMsg(ctx, m, jetstream.WithExpectStream(q.names.JobsStream()))
 	if err != nil {
-		return PublishResult{}, fmt.Errorf("publish job %s: %w", env.ID, translate(err))
+		return PublishResult{}, fmt.Errorf("publish job %s: %w", env.ID, Translate(err))
 	}
 	return PublishResult{Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
@@ -67,7 +72,7 @@ func (q *Queue) PublishBatch(ctx context.Context, envs []Envelope, onAck func(i 
 			}
 		}
 		if err != nil {
-			answered(i, PublishResult{Err: fmt.Errorf("publish job %s: %w", envs[i].ID, translate(err))})
+			answered(i, PublishResult{Err: fmt.Errorf("publish job %s: %w", envs[i].ID, Translate(err))})
 		} else {
 			answered(i, PublishResult{Sequence: ack.Sequence, Duplicate: ack.Duplicate})
 		}
@@ -87,22 +92,27 @@ func (q *Queue) PublishBatch(ctx context.Context, envs []Envelope, onAck func(i 
 		}
 		return nil
 	}
-	publish := func(env Envelope) (jetstream.PubAckFuture, error) {
-		return q.js.PublishMsgAsync(q.names.Msg(env), jetstream.WithExpectStream(q.names.JobsStream()))
+	publish := func(m *nats.Msg) (jetstream.PubAckFuture, error) {
+		return q.js.PublishMsgAsync(m, jetstream.WithExpectStream(q.names.JobsStream()))
 	}
 	for i, env := range envs {
 		if err := ctx.Err(); err != nil {
 			return results, drainAfter(drain(i), err, results[i:])
 		}
-		f, err := publish(env)
+		m := q.names.Msg(env) // encoded once: checked, then sent (and sent again after a drain)
+		if err := q.fitsServer(env, m); err != nil {
+			answered(i, PublishResult{Err: err})
+			continue
+		}
+		f, err := publish(m)
 		if err != nil {
 			// The pending window is full or the connection is down: wait for what is in
 			// flight, then try this job once more.
 			if err := drain(i); err != nil {
 				return results, err
 			}
-			if f, err = publish(env); err != nil {
-				answered(i, PublishResult{Err: fmt.Errorf("publish job %s: %w", env.ID, translate(err))})
+			if f, err = publish(m); err != nil {
+				answered(i, PublishResult{Err: fmt.Errorf("publish job %s: %w", env.ID, Translate(err))})
 				continue
 			}
 		}
@@ -130,4 +140,23 @@ func drainAfter(drainErr, ctxErr error, unsent []PublishResult) error {
 		return drainErr
 	}
 	return ctxErr
+}
+
+// fitsServer returns an error wrapping ErrPayloadTooLarge when m, the message of env, is over
+// the NATS server's max_payload (which counts headers and payload together): the payload
+// bound Levee applies (--max-payload, 1 MiB by default) can be above what the server takes
+// once the job's headers are added, and the server's own refusal names neither.
+func (q *Queue) fitsServer(env Envelope, m *nats.Msg) error {
+	limit := q.nc.MaxPayload()
+	if limit <= 0 {
+		return nil
+	}
+	// WithExpectStream adds Nats-Expected-Stream when the message is sent.
+	headers := headerSize(m) + len(jetstream.ExpectedStreamHeader) + len(": ") + len(q.names.JobsStream()) + len("\r\n")
+	if int64(len(m.Data)+headers) <= limit {
+		return nil
+	}
+	return fmt.Errorf("%w: job %s's payload is %d bytes, and the NATS server takes messages of at most %d bytes (max_payload), "+
+		"of which the job's headers use %d: send at most %d bytes of payload, raise the server's max_payload, or store the data elsewhere and send a reference",
+		ErrPayloadTooLarge, env.ID, len(m.Data), limit, headers, limit-int64(headers))
 }

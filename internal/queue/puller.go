@@ -23,14 +23,14 @@ func (p *Puller) Kind() string { return p.kind }
 // arrive: every group of messages that arrived together is one call, so a lone message is
 // handled at once rather than when the pull expires, and a burst is handled (and claimed) as
 // one batch. It returns how many messages it handed over. Callers admit n jobs (slots, tokens)
-// before calling Fetch: a message never waits inside a worker.
+// before calling Fetch: the backlog waits in the stream, not in the worker.
 func (p *Puller) Fetch(ctx context.Context, n int, maxWait time.Duration, handle func([]*Delivery)) (int, error) {
 	if n <= 0 {
 		return 0, nil
 	}
 	batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(maxWait))
 	if err != nil {
-		return 0, fmt.Errorf("fetch %d from %s: %w", n, p.q.names.Consumer(p.kind), translate(err))
+		return 0, fmt.Errorf("fetch %d from %s: %w", n, p.q.names.Consumer(p.kind), Translate(err))
 	}
 	msgs := batch.Messages()
 	total := 0
@@ -54,7 +54,7 @@ func (p *Puller) Fetch(ctx context.Context, n int, maxWait time.Duration, handle
 		group = make([]*Delivery, 0, n-total)
 	}
 	if err := batch.Error(); err != nil && total == 0 && ctx.Err() == nil {
-		return 0, fmt.Errorf("fetch %d from %s: %w", n, p.q.names.Consumer(p.kind), translate(err))
+		return 0, fmt.Errorf("fetch %d from %s: %w", n, p.q.names.Consumer(p.kind), Translate(err))
 	}
 	return total, nil
 }
@@ -122,7 +122,7 @@ func (d *Delivery) Headers() map[string][]string { return d.msg.Headers() }
 func (p *Puller) Pending(ctx context.Context) (waiting, unacked uint64, err error) {
 	info, err := p.cons.Info(ctx)
 	if err != nil {
-		return 0, 0, translate(err)
+		return 0, 0, Translate(err)
 	}
 	return info.NumPending, uint64(info.NumAckPending), nil
 }

@@ -99,6 +99,16 @@ func (q *Queue) Names() Names { return q.names }
 // MaxPayload returns the payload bound.
 func (q *Queue) MaxPayload() int { return q.maxPayload }
 
+// JetStream and Conn are the Queue's connection, for the fleet's KV buckets and subjects
+// (package fleet); StreamReplicas is the replicas its streams are created with.
+func (q *Queue) JetStream() jetstream.JetStream { return q.js }
+
+// Conn returns the Queue's NATS connection.
+func (q *Queue) Conn() *nats.Conn { return q.nc }
+
+// StreamReplicas returns the replicas the Queue creates streams with.
+func (q *Queue) StreamReplicas() int { return q.stream.Replicas }
+
 // ServerVersion returns the connected server's version, e.g. "2.9.10".
 func (q *Queue) ServerVersion() string { return q.nc.ConnectedServerVersion() }
 
@@ -109,7 +119,7 @@ func (q *Queue) SupportsTermReason() bool { return q.termReason }
 // CheckJetStream reports ErrJetStreamDisabled if the server has no JetStream.
 func (q *Queue) CheckJetStream(ctx context.Context) error {
 	_, err := q.js.AccountInfo(ctx)
-	return translate(err)
+	return Translate(err)
 }
 
 // EnsureStreams creates the work and dead-letter streams if they are missing. Existing streams
@@ -154,25 +164,50 @@ func (q *Queue) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) er
 		return nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("look up stream %s: %w", cfg.Name, translate(err))
+		return fmt.Errorf("look up stream %s: %w", cfg.Name, Translate(err))
 	}
 	_, err = q.js.CreateStream(ctx, cfg)
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("create stream %s: %w", cfg.Name, translate(err))
+	if err == nil || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return nil
 	}
-	return nil
+	if ExistsAfterRace(ctx, func() error { _, err := q.js.Stream(ctx, cfg.Name); return err }) {
+		return nil
+	}
+	return fmt.Errorf("create stream %s: %w", cfg.Name, Translate(err))
+}
+
+// ExistsAfterRace reports whether what a create just failed to make exists after all, by
+// lookup. Of workers starting together, all but one lose the race to create a stream (a KV
+// bucket is one), and NATS 2.9 may tell a loser "subjects overlap with an existing stream"
+// (the winner's) rather than "already in use": whatever the create's error, what exists now
+// is the one to use. In a cluster the winner's may take a moment to be found, so the lookup
+// is tried three times, 100 ms apart.
+func ExistsAfterRace(ctx context.Context, lookup func() error) bool {
+	for try := 0; ; try++ {
+		if lookup() == nil {
+			return true
+		}
+		if try == 2 {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // DeleteStreams removes the namespace's streams and its fleet registry bucket. Tests use it
 // to clean up.
 func (q *Queue) DeleteStreams(ctx context.Context) error {
 	var errs []error
-	for _, name := range []string{q.names.JobsStream(), q.names.DLQStream(), q.advisoriesStream()} {
+	for _, name := range []string{q.names.JobsStream(), q.names.DLQStream(), q.names.AdvisoriesStream()} {
 		if err := q.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			errs = append(errs, err)
 		}
 	}
-	for _, bucket := range []string{q.fleetBucket(), q.controlBucket()} {
+	for _, bucket := range []string{q.names.FleetBucket(), q.names.ControlBucket(), q.names.BreakersBucket()} {
 		if err := q.js.DeleteKeyValue(ctx, bucket); err != nil &&
 			!errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			errs = append(errs, err)
@@ -215,11 +250,11 @@ func (q *Queue) EnsureConsumer(ctx context.Context, cfg ConsumerConfig) (*Puller
 	case errors.Is(err, jetstream.ErrNotPullConsumer):
 		return nil, &SetupError{Problems: []SetupProblem{q.pushConsumer(want.Durable)}}
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
-		return nil, fmt.Errorf("look up consumer %s on %s: %w", want.Durable, stream, translate(err))
+		return nil, fmt.Errorf("look up consumer %s on %s: %w", want.Durable, stream, Translate(err))
 	}
 	cons, err := q.js.CreateOrUpdateConsumer(ctx, stream, want)
 	if err != nil {
-		return nil, fmt.Errorf("create consumer %s on %s: %w", want.Durable, stream, translate(err))
+		return nil, fmt.Errorf("create consumer %s on %s: %w", want.Durable, stream, Translate(err))
 	}
 	return &Puller{q: q, cons: cons, kind: cfg.Kind}, nil
 }
@@ -233,7 +268,7 @@ func (q *Queue) ConsumerExists(ctx context.Context, kind string) (bool, error) {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		return false, nil
 	}
-	return false, fmt.Errorf("look up consumer for kind %q: %w", kind, translate(err))
+	return false, fmt.Errorf("look up consumer for kind %q: %w", kind, Translate(err))
 }
 
 // Queued is a job found waiting in the work stream.
@@ -253,11 +288,11 @@ func (q *Queue) FindQueued(ctx context.Context, id string) (*Queued, error) {
 	}
 	stream, err := q.js.Stream(ctx, q.names.JobsStream())
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), Translate(err))
 	}
 	raw, err := stream.GetLastMsgForSubject(ctx, q.names.AnyKindSubject(id))
 	if err != nil {
-		return nil, translate(err)
+		return nil, Translate(err)
 	}
 	env, err := q.names.Decode(raw.Subject, raw.Header, raw.Data, raw.Time, q.maxPayload)
 	if err != nil && env.ID == "" {
@@ -292,11 +327,11 @@ func ServerAtLeast(version string, major, minor, patch int) bool {
 func (q *Queue) DLQUsage(ctx context.Context) (msgs, bytes uint64, used float64, err error) {
 	stream, err := q.js.Stream(ctx, q.names.DLQStream())
 	if err != nil {
-		return 0, 0, 0, translate(err)
+		return 0, 0, 0, Translate(err)
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return 0, 0, 0, translate(err)
+		return 0, 0, 0, Translate(err)
 	}
 	st, cfg := info.State, info.Config
 	if cfg.MaxMsgs > 0 {

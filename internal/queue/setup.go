@@ -131,14 +131,14 @@ func (q *Queue) CheckSetup(ctx context.Context, kinds []ConsumerConfig) ([]Setup
 	}{
 		{q.names.JobsStream(), roleJobs},
 		{q.names.DLQStream(), roleDLQ},
-		{q.advisoriesStream(), roleAdvisories},
+		{q.names.AdvisoriesStream(), roleAdvisories},
 	} {
 		stream, err := q.js.Stream(ctx, s.name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("look up stream %s: %w", s.name, translate(err))
+			return nil, fmt.Errorf("look up stream %s: %w", s.name, Translate(err))
 		}
 		out = append(out, q.checkStream(stream.CachedInfo().Config, s.role)...)
 	}
@@ -155,7 +155,7 @@ func (q *Queue) CheckSetup(ctx context.Context, kinds []ConsumerConfig) ([]Setup
 			out = append(out, q.pushConsumer(name))
 			continue
 		case err != nil:
-			return nil, fmt.Errorf("look up consumer %s: %w", name, translate(err))
+			return nil, fmt.Errorf("look up consumer %s: %w", name, Translate(err))
 		}
 		out = append(out, q.checkConsumer(cons.CachedInfo().Config, q.kindConsumerConfig(k))...)
 	}
@@ -180,7 +180,7 @@ func (q *Queue) checkStream(cfg jetstream.StreamConfig, role streamRole) []Setup
 	case roleDLQ:
 		want, purpose = q.names.DLQSubjects(), "dead jobs"
 	case roleAdvisories:
-		want, purpose = q.advisorySubject(), "max-deliveries advisories"
+		want, purpose = q.names.AdvisorySubject(), "max-deliveries advisories"
 	}
 
 	if cfg.Storage != jetstream.FileStorage {

@@ -46,7 +46,7 @@ func problem(t *testing.T, ps []queue.SetupProblem, stream, consumer, setting st
 // replicas than asked for are warnings.
 func TestCheckSetupForeignStreams(t *testing.T) {
 	t.Parallel()
-	for _, srv := range fleetServers(t) {
+	for _, srv := range leveetest.PrivateServers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -109,7 +109,7 @@ func TestCheckSetupForeignStreams(t *testing.T) {
 // Streams and consumers Levee made itself have no problem.
 func TestCheckSetupOwnStreams(t *testing.T) {
 	t.Parallel()
-	for _, srv := range fleetServers(t) {
+	for _, srv := range leveetest.PrivateServers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -132,7 +132,7 @@ func TestCheckSetupOwnStreams(t *testing.T) {
 // tunables differ is updated to the kind's policy, with a warning naming the old value.
 func TestEnsureConsumerForeignConsumers(t *testing.T) {
 	t.Parallel()
-	for _, srv := range fleetServers(t) {
+	for _, srv := range leveetest.PrivateServers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -207,7 +207,7 @@ func TestEnsureConsumerForeignConsumers(t *testing.T) {
 // subjects that miss the work stream's advisories refuse.
 func TestCheckSetupAdvisoriesStream(t *testing.T) {
 	t.Parallel()
-	srv := fleetServers(t)[0]
+	srv := leveetest.PrivateServers(t)[0]
 	ctx := context.Background()
 	q, js, names := foreignQueue(t, srv.URL)
 	adv := strings.ToUpper(names.Namespace()) + "_ADVISORIES"
@@ -223,4 +223,40 @@ func TestCheckSetupAdvisoriesStream(t *testing.T) {
 	subjects := problem(t, ps, adv, "", "subjects")
 	require.True(t, subjects.Fatal)
 	require.Contains(t, subjects.Message, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+names.JobsStream()+".*")
+}
+
+// Workers of one namespace starting together all create the missing streams at once; each must
+// end up using the stream the first one made. NATS 2.9 answers a creator that loses the race
+// with "subjects overlap with an existing stream" rather than "name already in use" (CI saw a
+// worker of TestResilienceBulkheadFleetWide stop on it).
+func TestEnsureStreamsConcurrently(t *testing.T) {
+	t.Parallel()
+	for _, srv := range leveetest.PrivateServers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			t.Parallel()
+			for round := 0; round < 5; round++ {
+				var qs []*queue.Queue
+				ns := leveetest.Namespace(t)
+				for range 8 {
+					q, err := queue.New(queue.Config{Conn: leveetest.Conn(t, srv.URL), Namespace: ns})
+					require.NoError(t, err)
+					qs = append(qs, q)
+				}
+				t.Cleanup(func() { _ = qs[0].DeleteStreams(context.Background()) })
+				errs := make(chan error, 2*len(qs))
+				for _, q := range qs {
+					go func() {
+						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+						defer cancel()
+						errs <- q.EnsureStreams(ctx)
+						_, err := q.WatchMaxDeliveries(ctx)
+						errs <- err
+					}()
+				}
+				for range 2 * len(qs) {
+					require.NoError(t, <-errs)
+				}
+			}
+		})
+	}
 }

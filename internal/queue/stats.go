@@ -80,7 +80,7 @@ func (q *Queue) WorkStats(ctx context.Context, maxSubjects int) (*WorkStats, err
 	maxSubjects = cmp.Or(max(maxSubjects, 0), MaxScanSubjects)
 	stream, err := q.js.Stream(ctx, q.names.JobsStream())
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), Translate(err))
 	}
 	ws := &WorkStats{Kinds: map[string]*KindCounts{}}
 	// Consumers first, then the stream: a job published in between makes the stream look
@@ -103,11 +103,11 @@ func (q *Queue) WorkStats(ctx context.Context, maxSubjects int) (*WorkStats, err
 		}
 	}
 	if err := list.Err(); err != nil {
-		return nil, fmt.Errorf("list consumers of %s: %w", q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("list consumers of %s: %w", q.names.JobsStream(), Translate(err))
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("stream %s: %w", q.names.JobsStream(), Translate(err))
 	}
 	ws.Messages = info.State.Msgs
 	if info.State.Msgs > accounted {
@@ -124,7 +124,7 @@ func (q *Queue) WorkStats(ctx context.Context, maxSubjects int) (*WorkStats, err
 		case err == nil:
 			kc.Oldest = raw.Time
 		case !errors.Is(err, jetstream.ErrMsgNotFound): // not found: acked meanwhile
-			return nil, fmt.Errorf("oldest job of kind %q: %w", kc.Kind, translate(err))
+			return nil, fmt.Errorf("oldest job of kind %q: %w", kc.Kind, Translate(err))
 		}
 	}
 	return ws, nil
@@ -237,7 +237,7 @@ func (q *Queue) streamInfoPage(ctx context.Context, filter string, offset int) (
 	stream := q.names.JobsStream()
 	resp, err := q.nc.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+stream, body)
 	if err != nil {
-		return nil, fmt.Errorf("subjects of %s: %w", stream, translate(err))
+		return nil, fmt.Errorf("subjects of %s: %w", stream, Translate(err))
 	}
 	var page streamInfoPage
 	if err := json.Unmarshal(resp.Data, &page); err != nil {
@@ -245,7 +245,7 @@ func (q *Queue) streamInfoPage(ctx context.Context, filter string, offset int) (
 	}
 	if page.Error != nil {
 		if page.Error.ErrorCode == jetstream.JSErrCodeStreamNotFound {
-			return nil, fmt.Errorf("subjects of %s: %w", stream, translate(jetstream.ErrStreamNotFound))
+			return nil, fmt.Errorf("subjects of %s: %w", stream, Translate(jetstream.ErrStreamNotFound))
 		}
 		return nil, fmt.Errorf("subjects of %s: %w", stream, page.Error)
 	}
@@ -264,7 +264,7 @@ type DeadCounts struct {
 // HeadersOnly). It returns an error wrapping ErrNoStream when the stream does not exist.
 func (q *Queue) DeadStats(ctx context.Context) (*DeadCounts, error) {
 	dc := &DeadCounts{ByKind: map[string]int{}, ByReason: map[string]int{}}
-	err := q.EachDeadLetter(ctx, DeadFilter{HeadersOnly: true}, func(e DeadLetterEntry) bool {
+	err := q.EachDeadLetter(ctx, DeadFilter{HeadersOnly: true}, func(e DeadLetter) bool {
 		dc.Total++
 		dc.ByKind[e.Kind]++
 		dc.ByReason[cmpOr(e.Reason, "unknown")]++
@@ -310,9 +310,6 @@ type OrphanReader struct {
 // orphanInactive is how long the server keeps an OrphanReader's consumer once nobody pulls.
 const orphanInactive = 30 * time.Second
 
-// orphanConsumer names the OrphanReader consumer of kind.
-func (n Names) orphanConsumer(kind string) string { return n.ns + "__orphans_" + kind }
-
 // OpenOrphanReader opens a reader of kind's jobs; close it with Close. It returns an error
 // wrapping ErrKindTaken when another consumer reads the kind (and viaKindConsumer is false),
 // and ErrNoStream when the work stream does not exist.
@@ -322,14 +319,14 @@ func (q *Queue) OpenOrphanReader(ctx context.Context, kind string, viaKindConsum
 	}
 	stream, err := q.js.Stream(ctx, q.names.JobsStream())
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), Translate(err))
 	}
 	r := &OrphanReader{q: q, stream: stream}
 	if viaKindConsumer {
 		r.name = q.names.Consumer(kind)
 		r.cons, err = stream.Consumer(ctx, r.name)
 	} else {
-		r.name, r.temp = q.names.orphanConsumer(kind), true
+		r.name, r.temp = q.names.OrphanConsumer(kind), true
 		r.cons, err = stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable:           r.name,
 			Description:       "Levee: capture of kind " + kind + " jobs that no worker serves",
@@ -345,12 +342,12 @@ func (q *Queue) OpenOrphanReader(ctx context.Context, kind string, viaKindConsum
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("consumer %s on %s: %w", r.name, q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("consumer %s on %s: %w", r.name, q.names.JobsStream(), Translate(err))
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
 		_ = r.Close(ctx)
-		return nil, fmt.Errorf("stream %s: %w", q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("stream %s: %w", q.names.JobsStream(), Translate(err))
 	}
 	r.lastSeq = info.State.LastSeq
 	return r, nil
@@ -366,7 +363,7 @@ func (r *OrphanReader) Next(ctx context.Context, n int) ([]*Delivery, error) {
 	}
 	batch, err := r.cons.FetchNoWait(n)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %d from %s: %w", n, r.name, translate(err))
+		return nil, fmt.Errorf("fetch %d from %s: %w", n, r.name, Translate(err))
 	}
 	var out []*Delivery
 	for msg := range batch.Messages() {
@@ -382,7 +379,7 @@ func (r *OrphanReader) Next(ctx context.Context, n int) ([]*Delivery, error) {
 		}
 	}
 	if err := batch.Error(); err != nil && len(out) == 0 {
-		return nil, fmt.Errorf("fetch %d from %s: %w", n, r.name, translate(err))
+		return nil, fmt.Errorf("fetch %d from %s: %w", n, r.name, Translate(err))
 	}
 	if len(out) == 0 {
 		r.done = true
@@ -393,7 +390,7 @@ func (r *OrphanReader) Next(ctx context.Context, n int) ([]*Delivery, error) {
 // Ack removes d's message from the work stream and waits for the server to confirm it.
 func (r *OrphanReader) Ack(ctx context.Context, d *Delivery) error {
 	if err := d.msg.DoubleAck(ctx); err != nil {
-		return fmt.Errorf("ack job %s: %w", d.Env.ID, translate(err))
+		return fmt.Errorf("ack job %s: %w", d.Env.ID, Translate(err))
 	}
 	return nil
 }
@@ -409,7 +406,7 @@ func (r *OrphanReader) Close(ctx context.Context) error {
 	defer cancel()
 	err := r.stream.DeleteConsumer(ctx, r.name)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("delete consumer %s (the server deletes it after %s anyway): %w", r.name, orphanInactive, translate(err))
+		return fmt.Errorf("delete consumer %s (the server deletes it after %s anyway): %w", r.name, orphanInactive, Translate(err))
 	}
 	return nil
 }

@@ -59,14 +59,14 @@ func (q *Queue) StrandedCandidates(ctx context.Context, kind string, storedBefor
 	}
 	stream, err := q.js.Stream(ctx, q.names.JobsStream())
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), translate(err))
+		return nil, fmt.Errorf("look up stream %s: %w", q.names.JobsStream(), Translate(err))
 	}
 	cons, err := stream.Consumer(ctx, q.names.Consumer(kind))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("look up consumer %s: %w", q.names.Consumer(kind), translate(err))
+		return nil, fmt.Errorf("look up consumer %s: %w", q.names.Consumer(kind), Translate(err))
 	}
 	ci := cons.CachedInfo()
 	top := ci.Delivered.Stream // delivered at least once
@@ -81,7 +81,7 @@ func (q *Queue) StrandedCandidates(ctx context.Context, kind string, storedBefor
 			break // none left
 		}
 		if err != nil {
-			return out, fmt.Errorf("read %s: %w", q.names.JobsStream(), translate(err))
+			return out, fmt.Errorf("read %s: %w", q.names.JobsStream(), Translate(err))
 		}
 		if raw.Sequence > top || !raw.Time.Before(storedBefore) {
 			break

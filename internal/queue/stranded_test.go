@@ -17,7 +17,7 @@ import (
 // worker, nakked with a delay, or waiting for redelivery).
 func TestStrandedCandidates(t *testing.T) {
 	t.Parallel()
-	for _, srv := range fleetServers(t) {
+	for _, srv := range leveetest.PrivateServers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()

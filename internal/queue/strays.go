@@ -36,16 +36,8 @@ const StrayKind = "levee-stray"
 // strayAckWait is how long a worker may hold a stray before the server hands it to another.
 const strayAckWait = 30 * time.Second
 
-// strayFilters are the stray consumers' names (suffixes) and filters.
-func (n Names) strayConsumers() [2][2]string {
-	return [2][2]string{
-		{n.ns + "__strays_noid", n.ns + ".jobs.*"},
-		{n.ns + "__strays_extra", n.ns + ".jobs.*.*.>"},
-	}
-}
-
 func (n Names) isStrayConsumer(name string) bool {
-	for _, c := range n.strayConsumers() {
+	for _, c := range n.StrayConsumers() {
 		if c[0] == name {
 			return true
 		}
@@ -63,7 +55,7 @@ type StrayReader struct {
 // OpenStrays creates (or updates) the two stray consumers and returns a reader on them.
 func (q *Queue) OpenStrays(ctx context.Context) (*StrayReader, error) {
 	r := &StrayReader{q: q}
-	for i, c := range q.names.strayConsumers() {
+	for i, c := range q.names.StrayConsumers() {
 		cons, err := q.js.CreateOrUpdateConsumer(ctx, q.names.JobsStream(), jetstream.ConsumerConfig{
 			Durable:       c[0],
 			Description:   "Levee: messages on " + c[1] + ", which match no kind's consumer; workers dead-letter them as malformed",
@@ -75,7 +67,7 @@ func (q *Queue) OpenStrays(ctx context.Context) (*StrayReader, error) {
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("create consumer %s on %s: %w", c[0], q.names.JobsStream(), translate(err))
+			return nil, fmt.Errorf("create consumer %s on %s: %w", c[0], q.names.JobsStream(), Translate(err))
 		}
 		r.cons[i] = cons
 	}
@@ -107,7 +99,7 @@ func (r *StrayReader) Fetch(ctx context.Context, n int, maxWait time.Duration) (
 	for _, cons := range r.cons {
 		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(max(maxWait/2, 100*time.Millisecond)))
 		if err != nil {
-			errs = append(errs, translate(err))
+			errs = append(errs, Translate(err))
 			continue
 		}
 		got := 0
@@ -117,7 +109,7 @@ func (r *StrayReader) Fetch(ctx context.Context, n int, maxWait time.Duration) (
 		}
 		if err := batch.Error(); err != nil && got == 0 && ctx.Err() == nil &&
 			!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			errs = append(errs, translate(err))
+			errs = append(errs, Translate(err))
 		}
 	}
 	if len(out) == 0 && len(errs) > 0 {
@@ -142,14 +134,13 @@ func (q *Queue) newStray(msg jetstream.Msg) *Stray {
 // strayProblem returns the kind a stray on subject is dead-lettered under, and what is wrong
 // with the subject.
 func (n Names) strayProblem(subject string) (kind, problem string) {
-	prefix := n.ns + ".jobs."
-	rest := strings.TrimPrefix(subject, prefix)
+	rest := strings.TrimPrefix(subject, n.jobsPrefix())
 	tokens := strings.Split(rest, ".")
 	kind = StrayKind
 	if ValidateKind(tokens[0]) == nil {
 		kind = tokens[0]
 	}
-	want := prefix + "<kind>.<id>"
+	want := n.jobsPrefix() + "<kind>.<id>"
 	switch {
 	case len(tokens) == 1:
 		problem = fmt.Sprintf("subject %s has no job id token: publish on %s", subject, want)
@@ -167,7 +158,7 @@ func (n Names) strayProblem(subject string) (kind, problem string) {
 // Ack removes the stray from the work stream and waits for the server to confirm it.
 func (s *Stray) Ack(ctx context.Context) error {
 	if err := s.msg.DoubleAck(ctx); err != nil {
-		return fmt.Errorf("ack stray message %d: %w", s.Seq, translate(err))
+		return fmt.Errorf("ack stray message %d: %w", s.Seq, Translate(err))
 	}
 	return nil
 }

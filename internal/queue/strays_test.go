@@ -17,7 +17,7 @@ import (
 // 2.9.10 and current servers), and WorkStats counts them.
 func TestStrays(t *testing.T) {
 	t.Parallel()
-	for _, srv := range fleetServers(t) {
+	for _, srv := range leveetest.PrivateServers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()

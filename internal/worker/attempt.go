@@ -83,7 +83,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 	settled := false
 	defer func() {
 		if !settled {
-			k.pipeline.Release(1) // no handler call was made
+			k.pipeline.Release(1, a.j.trial) // no handler call was made
 		}
 	}()
 	j := a.j
@@ -93,7 +93,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 		maxAttempts = j.env.MaxAttempts
 	}
 	a.max = maxAttempts
-	log := k.log.With("job_id", j.env.ID, "key", j.env.Key, "attempt", a.number)
+	log := jobLogger(k.log, slog.String("job_id", j.env.ID), slog.String("key", j.env.Key), slog.Int("attempt", a.number))
 
 	if a.number > maxAttempts {
 		// Earlier attempts ended without an outcome: their workers died, froze or lost
@@ -114,6 +114,11 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 		}
 	}
 
+	// Claimed ahead of its slot (design rule 16), the job waits for one here.
+	if !k.takeSlot(ctx, a, log) {
+		settled = true // takeSlot gave the reservation back
+		return
+	}
 	att := Attempt{Envelope: j.env, Number: a.number, MaxAttempts: maxAttempts, Fence: a.fence}
 	start := time.Now()
 	var tx pgx.Tx // set while a TxHandler's transaction is open
@@ -158,7 +163,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 	}
 	overMu.Unlock()
 	k.metrics.Attempt(k.kind.Name, resultClass(v), time.Since(start))
-	k.pipeline.Finish(v)
+	k.pipeline.Finish(v, a.j.trial)
 	settled = true
 	if v.Class != executor.Succeeded && tx != nil {
 		// A failed attempt's own writes are undone before its outcome is written.
@@ -167,6 +172,9 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 	}
 	a.ran = attemptOutcome(v)
 	k.leases.settling(a)
+	if executor.DownstreamFailure(v) && a.number >= maxAttempts {
+		k.awaitOutage(ctx, a.number)
+	}
 	e := k.decide(a, v, result, maxAttempts, rand.Float64())
 	if e.then == thenNothing {
 		log.Warn("lease lost during the attempt; writing nothing, not acking (another worker takes the job over)")
@@ -177,6 +185,25 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 		// The run alone ended without an outcome of its own (its lease lost, its commit given
 		// up): that says nothing about the job, so its mark must not condemn it.
 		k.unmark(j)
+	}
+}
+
+// outageSettle is how long a last attempt that failed downstream waits, while the breaker sees
+// no outage, before it is decided: at an outage's onset the failures of the other attempts of
+// the same moment (this worker's and, a report interval later, the fleet's) are still on their
+// way, and the breaker opens a moment later (design rule 38). The message stays in progress
+// meanwhile; a lone job's death waits this long.
+const outageSettle = time.Second
+
+// awaitOutage waits up to outageSettle, while the breaker sees no outage for a job that made
+// own attempts, for it to see one.
+func (k *kindRunner) awaitOutage(ctx context.Context, own int) {
+	br := k.pipeline.Breaker()
+	for deadline := time.Now().Add(outageSettle); !br.Outage(own) && time.Now().Before(deadline); {
+		sleep(ctx, 50*time.Millisecond)
+		if ctx.Err() != nil {
+			return
+		}
 	}
 }
 
@@ -201,9 +228,12 @@ func (k *kindRunner) decide(a *attempt, v executor.Verdict, result []byte, maxAt
 	}
 	out.State, out.Error = idempotency.StateRetrying, v.Err.Error()
 	out.RetryIn = k.pipeline.Policy().Backoff.RetryDelay(a.number, v, jitter)
-	if br := k.pipeline.Breaker(); executor.DownstreamFailure(v) && br.State() != executor.BreakerClosed {
-		// The breaker is open, perhaps because of this very failure: an outage spends no
-		// attempts and dead-letters nothing. Retry once the breaker lets calls through.
+	if br := k.pipeline.Breaker(); executor.DownstreamFailure(v) && br.Outage(a.number) &&
+		(br.State() != executor.BreakerClosed || a.number >= maxAttempts) {
+		// An outage spends no attempts and dead-letters nothing (design rule 38): while the
+		// breaker is open or half-open, perhaps because of this very failure, and on a last
+		// attempt while the window's failure rate is at the threshold, the attempt is given
+		// back. Retry once the breaker lets calls through.
 		out.Release = true
 		out.RetryIn = max(out.RetryIn, time.Until(br.OpenUntil()))
 		return ending{out: out, then: thenNak}
@@ -219,7 +249,7 @@ func (k *kindRunner) decide(a *attempt, v executor.Verdict, result []byte, maxAt
 // reason max_attempts.
 func (k *kindRunner) giveUp(a *attempt, attempts int, msg string) ending {
 	out := idempotency.Outcome{Lease: a.ledgerLease(), State: idempotency.StateDead, Error: msg, Attempt: a.ran, Worker: k.w.cfg.ID}
-	if k.kind.Fallback != "" && a.j.env.FallbackOf == "" {
+	if k.kind.Policy.Fallback != "" && a.j.env.FallbackOf == "" {
 		out.Reason, out.FallbackTo = executor.ReasonFellBack, FallbackID(a.j.env.ID)
 		return ending{out: out, then: thenFallBack, attempts: attempts}
 	}

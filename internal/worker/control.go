@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee/internal/executor"
-	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/internal/fleet"
 )
 
 // pauseGate holds a kind's pull loop while an operator has paused the kind. Its zero value is
@@ -70,9 +70,9 @@ func (k *kindRunner) paused() bool {
 }
 
 // status is what the worker publishes of the kind in the fleet registry.
-func (k *kindRunner) status() queue.KindStatus {
+func (k *kindRunner) status() fleet.KindStatus {
 	snap := k.pipeline.Breaker().Snapshot()
-	st := queue.KindStatus{
+	st := fleet.KindStatus{
 		Breaker:  snap.State.String(),
 		InFlight: k.pipeline.InFlight(),
 		Paused:   k.pause.parked.Load(),
@@ -81,6 +81,8 @@ func (k *kindRunner) status() queue.KindStatus {
 		until := snap.OpenUntil.UTC()
 		st.BreakerUntil = &until
 	}
+	st.BreakerFleet, st.BreakerCutOff, st.BreakerGen = snap.Fleet, snap.CutOff, snap.Gen
+	st.BreakerCalls, st.BreakerFailures = snap.Calls, snap.Failures
 	if r := k.pipeline.Limiter().Rate(); !r.IsZero() {
 		st.Rate = r.String()
 	}
@@ -93,7 +95,7 @@ const controlInitTimeout = 10 * time.Second
 // applyInitialControl reads the control bucket's current state and applies its pauses, so a
 // worker started while its kind is paused never pulls it. A breaker reset found there is old
 // news for a fresh breaker and is skipped.
-func (w *Worker) applyInitialControl(ctx context.Context, cw *queue.ControlWatch) error {
+func (w *Worker) applyInitialControl(ctx context.Context, cw *fleet.ControlWatch) error {
 	ctx, cancel := context.WithTimeout(ctx, controlInitTimeout)
 	defer cancel()
 	for {
@@ -109,7 +111,7 @@ func (w *Worker) applyInitialControl(ctx context.Context, cw *queue.ControlWatch
 }
 
 // controlLoop applies operator commands until ctx ends.
-func (w *Worker) controlLoop(ctx context.Context, cw *queue.ControlWatch) {
+func (w *Worker) controlLoop(ctx context.Context, cw *fleet.ControlWatch) {
 	defer cw.Stop()
 	for {
 		ev, ok, err := cw.Next(ctx, false)
@@ -126,24 +128,24 @@ func (w *Worker) controlLoop(ctx context.Context, cw *queue.ControlWatch) {
 	}
 }
 
-func (w *Worker) applyControl(ev queue.ControlEvent) {
+func (w *Worker) applyControl(ev fleet.ControlEvent) {
 	k := w.kindByName(ev.Kind)
 	if k == nil {
 		return // a kind this worker does not serve
 	}
 	log := k.logger().With("by", ev.Entry.By)
 	switch ev.Op {
-	case queue.ControlPause:
+	case fleet.ControlPause:
 		if k.pause.set(true) {
 			log.Info("pause requested")
 		}
-	case queue.ControlResume:
+	case fleet.ControlResume:
 		if k.pause.set(false) {
 			log.Info("resume requested")
 		}
-	case queue.ControlResetBreaker:
-		if ev.Initial {
-			return
+	case fleet.ControlResetBreaker:
+		if ev.Initial || k.fleetBreaker != nil {
+			return // a fleet's breaker is reset in its shared record, once for everyone
 		}
 		k.pipeline.Breaker().Reset()
 		log.Info("circuit breaker reset by an operator")

@@ -64,6 +64,9 @@ type job struct {
 	// delivered counts deliveries of the message, this one included; seq is its sequence in
 	// the work stream.
 	delivered, seq uint64
+	// trial is set when the message was admitted while the kind's breaker was half-open: its
+	// breaker permit is a trial (takeSlot).
+	trial bool
 }
 
 func newJob(d *queue.Delivery) *job {

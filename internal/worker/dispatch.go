@@ -21,7 +21,8 @@ import (
 // the count of those it neither started nor handed on. It returns the number of attempts
 // started, and the claim's error: then every job was handed back for redelivery.
 func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert bool, turn *soloTurn) (started int, err error) {
-	release := k.pipeline.Release
+	// The jobs of one call come from one admission: their permits are trials or not alike.
+	release := func(n int) { k.pipeline.Release(n, len(js) > 0 && js[0].trial) }
 	if divert {
 		release = func(int) {}
 	}
@@ -44,7 +45,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 			continue
 		}
 		if divert && j.env.FallbackOf != "" {
-			_ = j.msg.Nak(k.kind.FallbackAfter) // a fallback job never falls back again: it waits
+			_ = j.msg.Nak(k.kind.Policy.FallbackAfter) // a fallback job never falls back again: it waits
 			continue
 		}
 		good = append(good, j)

@@ -32,7 +32,7 @@ func TestDivertedCommitsDoNotHoldTheLoop(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, executor.Policy{})
 	r.k.ledger = claimingLedger{r.ledger}
-	r.k.kind.Fallback, r.k.kind.FallbackAfter = "charge_manual", time.Second
+	r.k.kind.Policy.Fallback, r.k.kind.Policy.FallbackAfter = "charge_manual", time.Second
 	r.ledger.finishFunc = func([]idempotency.Outcome) ([]bool, error) {
 		return nil, errors.New("dial tcp 10.0.0.5:5432: connect: connection refused")
 	}

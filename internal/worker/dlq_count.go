@@ -27,7 +27,7 @@ import (
 type dlqSource interface {
 	// DLQState returns the DLQ's message count, its last sequence and when it was created.
 	DLQState(ctx context.Context) (msgs, lastSeq uint64, created time.Time, err error)
-	EachDeadLetter(ctx context.Context, f queue.DeadFilter, fn func(queue.DeadLetterEntry) bool) error
+	EachDeadLetter(ctx context.Context, f queue.DeadFilter, fn func(queue.DeadLetter) bool) error
 }
 
 // dlqCounter keeps the DLQ's counts by reason up to date (see above). It is not safe for
@@ -72,7 +72,7 @@ func (c *dlqCounter) update(ctx context.Context) error {
 		}
 		if last > from { // entries stored since: read them (a removal may hide behind them)
 			err = c.src.EachDeadLetter(ctx, queue.DeadFilter{HeadersOnly: true, AfterSeq: from, UpToSeq: last},
-				func(e queue.DeadLetterEntry) bool {
+				func(e queue.DeadLetter) bool {
 					count++
 					byReason[cmp.Or(e.Reason, "unknown")]++
 					return true

@@ -9,6 +9,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/leveetest"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // fakeDLQ is a DLQ in memory: entries by sequence, with the reads the counter makes.
@@ -33,12 +34,12 @@ func (f *fakeDLQ) DLQState(context.Context) (uint64, uint64, time.Time, error) {
 	return uint64(len(f.entries)), f.lastSeq, f.created, nil
 }
 
-func (f *fakeDLQ) EachDeadLetter(_ context.Context, flt queue.DeadFilter, fn func(queue.DeadLetterEntry) bool) error {
+func (f *fakeDLQ) EachDeadLetter(_ context.Context, flt queue.DeadFilter, fn func(queue.DeadLetter) bool) error {
 	f.reads = append(f.reads, flt.AfterSeq)
 	for seq := flt.AfterSeq + 1; seq <= min(f.lastSeq, flt.UpToSeq); seq++ {
 		if r, ok := f.entries[seq]; ok {
 			f.read++
-			if !fn(queue.DeadLetterEntry{Sequence: seq, Reason: r}) {
+			if !fn(queue.DeadLetter{DeadJob: leveetype.DeadJob{Sequence: seq, Reason: r}}) {
 				return nil
 			}
 		}

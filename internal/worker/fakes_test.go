@@ -17,6 +17,7 @@ import (
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // The fakes below stand in for the ledger, JetStream and a message, so that the engine's
@@ -285,13 +286,13 @@ func newRig(t *testing.T, policy executor.Policy) *rig {
 	t.Cleanup(w.committer.close)
 	pl, err := executor.NewPipeline(policy)
 	require.NoError(t, err)
-	kind := Kind{Name: "charge", AckWait: 3 * time.Second, MaxDeliver: 100}
+	kind := Kind{Name: "charge", Policy: leveetype.Policy{AckWait: 3 * time.Second, MaxDeliveries: 100}}
 	hard, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	var attempts sync.WaitGroup
 	k := &kindRunner{
 		w: w, kind: kind, pipeline: pl, ledger: fl, queue: fq, log: w.log, hardCtx: hard, runCtx: hard, attempts: &attempts,
-		leases: &leaseKeeper{times: newLeaseTimes(kind.AckWait), clock: fc, ledger: fl, log: w.log, held: map[*attempt]struct{}{}},
+		leases: &leaseKeeper{times: newLeaseTimes(kind.Policy.AckWait), clock: fc, ledger: fl, log: w.log, held: map[*attempt]struct{}{}},
 	}
 	return &rig{k: k, ledger: fl, queue: fq, clock: fc, hard: cancel}
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/levee-dev/levee/internal/every"
+
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
@@ -15,30 +17,23 @@ import (
 // fallbackLoop hands the kind's waiting jobs to its fallback kind, without attempts, once its
 // breaker has stayed open for fallback_after, and until the breaker closes.
 func (k *kindRunner) fallbackLoop(ctx context.Context) {
-	if k.kind.Fallback == "" || k.kind.FallbackAfter <= 0 {
+	if k.kind.Policy.Fallback == "" || k.kind.Policy.FallbackAfter <= 0 {
 		return
 	}
-	t := time.NewTicker(min(time.Second, k.kind.FallbackAfter/4))
-	defer t.Stop()
 	var openSince time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Do(ctx, min(time.Second, k.kind.Policy.FallbackAfter/4), false, func(ctx context.Context) bool {
 		if k.pipeline.Breaker().State() == executor.BreakerClosed || k.paused() {
 			openSince = time.Time{}
-			continue
+			return true
 		}
 		if openSince.IsZero() {
 			openSince = time.Now()
 		}
-		if time.Since(openSince) < k.kind.FallbackAfter {
-			continue
+		if time.Since(openSince) < k.kind.Policy.FallbackAfter {
+			return true
 		}
 		if !k.w.gate.enterPull(ctx) {
-			return
+			return false
 		}
 		_, err := k.puller.Fetch(ctx, k.w.cfg.MaxBatch, k.w.cfg.FetchWait, func(ds []*queue.Delivery) {
 			k.w.gate.add(len(ds))
@@ -52,7 +47,8 @@ func (k *kindRunner) fallbackLoop(ctx context.Context) {
 		if err != nil {
 			k.logger().Warn("fallback: pull failed", "err", err)
 		}
-	}
+		return true
+	})
 }
 
 // fallBack settles a job whose key was committed dead with reason fell_back (stored, naming
@@ -65,14 +61,14 @@ func (k *kindRunner) fallBack(ctx context.Context, j *job, stored idempotency.Ou
 		_ = j.msg.Nak(claimFailedNak)
 		return
 	}
-	log.Warn("job handed to its fallback kind", "fallback", k.kind.Fallback, "fallback_job_id", stored.FallbackTo, "error", stored.Error)
+	log.Warn("job handed to its fallback kind", "fallback", k.kind.Policy.Fallback, "fallback_job_id", stored.FallbackTo, "error", stored.Error)
 	k.metrics.Finished(k.kind.Name, "fell_back", j.env.EnqueuedAt)
 	_ = j.msg.Term(executor.ReasonFellBack)
 }
 
 func (k *kindRunner) publishFallback(ctx context.Context, env queue.Envelope) error {
 	fb := env
-	fb.ID, fb.Kind, fb.FallbackOf = FallbackID(env.ID), k.kind.Fallback, env.ID
+	fb.ID, fb.Kind, fb.FallbackOf = FallbackID(env.ID), k.kind.Policy.Fallback, env.ID
 	fb.EnqueuedAt = time.Now()
 	_, err := k.queue.Publish(ctx, fb)
 	return err

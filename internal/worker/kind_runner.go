@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee/internal/executor"
+	"github.com/levee-dev/levee/internal/fleet"
 	"github.com/levee-dev/levee/internal/metrics"
 	"github.com/levee-dev/levee/internal/queue"
 )
@@ -40,6 +41,11 @@ type kindRunner struct {
 	attempts *sync.WaitGroup
 
 	pause pauseGate // an operator's pause (control.go)
+
+	// fleetBreaker is the kind's breaker when it is shared by the fleet, kept current from
+	// the breakers bucket (breaker.go); nil for a breaker of this worker's own.
+	fleetBreaker *executor.FleetBreaker
+	breakers     *fleet.Breakers
 }
 
 func newKindRunner(w *Worker, k Kind, pl *executor.Pipeline) *kindRunner {
@@ -47,7 +53,7 @@ func newKindRunner(w *Worker, k Kind, pl *executor.Pipeline) *kindRunner {
 	return &kindRunner{
 		w: w, kind: k, pipeline: pl, ledger: w.cfg.Ledger, queue: w.cfg.Queue, metrics: w.cfg.Metrics, log: log,
 		leases: &leaseKeeper{
-			times: newLeaseTimes(k.AckWait), clock: systemClock{}, ledger: w.cfg.Ledger, log: log,
+			times: newLeaseTimes(k.Policy.AckWait), clock: systemClock{}, ledger: w.cfg.Ledger, log: log,
 			metrics: w.cfg.Metrics, held: map[*attempt]struct{}{},
 		},
 	}

@@ -6,21 +6,24 @@ import (
 	"sync"
 	"time"
 
+	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
-// maxClaimsInFlight bounds the pulled groups one kind's pull loop claims at once.
+// maxClaimsInFlight is how many pulled groups one kind's pull loop claims at once; the kind
+// holds up to that many groups ahead of its slots (worker.go sets MaxAhead from it).
 const maxClaimsInFlight = 4
 
 // pullLoop admits, pulls and hands each pulled group to a claim, until ctx ends (design rule
-// 16: admission comes before the pull, so a message never waits inside the worker).
+// 16: admission comes before the pull, so the backlog waits in the stream; a job pulled ahead
+// of its bulkhead slot waits for it at most slotWait, slot.go).
 func (k *kindRunner) pullLoop(ctx context.Context) {
 	log := k.logger()
 	// Claims run beside the pulls: while one pulled group is being claimed, the loop admits and
-	// pulls the next, up to claimsInFlight groups at once. The first failed claim stops the
+	// pulls the next, up to maxClaimsInFlight groups at once. The first failed claim stops the
 	// pulling until the ledger answers again.
 	var (
-		claims  = make(chan struct{}, k.claimsInFlight())
+		claims  = make(chan struct{}, maxClaimsInFlight)
 		pending sync.WaitGroup
 		mu      sync.Mutex
 		failed  error
@@ -42,17 +45,17 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 			continue
 		}
 		k.waitResumed(ctx)
-		n, err := k.pipeline.Admit(ctx, k.w.cfg.MaxBatch)
+		n, trial, err := k.pipeline.AdmitTrial(ctx, k.w.cfg.MaxBatch)
 		if err != nil {
 			return
 		}
 		if k.paused() { // paused while admission waited
-			k.pipeline.Release(n)
+			k.pipeline.Release(n, trial)
 			continue
 		}
 		// A last chance waiting to run alone stops the pulls of every kind (solo.go).
 		if !k.w.gate.enterPull(ctx) {
-			k.pipeline.Release(n)
+			k.pipeline.Release(n, trial)
 			return
 		}
 		got, err := k.puller.Fetch(ctx, n, k.w.cfg.FetchWait, func(ds []*queue.Delivery) {
@@ -62,7 +65,17 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 				for _, d := range ds {
 					_ = d.Nak(nakDelay(err))
 				}
-				k.pipeline.Release(len(ds))
+				k.pipeline.Release(len(ds), trial)
+				k.w.gate.done(len(ds))
+				return
+			}
+			if br := k.pipeline.Breaker(); br.State() == executor.BreakerOpen {
+				// The breaker opened while the pull waited: these wait for it in the stream,
+				// unclaimed, instead of calling a failing downstream (design rule 37).
+				for _, d := range ds {
+					_ = d.Nak(max(time.Until(br.OpenUntil()), 0))
+				}
+				k.pipeline.Release(len(ds), trial)
 				k.w.gate.done(len(ds))
 				return
 			}
@@ -73,7 +86,11 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 				// run (and drained) rather than left leased for nobody.
 				pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
 				defer cancel()
-				if _, err := k.claimAndDispatch(pctx, newJobs(ds), false, nil); err != nil {
+				js := newJobs(ds)
+				for _, j := range js {
+					j.trial = trial
+				}
+				if _, err := k.claimAndDispatch(pctx, js, false, nil); err != nil {
 					mu.Lock()
 					failed = cmp.Or(failed, err)
 					mu.Unlock()
@@ -81,20 +98,12 @@ func (k *kindRunner) pullLoop(ctx context.Context) {
 			})
 		})
 		k.w.gate.done(1) // the pull itself; what it brought is counted by the claims
-		k.pipeline.Pulled(n, got)
+		k.pipeline.Pulled(n, got, trial)
 		if err != nil {
 			log.Warn("pull failed; retrying", "err", err)
 			sleep(ctx, errorPause)
 		}
 	}
-}
-
-// claimsInFlight is how many pulled groups the pull loop claims at once: one per MaxBatch of
-// the kind's concurrency, from 1 to maxClaimsInFlight. A kind whose concurrency holds a
-// single batch gains nothing from more (the next pull would find no free slot) and would
-// split its claims into smaller statements.
-func (k *kindRunner) claimsInFlight() int {
-	return min(maxClaimsInFlight, max(1, k.pipeline.Policy().Concurrency/k.w.cfg.MaxBatch))
 }
 
 // waitLedger blocks until the ledger answers again (or ctx ends), backing off from 1s to 5s.

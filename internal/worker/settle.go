@@ -40,7 +40,9 @@ type ending struct {
 // commitPatience bounds how long a failing commit is retried while the message is kept in
 // progress: a worker cut off from Postgres for longer gives the job up (it runs again
 // elsewhere, which design rule 0 (b) allows).
-func (k *kindRunner) commitPatience() time.Duration { return max(2*time.Minute, 4*k.kind.AckWait) }
+func (k *kindRunner) commitPatience() time.Duration {
+	return max(2*time.Minute, 4*k.kind.Policy.AckWait)
+}
 
 // settle is the one settle path of an attempt (design rule 30): it commits e.out (with
 // retries; a TxHandler's success in its transaction tx), and only once the commit applied

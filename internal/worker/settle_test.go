@@ -266,7 +266,8 @@ func TestDecide(t *testing.T) {
 		v        executor.Verdict
 		number   int
 		fallback string
-		open     bool
+		failures int // failures recorded by the breaker before (11 open it)
+		calls    int // successes recorded besides
 		want     then
 		state    idempotency.State
 		reason   string
@@ -283,17 +284,32 @@ func TestDecide(t *testing.T) {
 			state: idempotency.StateDead, reason: executor.ReasonMaxAttempts},
 		{name: "retry at the budget falls back", v: retry(errors.New("503")), number: 5, fallback: "backup", want: thenFallBack,
 			state: idempotency.StateDead, reason: executor.ReasonFellBack},
-		{name: "an outage spends no attempt", v: retry(errors.New("503")), number: 5, open: true, want: thenNak,
+		{name: "an outage spends no attempt", v: retry(errors.New("503")), number: 5, failures: 11, want: thenNak,
 			state: idempotency.StateRetrying, release: true},
+		{name: "an open breaker gives any attempt back", v: retry(errors.New("503")), number: 2, failures: 11, want: thenNak,
+			state: idempotency.StateRetrying, release: true},
+		{name: "a failure rate at the threshold before min_calls saves the last attempt", v: retry(errors.New("503")), number: 5,
+			failures: 6, want: thenNak, state: idempotency.StateRetrying, release: true},
+		{name: "a failure rate at the threshold spends earlier attempts", v: retry(errors.New("503")), number: 2,
+			failures: 6, want: thenNak, state: idempotency.StateRetrying},
+		{name: "a job whose failures are its own still dies", v: retry(errors.New("503")), number: 5, failures: 5,
+			want: thenDeadLetter, state: idempotency.StateDead, reason: executor.ReasonMaxAttempts},
+		{name: "a failure rate below the threshold dies", v: retry(errors.New("503")), number: 5, failures: 4, calls: 6,
+			want: thenDeadLetter, state: idempotency.StateDead, reason: executor.ReasonMaxAttempts},
+		{name: "a 4xx is the job's own even in an outage", v: retry(&executor.StatusError{Code: 429, Err: errors.New("too many requests")}), number: 5, failures: 11,
+			want: thenDeadLetter, state: idempotency.StateDead, reason: executor.ReasonMaxAttempts},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRig(t, executor.Policy{MaxAttempts: 5, Breaker: executor.BreakerConfig{MinCalls: 1, FailureRate: 0.5}})
-			r.k.kind.Fallback = tc.fallback
-			if tc.open {
-				r.k.pipeline.Breaker().Record(true)
-				require.Equal(t, executor.BreakerOpen, r.k.pipeline.Breaker().State())
+			r := newRig(t, executor.Policy{MaxAttempts: 5, Breaker: executor.BreakerConfig{MinCalls: 11, FailureRate: 0.5, Scope: executor.ScopeWorker}})
+			r.k.kind.Policy.Fallback = tc.fallback
+			for range tc.calls {
+				r.k.pipeline.Breaker().Record(false)
 			}
+			for range tc.failures {
+				r.k.pipeline.Breaker().Record(true)
+			}
+			require.Equal(t, tc.failures >= 11, r.k.pipeline.Breaker().State() == executor.BreakerOpen)
 			a, _, _ := r.newAttempt("job-1", tc.number)
 			e := r.k.decide(a, tc.v, []byte(`{}`), 5, 0.5)
 			require.Equal(t, tc.want, e.then)

@@ -1,9 +1,7 @@
 package worker
 
 import (
-	"cmp"
 	"context"
-	"time"
 
 	"github.com/levee-dev/levee/internal/queue"
 )
@@ -37,18 +35,12 @@ func (w *Worker) checkSetup(ctx context.Context) error {
 // starts the lease in Postgres, and a claim too early would find the key busy and spend a
 // delivery.
 func ConsumerConfig(k Kind) queue.ConsumerConfig {
-	lt := newLeaseTimes(cmp.Or(k.AckWait, defaultAckWait))
+	p := k.Policy.WithDefaults()
+	lt := newLeaseTimes(p.AckWait)
 	return queue.ConsumerConfig{
 		Kind:          k.Name,
 		AckWait:       lt.stored() + lt.margin,
-		MaxDeliver:    cmp.Or(k.MaxDeliver, defaultMaxDeliver),
-		MaxAckPending: cmp.Or(k.MaxAckPending, defaultMaxAckPending),
+		MaxDeliver:    p.MaxDeliveries,
+		MaxAckPending: p.FleetConcurrency,
 	}
 }
-
-// Defaults of a Kind's fields.
-const (
-	defaultAckWait       = 30 * time.Second
-	defaultMaxDeliver    = 100
-	defaultMaxAckPending = 1000
-)

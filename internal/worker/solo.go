@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/levee-dev/levee/internal/every"
 )
 
 // A poison message crashes the worker process that holds it, and with it every other message
@@ -140,7 +142,7 @@ type soloTurn struct {
 // (max_deliveries exceeds max_attempts, so it is at least 2: a first delivery is never the
 // last).
 func (k *kindRunner) lastDelivery(j *job) bool {
-	return j.delivered >= uint64(k.kind.MaxDeliver)
+	return j.delivered >= uint64(k.kind.Policy.MaxDeliveries)
 }
 
 // runAlone gives j its last chance: it waits for its turn (telling the server the message is
@@ -152,24 +154,16 @@ func (k *kindRunner) runAlone(ctx context.Context, j *job) {
 	gate := k.w.gate
 	log := k.log.With("job_id", j.env.ID, "key", j.env.Key, "delivery", j.delivered)
 	log.Info("last chance: waiting to run this job alone in the worker", "held", gate.heldNow())
-	stopBeat := make(chan struct{})
-	go func() {
-		t := time.NewTicker(k.kind.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopBeat:
-				return
-			case <-t.C:
-				_ = j.msg.InProgress()
-			}
-		}
-	}()
+	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
+	go every.Do(beatCtx, k.kind.Policy.AckWait/3, false, func(context.Context) bool {
+		_ = j.msg.InProgress()
+		return true
+	})
 	end, alone := gate.turn(ctx)
-	close(stopBeat)
+	stopBeat()
 	handBack := func(delay time.Duration) {
 		_ = j.msg.Nak(delay) // its deliveries run out: MarkDead publishes it again (no mark)
-		k.pipeline.Release(1)
+		k.pipeline.Release(1, j.trial)
 		gate.done(1)
 	}
 	if end == nil {

@@ -42,7 +42,7 @@ func TestLastChanceWhoseCommitIsGivenUpIsUnmarked(t *testing.T) {
 	r.k.w.gate.add(1)
 	n, err := r.k.pipeline.Admit(context.Background(), 1) // admitted before the pull
 	require.NoError(t, err)
-	r.k.pipeline.Pulled(n, 1)
+	r.k.pipeline.Pulled(n, 1, false)
 	a, _, ctx := r.newAttempt("job-1", 1) // on its last delivery: its last chance, run alone
 	turn := &soloTurn{released: make(chan struct{}), marked: true}
 	a.turn = turn

@@ -5,6 +5,8 @@ import (
 	"context"
 	"time"
 
+	each "github.com/levee-dev/levee/internal/every"
+
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -31,16 +33,10 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 	if every < 0 {
 		return
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	each.Do(ctx, every, false, func(ctx context.Context) bool {
 		w.sweepOnce(ctx)
-	}
+		return true
+	})
 }
 
 // sweepAfter is how long after it was stored a message of kind k may be swept.
@@ -48,7 +44,7 @@ func (w *Worker) sweepAfter(k Kind) time.Duration {
 	if w.cfg.SweepAfter > 0 {
 		return w.cfg.SweepAfter
 	}
-	return max(minSweepAfter, sweepAfterDeliveries*time.Duration(k.MaxDeliver)*k.AckWait)
+	return max(minSweepAfter, sweepAfterDeliveries*time.Duration(k.Policy.MaxDeliveries)*k.Policy.AckWait)
 }
 
 // sweepOnce sweeps the kinds this worker leads and returns how many messages it settled.
@@ -70,7 +66,7 @@ func (w *Worker) sweepOnce(ctx context.Context) int {
 			}
 			w.log.Warn("sweep: message past max_deliveries whose advisory never came; settling it", "kind", name, "seq", seq)
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleAdvisoryTimeout)
-			err := w.strandedJob(sctx, &queue.Advisory{Seq: seq, Deliveries: uint64(k.kind.MaxDeliver)})
+			err := w.strandedJob(sctx, &queue.Advisory{Seq: seq, Deliveries: uint64(k.kind.Policy.MaxDeliveries)})
 			cancel()
 			if err != nil {
 				w.log.Warn("sweep: settle stranded message; the next sweep retries", "kind", name, "seq", seq, "err", err)

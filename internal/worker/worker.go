@@ -11,6 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/levee-dev/levee/internal/every"
+	"github.com/levee-dev/levee/internal/fleet"
+	"github.com/levee-dev/levee/leveetype"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/levee-dev/levee/internal/executor"
@@ -44,21 +48,10 @@ type Kind struct {
 	Handler Handler
 	// TxHandler, if set instead of Handler, runs in a ledger transaction.
 	TxHandler TxHandler
-	Policy    executor.Policy
-	// AckWait is the lease (design rule 29); heartbeats run every AckWait/3. The consumer's
-	// AckWait is the lease Postgres keeps (see ConsumerConfig).
-	// Default 30s.
-	AckWait time.Duration
-	// MaxDeliver is the consumer's safety net for messages that crash workers. Default 100.
-	MaxDeliver int
-	// MaxAckPending bounds the kind's messages in flight across the fleet. Default 1000.
-	MaxAckPending int
-	// Fallback names the kind that takes over jobs whose attempts are exhausted (instead of
-	// the DLQ); "" means none. Permanent errors never fall back, nor do fallback jobs.
-	Fallback string
-	// FallbackAfter also hands jobs to Fallback, without an attempt, once the kind's breaker
-	// has stayed open this long; 0 means never.
-	FallbackAfter time.Duration
+	// Policy is the kind's public policy; New fills in its defaults and checks it
+	// (leveetype.Policy.Validate). Its AckWait is the lease (design rule 29): heartbeats run
+	// every AckWait/3, and the consumer's AckWait is the lease Postgres keeps (ConsumerConfig).
+	Policy leveetype.Policy
 }
 
 type (
@@ -138,8 +131,10 @@ type Worker struct {
 	log       *slog.Logger
 	kinds     []*kindRunner
 	committer *committer
-	gate      *soloGate                   // last chances run alone (solo.go)
-	fleet     atomic.Pointer[queue.Fleet] // set while Run serves
+	gate      *soloGate                    // last chances run alone (solo.go)
+	fleet     atomic.Pointer[fleet.Member] // set while Run serves
+	plane     *fleet.Store                 // the fleet registry, control and breakers buckets
+	serving   atomic.Bool                  // Run has started every loop and not returned
 }
 
 // New validates cfg and returns a Worker.
@@ -160,7 +155,7 @@ func New(cfg Config) (*Worker, error) {
 	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 64)
 	cfg.Retention = cmp.Or(cfg.Retention, 7*24*time.Hour)
 	cfg.ReapInterval = cmp.Or(cfg.ReapInterval, time.Hour)
-	w := &Worker{cfg: cfg, log: cfg.Logger, gate: newSoloGate()}
+	w := &Worker{cfg: cfg, log: cfg.Logger, gate: newSoloGate(), plane: fleet.New(cfg.Queue)}
 	w.committer = newCommitter(cfg.Ledger, cfg.Metrics, cfg.MaxBatch)
 	seen := map[string]bool{}
 	for _, k := range cfg.Kinds {
@@ -174,34 +169,26 @@ func New(cfg Config) (*Worker, error) {
 		if (k.Handler == nil) == (k.TxHandler == nil) {
 			return nil, fmt.Errorf("worker: kind %q needs exactly one of Handler and TxHandler", k.Name)
 		}
-		// Breaker changes are announced in the fleet registry at once, for operators.
-		onChange := k.Policy.Breaker.OnStateChangeFunc
-		k.Policy.Breaker.OnStateChangeFunc = func(from, to executor.BreakerState) {
-			if onChange != nil {
-				onChange(from, to)
-			}
-			w.pokeFleet()
-		}
-		pl, err := executor.NewPipeline(k.Policy)
-		if err != nil {
+		k.Policy = k.Policy.WithDefaults()
+		if err := k.Policy.Validate(k.Name); err != nil {
 			return nil, fmt.Errorf("kind %q: %w", k.Name, err)
 		}
-		k.AckWait = cmp.Or(k.AckWait, defaultAckWait)
-		if k.AckWait < 300*time.Millisecond {
-			return nil, fmt.Errorf("kind %q: ack_wait must be at least 300ms, got %s", k.Name, k.AckWait)
-		}
-		k.MaxDeliver = cmp.Or(k.MaxDeliver, defaultMaxDeliver)
-		k.MaxAckPending = cmp.Or(k.MaxAckPending, defaultMaxAckPending)
-		if k.MaxDeliver <= pl.Policy().MaxAttempts {
-			return nil, fmt.Errorf("kind %q: max_deliveries (%d) must exceed max_attempts (%d): attempts are counted in Postgres, deliveries are only the safety net", k.Name, k.MaxDeliver, pl.Policy().MaxAttempts)
+		ep := executor.PolicyOf(k.Policy)
+		ep.MaxAhead = maxClaimsInFlight * cfg.MaxBatch // what the pull loop can claim at once
+		// Breaker changes are announced in the fleet registry at once, for operators.
+		ep.Breaker.OnStateChangeFunc = func(executor.BreakerState, executor.BreakerState) { w.pokeFleet() }
+		pl, err := executor.NewPipeline(ep)
+		if err != nil {
+			return nil, fmt.Errorf("kind %q: %w", k.Name, err)
 		}
 		w.kinds = append(w.kinds, newKindRunner(w, k, pl))
 	}
 	return w, nil
 }
 
-// ID returns the worker's id.
-func (w *Worker) ID() string { return w.cfg.ID }
+// Serving reports whether Run has set everything up (consumers, shared breakers, the fleet
+// registry) and serves, until it returns.
+func (w *Worker) Serving() bool { return w.serving.Load() }
 
 // Run creates the consumers and serves every kind until ctx ends, then shuts down gracefully:
 // it stops pulling, lets in-flight attempts finish within ShutdownTimeout, releases and naks
@@ -235,7 +222,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return startErr(ctx, err)
 	}
 	// Operator commands: pauses in force are applied before anything is pulled.
-	control, err := w.cfg.Queue.WatchControl(ctx)
+	control, err := w.plane.WatchControl(ctx)
 	if err != nil {
 		return startErr(ctx, err)
 	}
@@ -243,8 +230,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		control.Stop()
 		return startErr(ctx, err)
 	}
-	fleet, err := w.cfg.Queue.JoinFleet(ctx, queue.FleetConfig{WorkerID: w.cfg.ID, Kinds: kindNames,
-		StatusFunc: func(kind string) queue.KindStatus { return byName[kind].status() }})
+	// Shared breakers are read before anything is pulled: a worker joining an outage starts
+	// open (design rule 37).
+	if err := w.shareBreakers(ctx); err != nil {
+		control.Stop()
+		return startErr(ctx, err)
+	}
+	fleet, err := w.plane.Join(ctx, fleet.Config{WorkerID: w.cfg.ID, Kinds: kindNames,
+		StatusFunc: func(kind string) fleet.KindStatus { return byName[kind].status() }})
 	if err != nil {
 		control.Stop()
 		return startErr(ctx, err)
@@ -264,6 +257,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	hardCtx, hardCancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer hardCancel(nil)
 
+	// Connections and statements ready before the first pull: one per claim a kind may have in
+	// flight, the committer's and the heartbeats'.
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := w.cfg.Ledger.Warm(wctx, maxClaimsInFlight*len(w.kinds)+2); err != nil && ctx.Err() == nil {
+		w.log.Warn("ledger warm-up failed; the first jobs may wait for connections", "err", err)
+	}
+	wcancel()
+
 	go w.committer.run()
 	var loops, attempts sync.WaitGroup
 	for _, k := range w.kinds {
@@ -281,6 +282,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var hearts sync.WaitGroup
 	for _, k := range w.kinds {
 		hearts.Go(func() { k.leases.run(heartCtx) })
+		k.breakerLoops(heartCtx, &hearts)
 	}
 	hearts.Go(func() {
 		if err := fleet.Run(heartCtx); err != nil {
@@ -291,6 +293,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		hearts.Go(func() { w.reapLoop(heartCtx) })
 	}
 	hearts.Go(func() { w.plansLoop(heartCtx) })
+	w.serving.Store(true)
+	defer w.serving.Store(false)
 	w.log.Info("worker started", "worker", w.cfg.ID, "kinds", len(w.kinds),
 		"namespace", w.cfg.Queue.Names().Namespace(), "nats_server", w.cfg.Queue.ServerVersion())
 
@@ -310,6 +314,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.committer.close() // everything queued is committed; a late handler commits on its own
 	heartStop()
 	hearts.Wait()
+	for _, k := range w.kinds {
+		if k.fleetBreaker != nil {
+			k.fleetBreaker.Close() // changes still being proposed end with the worker
+		}
+	}
 	w.log.Info("worker stopped")
 	return nil
 }
@@ -321,29 +330,27 @@ func (w *Worker) Run(ctx context.Context) error {
 // meanwhile. Handlers that ignore their cancellation are left behind; redelivery covers them.
 func (w *Worker) waitAfterHardCancel(drained <-chan struct{}) {
 	ignoreUntil := time.Now().Add(maxHandlerIgnore)
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // the wait ends as soon as the attempts have
 		select {
 		case <-drained:
-			return
-		case <-t.C:
+			cancel()
+		case <-ctx.Done():
 		}
-		now := time.Now()
-		if now.Before(ignoreUntil) {
-			continue
+	}()
+	every.Do(ctx, 50*time.Millisecond, false, func(context.Context) bool {
+		if time.Now().Before(ignoreUntil) {
+			return true
 		}
-		committing := false
 		for _, k := range w.kinds {
 			if _, ok := k.leases.settlingUntil(k.leases.clock.Stamp()); ok {
-				committing = true
+				return true // still committing under a lease that holds
 			}
 		}
-		if !committing {
-			w.log.Error("handlers ignored cancellation; exiting anyway (redelivery covers them)", "in_flight", w.inFlight())
-			return
-		}
-	}
+		w.log.Error("handlers ignored cancellation; exiting anyway (redelivery covers them)", "in_flight", w.inFlight())
+		return false
+	})
 }
 
 // startErr is Run's answer to a failure while starting: none when the context ended meanwhile
@@ -370,21 +377,15 @@ func (w *Worker) inFlight() int {
 }
 
 func (w *Worker) reapLoop(ctx context.Context) {
-	t := time.NewTicker(w.cfg.ReapInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Do(ctx, w.cfg.ReapInterval, false, func(ctx context.Context) bool {
 		n, err := w.cfg.Ledger.Reap(ctx, w.cfg.Retention, 10_000)
 		if err != nil {
 			w.log.Warn("reap finished keys", "err", err)
 		} else if n > 0 {
 			w.log.Info("reaped finished keys", "count", n, "retention", w.cfg.Retention)
 		}
-	}
+		return true
+	})
 }
 
 // plansEvery is how often a worker checks whether the young ledger has grown enough to be
@@ -395,28 +396,22 @@ const plansEvery = 2 * time.Second
 // young ledger's growth, until the ledger is mature. It stops at the first failure (ANALYZE
 // needs the table's owner): autovacuum then does the same, later.
 func (w *Worker) plansLoop(ctx context.Context) {
-	t := time.NewTicker(plansEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Do(ctx, plansEvery, false, func(ctx context.Context) bool {
 		analyzed, mature, err := w.cfg.Ledger.KeepPlansFresh(ctx)
 		if mature {
-			return
+			return false
 		}
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Warn("cannot keep the ledger's statistics fresh; autovacuum will (plans may scan the keys table until it does)", "err", err)
 			}
-			return
+			return false
 		}
 		if analyzed {
 			w.log.Debug("analyzed the ledger's keys table: it had grown")
 		}
-	}
+		return true
+	})
 }
 
 // Breakers returns a snapshot of each kind's circuit breaker.

@@ -26,6 +26,7 @@ import (
 // figures are the keys both benches print with --json, and the CPU time each run cost.
 type figures struct {
 	Jobs              int     `json:"jobs"`
+	Workers           int     `json:"workers"`
 	PublishJobsPerSec float64 `json:"publish_jobs_per_sec"`
 	WorkJobsPerSec    float64 `json:"work_jobs_per_sec"`
 	E2EJobsPerSec     float64 `json:"e2e_jobs_per_sec"`
@@ -43,9 +44,13 @@ type figures struct {
 }
 
 // cpuPerJob is the machine CPU the run spent per job worked, in microseconds. Both benches
-// publish and work 2 × jobs jobs (the work phase's backlog and the e2e jobs).
+// publish and work 2 × jobs jobs (the work phase's backlog and the e2e jobs), or jobs with
+// --no-e2e (no e2e rate).
 func (f figures) cpuPerJob() (bench, postgres, nats, total float64) {
 	n := float64(2 * max(f.Jobs, 1))
+	if f.E2EJobsPerSec == 0 {
+		n /= 2
+	}
 	bench, postgres, nats = f.cpuBench/n*1e6, f.cpuPostgres/n*1e6, f.cpuNATS/n*1e6
 	return bench, postgres, nats, bench + postgres + nats
 }
@@ -68,6 +73,7 @@ func main() {
 		names  = flag.String("names", "Levee,River", "the two commands' names in the report, comma-separated")
 		natsPs = flag.String("nats-process", "nats-server", "process name of the NATS server, for its CPU time")
 		pause  = flag.Duration("pause", 3*time.Second, "pause between runs, to let Postgres and NATS settle")
+		out    = flag.String("json-out", "", "also write each round's figures, with the CPU per job, to this file as JSON (make bench-scale reads it)")
 	)
 	flag.Parse()
 	if *rounds < 1 {
@@ -81,13 +87,13 @@ func main() {
 	}
 	labels = [2]string{a, b}
 	natsProcess = *natsPs
-	if err := run(context.Background(), os.Stdout, *rounds, strings.Fields(*levee), strings.Fields(*river), *pause); err != nil {
+	if err := run(context.Background(), os.Stdout, *rounds, strings.Fields(*levee), strings.Fields(*river), *pause, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "benchcompare:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, w io.Writer, rounds int, leveeCmd, riverCmd []string, pause time.Duration) error {
+func run(ctx context.Context, w io.Writer, rounds int, leveeCmd, riverCmd []string, pause time.Duration, out string) error {
 	var all []round
 	for i := range rounds {
 		var r round
@@ -113,7 +119,42 @@ func run(ctx context.Context, w io.Writer, rounds int, leveeCmd, riverCmd []stri
 		all = append(all, r)
 	}
 	report(w, all)
+	if out != "" {
+		return writeJSON(out, all)
+	}
 	return nil
+}
+
+// measured is one run's figures as --json-out writes them.
+type measured struct {
+	Jobs           int     `json:"jobs"`
+	Workers        int     `json:"workers"`
+	WorkJobsPerSec float64 `json:"work_jobs_per_sec"`
+	E2EJobsPerSec  float64 `json:"e2e_jobs_per_sec"`
+	P99MS          float64 `json:"p99_ms"`
+	CPUBenchUS     float64 `json:"cpu_bench_us_per_job"`
+	CPUPostgresUS  float64 `json:"cpu_postgres_us_per_job"`
+	CPUNATSUS      float64 `json:"cpu_nats_us_per_job"`
+	CPUTotalUS     float64 `json:"cpu_total_us_per_job"`
+}
+
+func measuredOf(f figures) measured {
+	b, p, n, t := f.cpuPerJob()
+	return measured{Jobs: f.Jobs, Workers: f.Workers, WorkJobsPerSec: f.WorkJobsPerSec, E2EJobsPerSec: f.E2EJobsPerSec,
+		P99MS: f.LatencyMS.P99, CPUBenchUS: b, CPUPostgresUS: p, CPUNATSUS: n, CPUTotalUS: t}
+}
+
+// writeJSON writes the rounds to path: [{"levee": {...}, "river": {...}}, ...].
+func writeJSON(path string, rounds []round) error {
+	var rs []map[string]measured
+	for _, r := range rounds {
+		rs = append(rs, map[string]measured{"levee": measuredOf(r.levee), "river": measuredOf(r.river)})
+	}
+	raw, err := json.MarshalIndent(rs, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(raw, '\n'), 0o644)
 }
 
 func measure(ctx context.Context, argv []string) (figures, error) {
@@ -212,7 +253,11 @@ func report(w io.Writer, rounds []round) {
 	}
 	fmt.Fprintf(tw, "median\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.2f\t\t\t\t\t\t\t%.0f\t%.0f\t\n", median(le), median(re), median(e2e), median(lw), median(rw), median(work), median(lc), median(rc))
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\n%s/%s, end to end: %.2f (median of %d rounds); working a backlog: %.2f\n", a, b, median(e2e), len(rounds), median(work))
+	if median(le) == 0 && median(re) == 0 { // --no-e2e
+		fmt.Fprintf(w, "\n%s/%s, working a backlog: %.2f (median of %d rounds; no e2e phase)\n", a, b, median(work), len(rounds))
+	} else {
+		fmt.Fprintf(w, "\n%s/%s, end to end: %.2f (median of %d rounds); working a backlog: %.2f\n", a, b, median(e2e), len(rounds), median(work))
+	}
 	lb, lp, ln, _ := rounds[len(rounds)-1].levee.cpuPerJob()
 	rb, rp, rn, _ := rounds[len(rounds)-1].river.cpuPerJob()
 	fmt.Fprintf(w, "CPU per job (last round, µs; Postgres and NATS include any other client of theirs):\n"+

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -26,8 +27,16 @@ func TestRunAlternatesAndReportsRatios(t *testing.T) {
 	levee := []string{"sh", "-c", `echo levee >>` + log + `; echo '{"e2e_jobs_per_sec": 3000, "work_jobs_per_sec": 4000, "latency_ms": {"p99": 9}}'`}
 	river := []string{"sh", "-c", `echo river >>` + log + `; echo '{"e2e_jobs_per_sec": 2000, "work_jobs_per_sec": 8000, "latency_ms": {"p99": 7}}'`}
 	var out strings.Builder
-	if err := run(context.Background(), &out, 3, levee, river, 0); err != nil {
+	jsonOut := t.TempDir() + "/rounds.json"
+	if err := run(context.Background(), &out, 3, levee, river, 0, jsonOut); err != nil {
 		t.Fatal(err)
+	}
+	var rounds []map[string]measured
+	if raw, err := os.ReadFile(jsonOut); err != nil || json.Unmarshal(raw, &rounds) != nil {
+		t.Fatalf("--json-out: %v\n%s", err, raw)
+	}
+	if len(rounds) != 3 || rounds[1]["river"].WorkJobsPerSec != 8000 || rounds[2]["levee"].P99MS != 9 {
+		t.Errorf("--json-out rounds = %+v", rounds)
 	}
 	if !strings.Contains(out.String(), "end to end: 1.50 (median of 3 rounds); working a backlog: 0.50") {
 		t.Errorf("report lacks the ratios:\n%s", out.String())
@@ -44,7 +53,7 @@ func TestRunAlternatesAndReportsRatios(t *testing.T) {
 func TestRunFailsOnBadOutput(t *testing.T) {
 	bad := []string{"sh", "-c", "echo not json"}
 	ok := []string{"sh", "-c", `echo '{}'`}
-	err := run(context.Background(), &strings.Builder{}, 1, bad, ok, 0)
+	err := run(context.Background(), &strings.Builder{}, 1, bad, ok, 0, "")
 	if err == nil || !strings.Contains(err.Error(), "not one JSON object") {
 		t.Fatalf("err = %v, want one naming the bad output", err)
 	}
@@ -70,5 +79,17 @@ func TestServerCPU(t *testing.T) {
 	}
 	if got := serverCPU("no-such-process-name"); got != 0 {
 		t.Errorf("CPU of a missing process = %v, want 0", got)
+	}
+}
+
+// Without an e2e phase (--no-e2e), a run works jobs jobs, not twice that.
+func TestCPUPerJobWithoutE2E(t *testing.T) {
+	f := figures{Jobs: 100, cpuBench: 1}
+	if b, _, _, _ := f.cpuPerJob(); b != 10_000 {
+		t.Errorf("bench CPU per job = %v µs, want 10000 (1 s over 100 jobs)", b)
+	}
+	f.E2EJobsPerSec = 1
+	if b, _, _, _ := f.cpuPerJob(); b != 5_000 {
+		t.Errorf("with e2e: %v µs, want 5000 (1 s over 200 jobs)", b)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -19,13 +20,23 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/levee-dev/levee"
+	"github.com/levee-dev/levee/internal/core"
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "freeport" {
+		port, err := freePort()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(1)
+		}
+		fmt.Println(port)
+		return
+	}
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: demo downstream ADDR | demo reset NAMESPACE")
+		fmt.Fprintln(os.Stderr, "usage: demo downstream ADDR | demo reset NAMESPACE | demo freeport")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -43,6 +54,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
+}
+
+// freePort returns a loopback TCP port that nothing listens on now.
+func freePort() (int, error) {
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // downstream answers by path: /ok → 200; /flaky → 503 (Retry-After: 1) for a key's first two
@@ -112,7 +133,7 @@ func reset(ctx context.Context, ns string) error {
 	dbURL := envOr("LEVEE_DATABASE_URL", levee.DefaultDatabaseURL)
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", levee.RedactURL(natsURL), err)
+		return fmt.Errorf("connect to NATS at %s: %w", core.RedactURL(natsURL), err)
 	}
 	defer nc.Close()
 	q, err := queue.New(queue.Config{Conn: nc, Namespace: ns})
