@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/levee-dev/levee/internal/core"
+	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
 )
 
@@ -86,6 +89,11 @@ type JobSpec struct {
 	// ErrKeyReused, as the job would be dead-lettered with reason
 	// key_reused_with_different_payload; with the same one, the result says KeyDuplicate.
 	CheckKey bool
+	// Delay, if positive, or RunAt, if in the future, makes the job wait in the ledger until
+	// then (give one of them): it needs ClientConfig.DatabaseURL or Pool. A RunAt in the past
+	// runs now.
+	Delay time.Duration
+	RunAt time.Time
 }
 
 // PublishResult says what happened to one published job. Its JSON form is what
@@ -105,6 +113,9 @@ type PublishResult struct {
 	// KeyDuplicate, with CheckKey, says whether the key was used before with this payload:
 	// the job will not run, and takes the first job's outcome. Absent without CheckKey.
 	KeyDuplicate *bool `json:"key_duplicate,omitempty"`
+	// RunAt is when a job that waits in the ledger is due (a delayed job, or one published
+	// with PublishTx); null for a job published to the stream at once, and for a Duplicate.
+	RunAt *time.Time `json:"run_at"`
 	// Err is set by PublishBatch for a job that was refused.
 	Err error `json:"-"`
 }
@@ -121,6 +132,15 @@ func WithKey(key string) PublishOption { return func(s *JobSpec) { s.Key = key }
 // WithKeyCheck asks the ledger whether the job's key was used before; see JobSpec.CheckKey.
 func WithKeyCheck() PublishOption { return func(s *JobSpec) { s.CheckKey = true } }
 
+// WithDelay makes the job wait d before it runs: it is stored in the ledger and published by
+// a worker's dispatcher when due (design rule 42), so it needs the ledger (ClientConfig's
+// DatabaseURL or Pool). It must not be negative; zero publishes at once.
+func WithDelay(d time.Duration) PublishOption { return func(s *JobSpec) { s.Delay = d } }
+
+// WithRunAt makes the job run at t (not before; within a second of it while workers run). A t
+// in the past runs now. Like WithDelay, it needs the ledger.
+func WithRunAt(t time.Time) PublishOption { return func(s *JobSpec) { s.RunAt = t } }
+
 // WithMaxAttempts overrides the kind's attempt budget for this job.
 func WithMaxAttempts(n int) PublishOption { return func(s *JobSpec) { s.MaxAttempts = n } }
 
@@ -135,11 +155,26 @@ func (c *Client) Publish(ctx context.Context, kind string, payload any, opts ...
 	if err != nil {
 		return PublishResult{}, err
 	}
+	runAt, err := spec.runAt(time.Now())
+	if err != nil {
+		return PublishResult{}, err
+	}
 	out := PublishResult{ID: env.ID, Kind: env.Kind, Key: env.Key}
+	if !runAt.IsZero() && c.conn.Ledger == nil {
+		return PublishResult{}, fmt.Errorf("a delayed job waits in the ledger: %w", core.ErrDatabaseRequired)
+	}
 	if spec.CheckKey {
 		if out.KeyDuplicate, err = c.checkKey(ctx, env); err != nil {
 			return PublishResult{}, err
 		}
+	}
+	if !runAt.IsZero() {
+		res, err := c.schedule(ctx, c.conn.Ledger.Outbox(), c.conn.Ledger.Pool(), []queue.Envelope{env}, []time.Time{runAt}, idempotency.OriginDelay)
+		if err != nil {
+			return PublishResult{}, err
+		}
+		out.Duplicate, out.RunAt = res[0].Duplicate, res[0].RunAt
+		return out, nil
 	}
 	if err := c.conn.EnsureStreams(ctx); err != nil {
 		return PublishResult{}, err
@@ -201,6 +236,9 @@ func (c *Client) PublishBatch(ctx context.Context, jobs []JobSpec, onDone func(P
 		env, err := c.envelope(spec)
 		if err == nil && spec.CheckKey {
 			err = errors.New("JobSpec.CheckKey is for Publish: PublishBatch does not check keys, so it refuses the job")
+		}
+		if err == nil && (spec.Delay != 0 || !spec.RunAt.IsZero()) {
+			err = errors.New("JobSpec.Delay and RunAt are for Publish and PublishBatchTx: PublishBatch publishes at once, so it refuses the job")
 		}
 		if err != nil {
 			results[i] = PublishResult{ID: spec.ID, Kind: spec.Kind, Key: spec.Key, Err: err}
@@ -265,4 +303,110 @@ func (c *Client) envelope(spec JobSpec) (queue.Envelope, error) {
 		id = ulid.Make().String()
 	}
 	return queue.NewEnvelope(spec.Kind, id, spec.Key, raw, spec.MaxAttempts, c.conn.Q.MaxPayload())
+}
+
+// runAt returns when spec's job is due if it must wait (zero: publish now), or an error for a
+// negative delay or both a delay and a time.
+func (spec JobSpec) runAt(now time.Time) (time.Time, error) {
+	switch {
+	case spec.Delay < 0:
+		return time.Time{}, fmt.Errorf("invalid delay %s: give a positive duration, or none to run now", spec.Delay)
+	case spec.Delay > 0 && !spec.RunAt.IsZero():
+		return time.Time{}, errors.New("give a delay or a time to run at, not both")
+	case spec.Delay > 0:
+		return now.Add(spec.Delay), nil
+	case spec.RunAt.After(now):
+		return spec.RunAt, nil
+	}
+	return time.Time{}, nil
+}
+
+// PublishTx publishes one job in tx, a transaction on the ledger's database: the job exists
+// only if tx commits, and is then published to its stream by a worker's dispatcher, within
+// about 100 ms while workers run (design rule 43), exactly once in effect (the stream drops a
+// second publish of the id, and the ledger a second claim of the key). With WithDelay or
+// WithRunAt it waits until then. The Client needs no DatabaseURL for this: it writes into
+// the schema of its namespace through tx. WithKeyCheck is refused.
+func (c *Client) PublishTx(ctx context.Context, tx pgx.Tx, kind string, payload any, opts ...PublishOption) (PublishResult, error) {
+	spec := JobSpec{Kind: kind, Payload: payload}
+	for _, o := range opts {
+		o(&spec)
+	}
+	res, err := c.PublishBatchTx(ctx, tx, []JobSpec{spec})
+	if err != nil {
+		return PublishResult{}, err
+	}
+	return res[0], res[0].Err
+}
+
+// PublishBatchTx publishes jobs in tx like PublishTx, in one statement. results[i] answers
+// jobs[i]; an invalid job has Err set and is not stored, while the others are. The error is
+// non-nil when the statement failed: then tx is aborted, as any failed statement leaves a
+// Postgres transaction, and nothing was stored.
+func (c *Client) PublishBatchTx(ctx context.Context, tx pgx.Tx, jobs []JobSpec) ([]PublishResult, error) {
+	if tx == nil {
+		return nil, errors.New("PublishTx needs a transaction: begin one on the ledger's database and pass it")
+	}
+	now := time.Now()
+	results := make([]PublishResult, len(jobs))
+	envs := make([]queue.Envelope, 0, len(jobs))
+	at := make([]time.Time, 0, len(jobs))
+	idx := make([]int, 0, len(jobs))
+	for i, spec := range jobs {
+		env, err := c.envelope(spec)
+		var runAt time.Time
+		if err == nil {
+			runAt, err = spec.runAt(now)
+		}
+		if err == nil && spec.CheckKey {
+			err = errors.New("JobSpec.CheckKey is for Publish: PublishTx does not check keys, so it refuses the job")
+		}
+		if err != nil {
+			results[i] = PublishResult{ID: spec.ID, Kind: spec.Kind, Key: spec.Key, Err: err}
+			continue
+		}
+		envs, at, idx = append(envs, env), append(at, runAt), append(idx, i)
+	}
+	if len(envs) == 0 {
+		return results, nil
+	}
+	res, err := c.schedule(ctx, c.outbox(), tx, envs, at, idempotency.OriginTx)
+	if err != nil {
+		return nil, err
+	}
+	for k, i := range idx {
+		results[i] = res[k]
+	}
+	return results, nil
+}
+
+// outbox is the outbox of the Client's namespace, with or without a ledger.
+func (c *Client) outbox() *idempotency.Outbox {
+	if c.conn.Ledger != nil {
+		return c.conn.Ledger.Outbox()
+	}
+	return idempotency.NewOutbox(c.conn.Q.Names().Namespace())
+}
+
+// schedule stores envs in the ledger through db, each due at runAt[i] (zero: when db's
+// transaction commits).
+func (c *Client) schedule(ctx context.Context, ob *idempotency.Outbox, db idempotency.DBTX, envs []queue.Envelope, runAt []time.Time, origin string) ([]PublishResult, error) {
+	rows := make([]idempotency.ScheduledJob, len(envs))
+	for i, env := range envs {
+		rows[i] = idempotency.ScheduledJob{ID: env.ID, Kind: env.Kind, Key: env.Key, Payload: env.Payload,
+			MaxAttempts: env.MaxAttempts, RunAt: runAt[i], Origin: origin}
+	}
+	stored, err := ob.Insert(ctx, db, rows)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PublishResult, len(envs))
+	for i, env := range envs {
+		out[i] = PublishResult{ID: env.ID, Kind: env.Kind, Key: env.Key, Duplicate: stored[i].IsZero()}
+		if !stored[i].IsZero() {
+			t := stored[i].UTC()
+			out[i].RunAt = &t
+		}
+	}
+	return out, nil
 }

@@ -44,6 +44,11 @@ func CheckLease(ctx context.Context) error { return worker.CheckLease(ctx) }
 // the ledger.
 var ErrJobNotFound = core.ErrJobNotFound
 
+// ErrDatabaseRequired is returned (wrapped) by what needs the Postgres ledger when the Client
+// has none (ClientConfig.DatabaseURL or Pool): a delayed publish, a key check, the status of
+// a running or finished job.
+var ErrDatabaseRequired = core.ErrDatabaseRequired
+
 // ErrPayloadTooLarge is returned (wrapped, saying by how much) by Publish and PublishBatch for
 // a payload over ClientConfig.MaxPayload, or one that with the job's headers would be over the
 // NATS server's max_payload.

@@ -138,7 +138,7 @@ func TestStats(t *testing.T) {
 		require.ElementsMatch(t, []string{"kinds", "dlq", "generated_at", "scan_capped", "stray_messages"}, mapKeys(m))
 		require.Zero(t, s.StrayMessages)
 		line := m["kinds"].([]any)[1].(map[string]any)
-		require.ElementsMatch(t, []string{"kind", "backlog", "in_flight", "redelivered", "retrying", "running", "dead",
+		require.ElementsMatch(t, []string{"kind", "backlog", "in_flight", "redelivered", "retrying", "running", "scheduled", "dead",
 			"oldest_age_seconds", "consumers", "workers", "served",
 			"breaker", "breaker_scope", "breaker_calls", "breaker_failures", "breaker_failure_rate", "breaker_next_trial",
 			"breaker_next_trial_seconds", "breaker_trials", "breaker_trials_ok", "breaker_since", "breaker_reason",

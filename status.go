@@ -7,6 +7,7 @@ type State = leveetype.State
 
 // The states of a job. Succeeded and Dead are final.
 const (
+	StateScheduled = leveetype.StateScheduled // waiting in the ledger until RunAt (delayed, periodic, or published in a transaction)
 	StateQueued    = leveetype.StateQueued    // waiting in the stream, not yet picked up
 	StateRunning   = leveetype.StateRunning   // an attempt holds the job's lease
 	StateRetrying  = leveetype.StateRetrying  // failed, next attempt at NextAttemptAt

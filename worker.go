@@ -19,6 +19,7 @@ import (
 	"github.com/levee-dev/levee/internal/metrics"
 	"github.com/levee-dev/levee/internal/queue"
 	"github.com/levee-dev/levee/internal/worker"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // WorkerConfig configures a Worker. Every field has a default.
@@ -65,11 +66,12 @@ type WorkerConfig struct {
 // Worker runs handlers for the kinds registered with Handle. Build one with NewWorker,
 // register handlers, then call Run once.
 type Worker struct {
-	cfg     WorkerConfig
-	metrics *metrics.Metrics
-	mu      sync.Mutex
-	kinds   []worker.Kind
-	ran     bool
+	cfg      WorkerConfig
+	metrics  *metrics.Metrics
+	mu       sync.Mutex
+	kinds    []worker.Kind
+	periodic []PeriodicJob
+	ran      bool
 
 	liveMu sync.Mutex
 	live   *live // set while Run serves, for the health checks
@@ -126,6 +128,41 @@ func (w *Worker) register(k worker.Kind, p Policy) error {
 	return nil
 }
 
+// PeriodicJob is a job published at every tick of a schedule; see leveetype.PeriodicJob.
+type PeriodicJob = leveetype.PeriodicJob
+
+// CatchUp says which missed ticks of a PeriodicJob run once the fleet is back.
+type CatchUp = leveetype.CatchUp
+
+// The catch_up policies of a PeriodicJob: which ticks run after the fleet missed some.
+const (
+	CatchUpSkip   = leveetype.CatchUpSkip
+	CatchUpLatest = leveetype.CatchUpLatest
+	CatchUpAll    = leveetype.CatchUpAll
+)
+
+// Periodic registers a periodic job: at Run, the worker writes it to the ledger, and from then
+// on every worker's dispatcher enqueues each of its ticks once across the fleet, with the
+// idempotency key periodic:<name>:<tick> (design rule 45). The kind need not be one this
+// worker handles. A changed schedule starts again from now; a name this worker does not
+// register is left to the workers that do (never deleted). It returns an error for an invalid
+// job or a name registered twice.
+func (w *Worker) Periodic(p PeriodicJob) error {
+	p = p.WithDefaults()
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, have := range w.periodic {
+		if have.Name == p.Name {
+			return fmt.Errorf("periodic job %q is already registered", p.Name)
+		}
+	}
+	w.periodic = append(w.periodic, p)
+	return nil
+}
+
 // adapt turns a public Handler into the engine's handler.
 func adapt(work func(context.Context, *Job) (any, error)) worker.Handler {
 	return func(ctx context.Context, att worker.Attempt) ([]byte, error) {
@@ -168,6 +205,7 @@ func (w *Worker) run(ctx context.Context) error {
 	}
 	w.ran = true
 	kinds := append([]worker.Kind(nil), w.kinds...)
+	periodic := append([]PeriodicJob(nil), w.periodic...)
 	w.mu.Unlock()
 	if len(kinds) == 0 {
 		return errors.New("levee: no handlers registered; call Handle before Run")
@@ -226,7 +264,7 @@ func (w *Worker) run(ctx context.Context) error {
 	wcfg := worker.Config{
 		Queue: q, Ledger: ledger, Kinds: kinds, Logger: cfg.Logger, ID: cfg.ID,
 		ShutdownTimeout: cfg.ShutdownTimeout, Retention: cfg.Retention, Metrics: w.metrics,
-		SweepEvery: cfg.sweepEvery, SweepAfter: cfg.sweepAfter,
+		SweepEvery: cfg.sweepEvery, SweepAfter: cfg.sweepAfter, Periodic: periodic,
 	}
 	if cfg.skipAck != nil {
 		wcfg.Hooks.SkipAck = func(env queue.Envelope) bool { return cfg.skipAck(env.ID) }

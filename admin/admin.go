@@ -66,12 +66,14 @@ func (c *Client) JobFind(ctx context.Context, idOrKey string) ([]leveetype.JobSt
 
 // JobListParams selects jobs for JobList. Zero fields select all.
 type JobListParams struct {
-	// State is one of running, retrying, succeeded, dead; "" for any. Queued jobs wait in NATS,
-	// not in the ledger, so StateQueued is refused (Stats counts them per kind).
+	// State is one of scheduled, running, retrying, succeeded, dead; "" for any. Queued jobs
+	// wait in NATS, not in the ledger, so StateQueued is refused (Stats counts them per kind).
+	// StateScheduled lists the jobs waiting in the ledger for their time, soonest due first.
 	State leveetype.State
 	Kind  string
 	// Since and Until bound the job's enqueued time (Since <= t < Until); zero is open. A job
-	// whose enqueued time is unknown (a malformed message) counts by when it was recorded.
+	// whose enqueued time is unknown (a malformed message) counts by when it was recorded; a
+	// scheduled job by when it was published.
 	Since, Until time.Time
 	// Cursor continues a listing: Next of the previous page. "" is the first page.
 	Cursor string
@@ -95,10 +97,15 @@ const (
 	MaxJobsLimit     = 500
 )
 
-// Jobs lists the ledger's jobs newest first (by enqueued time, then id) with keyset paging:
+// JobList lists the ledger's jobs newest first (by enqueued time, then id) with keyset paging:
 // each page is one index range scan per ledger table, never OFFSET and never a count, so a
 // page costs the same on a ledger of any size. Rows inserted while paging appear at most once,
 // and rows that existed when paging began appear exactly once (unless they changed owner).
+//
+// Without a State filter the listing holds the scheduled jobs too (state scheduled, with
+// RunAt), placed by when they were published; one that becomes due while paging moves to
+// when it is published to the stream. With State StateScheduled it lists only them, soonest
+// due first (by RunAt, then id), and the cursor continues in that order.
 func (c *Client) JobList(ctx context.Context, f JobListParams) (JobPage, error) {
 	if c.conn.Ledger == nil {
 		return JobPage{}, ErrDatabaseRequired
@@ -106,12 +113,12 @@ func (c *Client) JobList(ctx context.Context, f JobListParams) (JobPage, error) 
 	q := idempotency.JobQuery{Kind: f.Kind, Since: f.Since, Until: f.Until}
 	switch f.State {
 	case "":
-	case leveetype.StateRunning, leveetype.StateRetrying, leveetype.StateSucceeded, leveetype.StateDead:
+	case leveetype.StateScheduled, leveetype.StateRunning, leveetype.StateRetrying, leveetype.StateSucceeded, leveetype.StateDead:
 		q.State = f.State
 	case leveetype.StateQueued:
 		return JobPage{}, fmt.Errorf("%w: state queued: queued jobs wait in NATS, not in the ledger; see Stats for their count per kind, or Status by id", ErrBadFilter)
 	default:
-		return JobPage{}, fmt.Errorf("%w: unknown state %q (use running, retrying, succeeded or dead)", ErrBadFilter, f.State)
+		return JobPage{}, fmt.Errorf("%w: unknown state %q (use scheduled, running, retrying, succeeded or dead)", ErrBadFilter, f.State)
 	}
 	if f.Kind != "" {
 		if err := queue.ValidateKind(f.Kind); err != nil {
@@ -196,13 +203,25 @@ func (c *Client) JobAttempts(ctx context.Context, id string) ([]leveetype.Attemp
 // JobRetry runs a job again: a dead job's DLQ entry is replayed exactly as `enqueue dlq
 // replay` does (DeadJobReplay); a retrying job is made due now and a copy of its message is published
 // so a worker takes it at once (the original message, delivered later, finds the key settled or
-// busy and never runs the job twice). Any other state returns ErrConflict with the reason.
+// busy and never runs the job twice); a scheduled job is made due now, and a worker's
+// dispatcher publishes it within about a second (design rule 42). Any other state returns
+// ErrConflict with the reason, as does a scheduled job that left the schedule meanwhile.
 func (c *Client) JobRetry(ctx context.Context, id string, by leveetype.Actor) error {
 	st, err := c.actionStatus(ctx, id)
 	if err != nil {
 		return err
 	}
 	switch st.State {
+	case leveetype.StateScheduled:
+		j, err := c.conn.Ledger.RunScheduledNow(ctx, id)
+		if errors.Is(err, idempotency.ErrNotFound) {
+			return fmt.Errorf("%w: job %s left the schedule meanwhile (published when due, or cancelled); look again", ErrConflict, id)
+		}
+		if err != nil {
+			return err
+		}
+		return c.AuditRecord(ctx, AuditRecordParams{By: by, Action: "retry", Target: id,
+			Detail: "scheduled job made due now; was due at " + rfc3339(st.RunAt) + " (" + j.Origin + ")"})
 	case leveetype.StateDead:
 		dj, err := c.DeadJobGet(ctx, id)
 		if errors.Is(err, ErrNotFound) {
@@ -239,16 +258,29 @@ func (c *Client) JobRetry(ctx context.Context, id string, by leveetype.Actor) er
 	return fmt.Errorf("%w: job %s is %s; only dead and retrying jobs can be retried", ErrConflict, id, st.State)
 }
 
-// JobCancel stops a queued or retrying job from running again: it ends dead with reason
-// "cancelled", and its copy goes to the dead-letter queue so it can be replayed. The ledger is
-// written first: a worker that receives the job's message finds its key dead and terminates
-// it without running it. A running or finished job returns ErrConflict.
+// JobCancel stops a scheduled, queued or retrying job from running again: it ends dead with
+// reason "cancelled", and its copy goes to the dead-letter queue so it can be replayed. The
+// ledger is written first: a worker that receives the job's message finds its key dead and
+// terminates it without running it. A scheduled job's row is deleted in the same transaction,
+// so it is never published (Ledger.CancelScheduledJob); one that a dispatcher publishes at
+// that moment is cancelled in the stream instead. A running or finished job returns
+// ErrConflict.
 func (c *Client) JobCancel(ctx context.Context, id string, by leveetype.Actor) error {
 	st, err := c.actionStatus(ctx, id)
 	if err != nil {
 		return err
 	}
 	msg := "cancelled by " + string(by)
+	if st.State == leveetype.StateScheduled {
+		err := c.cancelScheduled(ctx, id, by, msg)
+		if !errors.Is(err, idempotency.ErrNotFound) {
+			return err
+		}
+		// Published meanwhile: cancel it where it is now.
+		if st, err = c.actionStatus(ctx, id); err != nil {
+			return err
+		}
+	}
 	var cancelled *idempotency.Cancelled
 	qd, qerr := c.conn.Q.FindQueued(ctx, id)
 	switch st.State {
@@ -292,6 +324,45 @@ func (c *Client) JobCancel(ctx context.Context, id string, by leveetype.Actor) e
 		}
 	}
 	return c.AuditRecord(ctx, AuditRecordParams{By: by, Action: "cancel", Target: id, Detail: "was " + string(st.State)})
+}
+
+// cancelScheduled cancels job id, scheduled, with message as its last error: its row goes,
+// its key is dead with reason cancelled, and a copy goes to the dead-letter queue, as for a
+// queued job, so that JobRetry can bring it back. It returns idempotency.ErrNotFound when the
+// job left the schedule meanwhile.
+func (c *Client) cancelScheduled(ctx context.Context, id string, by leveetype.Actor, msg string) error {
+	j, cancelled, err := c.conn.Ledger.CancelScheduledJob(ctx, id, msg)
+	if errors.Is(err, idempotency.ErrNotApplicable) {
+		return fmt.Errorf("%w: job %s was published and taken by a worker meanwhile; look again", ErrConflict, id)
+	}
+	if err != nil {
+		return err
+	}
+	detail := "was scheduled for " + rfc3339(&j.RunAt) + " (" + j.Origin + ")"
+	if err := c.AuditRecord(ctx, AuditRecordParams{By: by, Action: "cancel", Target: id, Detail: detail}); err != nil {
+		return err
+	}
+	env := queue.Envelope{ID: j.ID, Kind: j.Kind, Key: j.Key, Payload: j.Payload, MaxAttempts: j.MaxAttempts, EnqueuedAt: j.CreatedAt}
+	m := c.conn.Q.Names().Msg(env)
+	err = c.conn.EnsureStreams(ctx)
+	if err == nil {
+		err = c.conn.Q.DeadLetter(ctx, env, m.Data, m.Header, queue.DeadInfo{
+			Reason: ReasonCancelled, LastError: cancelled.LastError, FirstFailedAt: cancelled.FirstFailedAt,
+			FailedAt: cancelled.FinishedAt, Worker: "operator:" + string(by),
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("job %s is cancelled and will not run, but its dead-letter copy failed, so retry cannot bring it back (publish it again instead): %w", id, err)
+	}
+	return nil
+}
+
+// rfc3339 writes t in UTC to the second, "-" for nil.
+func rfc3339(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // actionStatus is the status of the job an action is about, which needs the ledger.

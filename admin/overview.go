@@ -17,6 +17,9 @@ import (
 // KindInfo is one kind's line in the Overview.
 type KindInfo struct {
 	Kind string
+	// Scheduled counts the jobs waiting in the ledger for their time (delayed, periodic, or
+	// published in a transaction and not yet relayed).
+	Scheduled int64
 	// Backlog counts the messages waiting in NATS; InFlight those delivered and not acked.
 	Backlog  uint64
 	InFlight int
@@ -67,7 +70,8 @@ type KindInfo struct {
 // until it is refreshed: read it, do not modify it.
 type Overview struct {
 	// Counts holds the ledger's jobs by state (keys by state, plus duplicates as succeeded and
-	// unowned dead jobs as dead) and the jobs waiting in NATS as queued.
+	// unowned dead jobs as dead), the jobs waiting in the ledger for their time as scheduled,
+	// and the jobs waiting in NATS as queued.
 	Counts map[leveetype.State]int64
 	// DLQDepth counts the dead-letter queue's entries; Backlog the waiting messages of every
 	// kind; OldestAge is the oldest waiting job's age.
@@ -213,9 +217,12 @@ func assembleOverview(now time.Time, agg *idempotency.Aggregate, work *queue.Wor
 	for kind := range paused {
 		names = append(names, kind)
 	}
+	for kind := range agg.Scheduled {
+		names = append(names, kind)
+	}
 	slices.Sort(names)
 	for _, kind := range slices.Compact(names) {
-		ki := KindInfo{Kind: kind}
+		ki := KindInfo{Kind: kind, Scheduled: agg.Scheduled[kind]}
 		if kc := work.Kinds[kind]; kc != nil {
 			ki.Backlog, ki.InFlight = kc.Pending, kc.InFlight
 			if !kc.Consumer {

@@ -22,7 +22,7 @@ import (
 type Stats struct {
 	// Kinds holds every kind known to the namespace, sorted by name: kinds with a durable
 	// consumer (a worker served them once), with live workers, with jobs in the work stream,
-	// with running or retrying keys in the ledger, or with dead jobs.
+	// with scheduled jobs or running or retrying keys in the ledger, or with dead jobs.
 	Kinds []KindStats `json:"kinds"`
 	DLQ   DLQStats    `json:"dlq"`
 	// GeneratedAt is when the snapshot was taken; ages are relative to it.
@@ -54,6 +54,10 @@ type KindStats struct {
 	// (JSON null) when the Client has no database.
 	Retrying *int64 `json:"retrying"`
 	Running  *int64 `json:"running"`
+	// Scheduled counts the kind's jobs waiting in the ledger for their time (delayed,
+	// periodic, or published in a transaction and not yet relayed); nil (JSON null) when the
+	// Client has no database.
+	Scheduled *int64 `json:"scheduled"`
 	// Dead counts the kind's entries in the dead-letter queue.
 	Dead int `json:"dead"`
 	// OldestAgeSeconds is the age of the oldest job of the kind still in the work stream
@@ -123,7 +127,7 @@ type DLQStats struct {
 // Stats returns a snapshot of the namespace's queues and circuit breakers. It needs only NATS;
 // with a database it adds the ledger's running and retrying counts, read by one grouped query
 // that scans the ledger's keys table (fine for an operator's look every few seconds, not for a
-// hot path). Streams and buckets that do not exist yet count as empty; Stats creates nothing.
+// hot path), and its scheduled jobs per kind (one grouped query on the scheduled table). Streams and buckets that do not exist yet count as empty; Stats creates nothing.
 // The breakers come from the fleet registry's entries and the shared breakers' records (one
 // read per kind whose breaker the fleet shares).
 //
@@ -163,13 +167,20 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	var live map[string]idempotency.LiveCount
+	var (
+		live      map[string]idempotency.LiveCount
+		scheduled map[string]int64
+	)
 	if c.conn.Ledger != nil {
 		if live, err = c.conn.Ledger.LiveCounts(ctx); err != nil {
 			return nil, err
 		}
+		if scheduled, err = c.conn.Ledger.CountScheduled(ctx); err != nil {
+			return nil, err
+		}
 	}
 	s := buildStats(time.Now(), work, members, breakers, dead, live, c.conn.Ledger != nil)
+	addScheduled(s, scheduled)
 	addPauses(s, paused)
 	return s, nil
 }
@@ -236,6 +247,25 @@ func buildStats(now time.Time, work *queue.WorkStats, members map[string][]fleet
 		s.Kinds = append(s.Kinds, ks)
 	}
 	return s
+}
+
+// addScheduled sets the scheduled count of each kind of s that has a ledger count (Retrying
+// set), adding a line for a kind it does not list: a kind whose jobs all wait in the ledger.
+func addScheduled(s *Stats, scheduled map[string]int64) {
+	for i := range s.Kinds {
+		if s.Kinds[i].Retrying != nil {
+			n := scheduled[s.Kinds[i].Kind]
+			s.Kinds[i].Scheduled = &n
+		}
+	}
+	for kind, n := range scheduled {
+		if slices.ContainsFunc(s.Kinds, func(k KindStats) bool { return k.Kind == kind }) {
+			continue
+		}
+		var zero1, zero2 int64
+		s.Kinds = append(s.Kinds, KindStats{Kind: kind, Scheduled: &n, Retrying: &zero1, Running: &zero2})
+	}
+	slices.SortFunc(s.Kinds, func(a, b KindStats) int { return strings.Compare(a.Kind, b.Kind) })
 }
 
 // addPauses marks the paused kinds of s, adding a line for a paused kind it does not list.

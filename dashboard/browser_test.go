@@ -321,14 +321,14 @@ func TestBrowser(t *testing.T) {
 	t.Run("overview counts match", func(t *testing.T) {
 		b.do(t, chromedp.Navigate(url+"/"), chromedp.WaitVisible(css(".tiles")))
 		tiles := map[string]int64{}
-		for _, k := range []string{"queued", "running", "retrying", "succeeded", "dead", "dlq", "backlog"} {
+		for _, k := range []string{"scheduled", "queued", "running", "retrying", "succeeded", "dead", "dlq", "backlog"} {
 			tiles[k] = number(t, b.text(t, "[data-count="+k+"] .n"))
 		}
 		banner := b.text(t, "[data-banner=breaker]")
 		// The page drew the cached aggregate; ask for it again within its age.
 		ov, err := s.ops.Overview(ctx, time.Hour)
 		require.NoError(t, err)
-		for _, st := range []levee.State{levee.StateQueued, levee.StateRunning, levee.StateRetrying, levee.StateSucceeded, levee.StateDead} {
+		for _, st := range []levee.State{levee.StateScheduled, levee.StateQueued, levee.StateRunning, levee.StateRetrying, levee.StateSucceeded, levee.StateDead} {
 			assert.Equal(t, ov.Counts[st], tiles[string(st)], "tile %s", st)
 		}
 		assert.Equal(t, int64(ov.DLQDepth), tiles["dlq"])
@@ -402,7 +402,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("pause a kind, resume it, and watch the backlog drain", func(t *testing.T) {
 		live := serve(t, b, s.ops, dashboard.Options{MinPoll: time.Second}) // refreshes every second
 		backlog := func() int64 {
-			cell := get(t, b, chromedp.Evaluate[string](`(document.querySelector("#kind-ok td:nth-child(2)") || {}).textContent || ""`))
+			cell := get(t, b, chromedp.Evaluate[string](`(document.querySelector("#kind-ok td[data-backlog]") || {}).textContent || ""`))
 			n, err := strconv.ParseInt(strings.TrimSpace(cell), 10, 64)
 			if err != nil {
 				t.Logf("backlog cell %q: %s", cell, get(t, b, chromedp.Evaluate[string](`document.getElementById("main").innerHTML`)))
@@ -442,6 +442,24 @@ func TestBrowser(t *testing.T) {
 		s.waitFor(t, levee.StateSucceeded, jobs...)
 		b.do(t, chromedp.Navigate(url+"/audit"), chromedp.WaitVisible(css("table.grid")))
 		b.shoot(t, "audit")
+	})
+
+	t.Run("a scheduled job is listed with its time, and cancelled", func(t *testing.T) {
+		res, err := s.client.Publish(ctx, "ok", map[string]int{"later": 1}, levee.WithDelay(time.Hour))
+		require.NoError(t, err)
+		b.do(t, chromedp.Navigate(url+"/jobs?state=scheduled"), chromedp.WaitVisible(css(`tr[data-job="`+res.ID+`"] [data-run-at]`)))
+		assert.Equal(t, res.RunAt.UTC().Format("2006-01-02 15:04:05Z"), b.text(t, `tr[data-job="`+res.ID+`"] [data-run-at]`))
+		b.shoot(t, "jobs-scheduled")
+		b.do(t, chromedp.Click(css(`tr[data-job="`+res.ID+`"] a`)), chromedp.WaitVisible(css("dd[data-run-at]")))
+		assert.Contains(t, b.text(t, "h1"), "scheduled")
+		assert.Equal(t, "Run now", b.text(t, "#retry"))
+		b.do(t, chromedp.Click(id("cancel")), chromedp.WaitVisible(css(".flash.ok")))
+		assert.Contains(t, b.text(t, ".flash.ok"), "is cancelled")
+		st, err := s.client.Status(ctx, res.ID)
+		require.NoError(t, err)
+		assert.Equal(t, levee.StateDead, st.State)
+		assert.Equal(t, admin.ReasonCancelled, st.Reason)
+		assert.Contains(t, b.text(t, "h1"), "dead")
 	})
 
 	t.Run("read-only hides buttons and refuses a forged POST", func(t *testing.T) {

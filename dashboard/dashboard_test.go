@@ -103,6 +103,7 @@ var getRoutes = []struct {
 	{"/kinds", http.StatusOK},
 	{"/jobs", http.StatusOK},
 	{"/jobs?state=dead&kind=charge&since=1h", http.StatusOK},
+	{"/jobs?state=scheduled&kind=charge", http.StatusOK},
 	{"/jobs?since=nonsense", http.StatusBadRequest},
 	{"/jobs?state=queued", http.StatusBadRequest},
 	{"/jobs?q=no-such-key", http.StatusNotFound},
@@ -379,7 +380,7 @@ func TestGoldenFragments(t *testing.T) {
 				AttemptP50: 120 * time.Millisecond, AttemptP95: 2 * time.Second, Breaker: "open", BreakerUntil: &until,
 				BreakerScope: "fleet", BreakerCalls: 40, BreakerFailures: 30, BreakerFailureRate: 0.75, BreakerCutOff: 1,
 				Rate: "50/s", RateUse: 49.5, Workers: 2},
-			{Kind: "email", Backlog: 2, Succeeded1h: 100, Breaker: "closed", BreakerScope: "worker", BreakerCalls: 12, BreakerFailures: 1,
+			{Kind: "email", Scheduled: 5, Backlog: 2, Succeeded1h: 100, Breaker: "closed", BreakerScope: "worker", BreakerCalls: 12, BreakerFailures: 1,
 				BreakerFailureRate: 0.0833, Workers: 1, Paused: true, PausedBy: "ui:ada", PausedAt: &at, PausedWorkers: 1},
 			{Kind: "sms", Breaker: "half-open", BreakerScope: "fleet", BreakerTrials: 1, BreakerTrialsOK: 2, BreakerCalls: 5,
 				BreakerFailures: 5, BreakerFailureRate: 1, Workers: 3},
@@ -409,6 +410,14 @@ func TestGoldenFragments(t *testing.T) {
 			},
 			Dead:    &leveetype.DeadJob{ID: "01JC9X3V8J4T6M2Q7R5W0YBZ1N", Kind: "charge", Reason: "max_attempts", Attempts: 2, FailedAt: until, Worker: "w2"},
 			Payload: "{\n  \"cents\": 4200\n}", CanRetry: true}},
+		{"jobs_scheduled.golden.html", "jobs", &jobsData{Form: jobsForm{State: "scheduled"}, States: jobStates, Next: "MTc2NHwx",
+			Jobs: []levee.JobStatus{{State: levee.StateScheduled, ID: "01JC9X3V8J4T6M2Q7R5W0YBZ1N", Kind: "email", Key: "welcome-42",
+				EnqueuedAt: &at, RunAt: &until, LastError: "nats: timeout"}}}},
+		{"job_scheduled.golden.html", "job", jobData{
+			Job: &levee.JobStatus{State: levee.StateScheduled, ID: "01JC9X3V8J4T6M2Q7R5W0YBZ1N", Kind: "email", Key: "welcome-42",
+				EnqueuedAt: &at, RunAt: &until},
+			Attempts: []leveetype.Attempt{}, PayloadNote: "The payload waits in the ledger with the job; this page shows payloads of dead jobs only.",
+			CanRetry: true, CanCancel: true}},
 	}
 	for _, c := range cases {
 		var b strings.Builder

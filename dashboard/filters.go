@@ -100,12 +100,12 @@ func jobsFormFrom(v url.Values) jobsForm {
 	}
 }
 
-// allStates are the states the overview counts.
-var allStates = []levee.State{levee.StateQueued, levee.StateRunning, levee.StateRetrying, levee.StateSucceeded, levee.StateDead}
+// allStates are the states the overview counts, in a job's order.
+var allStates = []levee.State{levee.StateScheduled, levee.StateQueued, levee.StateRunning, levee.StateRetrying, levee.StateSucceeded, levee.StateDead}
 
 // jobStates are the states the jobs page filters on: the ledger's. Queued jobs wait in NATS,
 // counted per kind on the kinds page.
-var jobStates = allStates[1:]
+var jobStates = []levee.State{levee.StateScheduled, levee.StateRunning, levee.StateRetrying, levee.StateSucceeded, levee.StateDead}
 
 // errQueuedNotListed answers a jobs filter on the queued state.
 var errQueuedNotListed = errors.New("queued jobs wait in NATS, not in the ledger, so they are not listed: " +
@@ -117,7 +117,7 @@ func (f jobsForm) filter(now time.Time) (admin.JobListParams, error) {
 		return out, errQueuedNotListed
 	}
 	if f.State != "" && !slices.Contains(jobStates, out.State) {
-		return out, fmt.Errorf("unknown state %q: choose running, retrying, succeeded or dead", f.State)
+		return out, fmt.Errorf("unknown state %q: choose scheduled, running, retrying, succeeded or dead", f.State)
 	}
 	if f.Limit != "" {
 		n, err := strconv.Atoi(f.Limit)

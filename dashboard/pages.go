@@ -157,8 +157,8 @@ func (d *Dashboard) job(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := jobData{Job: st, Result: indent(st.Result)}
-	data.CanRetry = st.State == levee.StateDead || st.State == levee.StateRetrying
-	data.CanCancel = st.State == levee.StateQueued || st.State == levee.StateRetrying
+	data.CanRetry = st.State == levee.StateDead || st.State == levee.StateRetrying || st.State == levee.StateScheduled
+	data.CanCancel = st.State == levee.StateQueued || st.State == levee.StateRetrying || st.State == levee.StateScheduled
 	if data.Attempts, err = d.svc.JobAttempts(ctx, id); err != nil {
 		data.AttemptsErr = err.Error()
 	}
@@ -184,6 +184,8 @@ func (d *Dashboard) job(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch {
+	case data.Dead == nil && st.State == levee.StateScheduled:
+		data.PayloadNote = "The payload waits in the ledger with the job; this page shows payloads of dead jobs only."
 	case data.Dead == nil:
 		data.PayloadNote = "The payload is kept only in the dead-letter queue."
 	case d.redact[st.Kind]:
@@ -303,6 +305,9 @@ func (d *Dashboard) scrubJobs(id identity, jobs []leveetype.JobStatus) []leveety
 }
 
 func strconvQuote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }
+
+// Scheduled reports whether the page lists scheduled jobs only: soonest due first.
+func (j *jobsData) Scheduled() bool { return j.Form.State == string(levee.StateScheduled) }
 
 // NextHref is the link to the page after this one.
 func (j *jobsData) NextHref() string {

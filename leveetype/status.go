@@ -10,6 +10,7 @@ type State string
 
 // The states of a job. Succeeded and Dead are final.
 const (
+	StateScheduled State = "scheduled" // waiting in the ledger until RunAt (delayed, periodic, or published in a transaction)
 	StateQueued    State = "queued"    // waiting in the stream, not yet picked up
 	StateRunning   State = "running"   // an attempt holds the job's lease
 	StateRetrying  State = "retrying"  // failed, next attempt at NextAttemptAt
@@ -36,6 +37,8 @@ type JobStatus struct {
 	EnqueuedAt  *time.Time      `json:"enqueued_at"`
 	StartedAt   *time.Time      `json:"started_at"`
 	FinishedAt  *time.Time      `json:"finished_at"`
+	// RunAt is when a scheduled job is due (null in every other state).
+	RunAt *time.Time `json:"run_at"`
 	// DuplicateOf is the id of the job that did the work, when this job was a duplicate of
 	// its key.
 	DuplicateOf string `json:"duplicate_of"`

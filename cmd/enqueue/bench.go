@@ -30,6 +30,9 @@ type benchOptions struct {
 	backlog      int
 	memProfile   string
 	noE2E        bool
+	scheduled    int
+	spread       time.Duration
+	tx           bool
 }
 
 func newBenchCmd(conn *cli.Connection) *cobra.Command {
@@ -59,7 +62,15 @@ peak RSS; on Linux the peak is reset before the workers start, so the publisher'
 not counted. No latency is measured in this mode.
 
 With --rate (and --duration) it instead publishes at that rate for that long with the workers
-running, waits for the jobs to succeed, and reports the latency at that load.
+running, waits for the jobs to succeed, and reports the latency at that load. With --tx each
+chunk is published with PublishBatchTx in a transaction of its own, and the latency runs from
+that transaction through the outbox relay (design rule 43).
+
+With --scheduled N it instead stores N delayed jobs in the ledger, all due at the same second
+(or with --spread D, due at times spread evenly over D), with the workers running: it reports
+how long after the last run_at the dispatchers had published them all and the workers had
+finished them, and each job's claim lateness (its first claim less its run_at) as p50, p90,
+p99 and max.
 
 It reports jobs per second for each phase; the latency of the e2e (or --rate) jobs, each job's
 finished_at - enqueued_at in the ledger, as p50, p90, p99 and max; the Postgres transactions
@@ -74,7 +85,10 @@ Exit codes: 0 ok, 1 error (a service unreachable, a job that did not succeed, no
   enqueue bench --jobs 5000 --workers 2 --json
   enqueue bench --payload-bytes 4096
   enqueue bench --rate 1000/s --duration 30s
-  enqueue bench --backlog 1000000 --duration 30s`,
+  enqueue bench --backlog 1000000 --duration 30s
+  enqueue bench --rate 500/s --duration 20s --tx
+  enqueue bench --scheduled 100000 --workers 3
+  enqueue bench --scheduled 2000 --spread 20s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBench(cmd, conn, o)
@@ -92,6 +106,9 @@ Exit codes: 0 ok, 1 error (a service unreachable, a job that did not succeed, no
 	fs.BoolVar(&o.json, "json", false, "print the results as one JSON object")
 	fs.BoolVar(&o.noE2E, "no-e2e", false, "run the publish and work phases only (how cost grows with the backlog: make bench-scale)")
 	fs.IntVar(&o.backlog, "backlog", 0, "instead of the phases: publish this many jobs first, then work for --duration and report the work rate and the peak RSS of the workers alone")
+	fs.IntVar(&o.scheduled, "scheduled", 0, "instead of the phases: store this many jobs in the ledger, all due at the same second, with the workers running, and report how long the dispatchers took to publish them and how late each was claimed")
+	fs.DurationVar(&o.spread, "spread", 0, "with --scheduled: spread the jobs' run_at evenly over this span instead (the lateness of a steady flow of due jobs)")
+	fs.BoolVar(&o.tx, "tx", false, "with --rate: publish each chunk with PublishBatchTx in a transaction of its own, so that the latency runs from the transaction through the outbox relay")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a pprof CPU profile of the work phase (with --rate, of the steady run) to this file")
 	fs.StringVar(&o.memProfile, "mem-profile", "", "write a pprof allocation profile of the process at the end of the same span to this file (go tool pprof -sample_index=alloc_space)")
 	fs.StringVar(&o.blockProfile, "block-profile", "", "write a pprof block profile (goroutines waiting on channels, locks, select) of the same span to this file")
@@ -114,6 +131,23 @@ func (o *benchOptions) check(fs *pflag.FlagSet) (leveetype.Rate, error) {
 	}
 	if err := queue.ValidateKind(o.kind); err != nil {
 		return leveetype.Rate{}, &cli.UsageError{Err: err}
+	}
+	if o.tx && !fs.Changed("rate") {
+		return leveetype.Rate{}, cli.Usagef("--tx goes with --rate")
+	}
+	if fs.Changed("spread") && o.scheduled == 0 {
+		return leveetype.Rate{}, cli.Usagef("--spread goes with --scheduled")
+	}
+	if o.scheduled != 0 {
+		switch {
+		case o.scheduled < 0:
+			return leveetype.Rate{}, cli.Usagef("invalid --scheduled %d: give a number of jobs such as 100000", o.scheduled)
+		case o.spread < 0:
+			return leveetype.Rate{}, cli.Usagef("invalid --spread %s: give a positive duration such as 20s, or none", o.spread)
+		case fs.Changed("rate") || fs.Changed("jobs") || o.backlog != 0 || fs.Changed("duration") || o.noE2E:
+			return leveetype.Rate{}, cli.Usagef("give --scheduled alone (with --spread, --workers, --concurrency), without --jobs, --rate, --backlog, --duration or --no-e2e")
+		}
+		return leveetype.Rate{}, nil
 	}
 	if o.noE2E && (fs.Changed("rate") || o.backlog != 0) {
 		return leveetype.Rate{}, cli.Usagef("--no-e2e goes with the phases, not with --rate or --backlog")
@@ -163,7 +197,7 @@ func runBench(cmd *cobra.Command, conn *cli.Connection, o benchOptions) error {
 		bench.Options{
 			Jobs: o.jobs, NoE2E: o.noE2E, Workers: o.workers, Concurrency: o.concurrency, PayloadBytes: o.payloadBytes, Kind: o.kind,
 			Rate: steady, Duration: o.duration, DBConns: o.dbConns, CPUProfile: o.cpuProfile, BlockProfile: o.blockProfile, MemProfile: o.memProfile,
-			Backlog: o.backlog,
+			Backlog: o.backlog, Scheduled: o.scheduled, Spread: o.spread, Tx: o.tx,
 		}, cmd.ErrOrStderr())
 	if err != nil {
 		return err

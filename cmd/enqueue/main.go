@@ -1,7 +1,8 @@
 // Command enqueue is Levee's operator CLI: it publishes jobs, reports their status, and
 // manages the dead-letter queue.
 //
-//	enqueue publish KIND PAYLOAD     publish one job (PAYLOAD is JSON, or - for stdin)
+//	enqueue publish KIND PAYLOAD     publish one job (PAYLOAD is JSON, or - for stdin);
+//	                                 --delay 10m or --at TIME makes it wait in the ledger
 //	enqueue publish KIND --file F    publish the jobs of a JSON Lines file
 //	enqueue status ID                show what Levee knows of a job; --wait blocks until final
 //	enqueue stats                    per-kind backlog, in flight, retrying, dead; DLQ by reason
@@ -9,7 +10,8 @@
 //	                                 inspect dead jobs, replay them safely, purge them
 //	enqueue bench                    publish and work N noop jobs through real workers; report rates
 //	enqueue jobs|find                list the ledger's jobs; find a job by id or idempotency key
-//	enqueue retry|cancel ID          run a dead or retrying job again; cancel a queued or retrying one
+//	enqueue retry|cancel ID          run a dead, retrying or scheduled job now; cancel a scheduled,
+//	                                 queued or retrying one
 //	enqueue pause|resume KIND        stop and restart the fleet's pulls of a kind
 //	enqueue breaker reset KIND       close a kind's circuit breaker on every worker
 //	enqueue ui                       serve the web dashboard (package dashboard) on --addr
@@ -28,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // periodic jobs' time zones, on hosts without zoneinfo
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
@@ -59,16 +62,19 @@ func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "enqueue",
 		Short: "Publish Levee jobs, query their status, manage the dead-letter queue",
-		Long: `enqueue is Levee's operator CLI. It publishes jobs to NATS JetStream, reports what Levee
-knows of a job (waiting in the stream, running, retrying, succeeded or dead), shows per-kind
-statistics, and lists, shows, replays and purges dead jobs.
+		Long: `enqueue is Levee's operator CLI. It publishes jobs to NATS JetStream (now, or later through
+the Postgres ledger), reports what Levee knows of a job (scheduled, waiting in the stream,
+running, retrying, succeeded or dead), shows per-kind statistics, and lists, shows, replays
+and purges dead jobs.
 
 Publishing needs only NATS: producers keep working while Postgres or the downstream is down.
-Status, stats and replay read the Postgres ledger too.
+A delayed job (publish --delay or --at) waits in the Postgres ledger until it is due, so it
+needs Postgres. Status, stats and replay read the Postgres ledger too.
 
 Exit codes: 0 ok, 1 error, 2 usage error; see 'enqueue status --help' for status's own codes.`,
 		Example: `  enqueue publish email '{"to":"ada@example.com"}'
   enqueue publish email --file jobs.jsonl
+  enqueue publish reminder '{"user":42}' --delay 72h
   enqueue status 01JC9X3V8J4T6M2Q7R5W0YBZ1N --wait 30s
   enqueue stats --watch
   enqueue dlq list --reason max_attempts --since 1h
@@ -87,6 +93,7 @@ Exit codes: 0 ok, 1 error, 2 usage error; see 'enqueue status --help' for status
 	root.AddCommand(newDLQCmd(&conn))
 	root.AddCommand(newBenchCmd(&conn))
 	root.AddCommand(newOperatorCmds(&conn)...)
+	root.AddCommand(newPeriodicCmd(&conn))
 	root.AddCommand(newUICmd(&conn))
 	return root
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -114,6 +116,26 @@ func actionCmd(cmd *cobra.Command, conn *cli.Connection, validate func(string) e
 	}
 	addActorFlag(cmd, &as)
 	return cmd
+}
+
+// withScheduledNote wraps a job action: when the job was scheduled as the action began, it
+// says on stderr when the job was due and then what (e.g. "it will not run"), once the action
+// is done. ID in what stands for the job's id.
+func withScheduledNote(act func(*admin.Client, context.Context, string, leveetype.Actor) error, what string) func(*admin.Client, context.Context, string, leveetype.Actor) error {
+	return func(c *admin.Client, ctx context.Context, id string, by leveetype.Actor) error {
+		st, err := c.JobGet(ctx, id)
+		if err != nil {
+			st = nil // the action finds out, and says so
+		}
+		if err := act(c, ctx, id, by); err != nil {
+			return err
+		}
+		if st != nil && st.State == leveetype.StateScheduled && st.RunAt != nil {
+			fmt.Fprintf(stderrOf(ctx), "job %s was scheduled for %s: %s\n", id, runAtText(*st.RunAt, time.Now()),
+				strings.ReplaceAll(what, "ID", id))
+		}
+		return nil
+	}
 }
 
 type stderrKey struct{}

@@ -58,8 +58,8 @@ func TestPublishJSONDuplicate(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &m))
 		got = append(got, m)
 	}
-	require.Equal(t, map[string]any{"id": id, "kind": "charge", "key": id, "duplicate": false}, got[0])
-	require.Equal(t, map[string]any{"id": id, "kind": "charge", "key": id, "duplicate": true, "payload_differs": false}, got[1])
+	require.Equal(t, map[string]any{"id": id, "kind": "charge", "key": id, "duplicate": false, "run_at": nil}, got[0])
+	require.Equal(t, map[string]any{"id": id, "kind": "charge", "key": id, "duplicate": true, "payload_differs": false, "run_at": nil}, got[1])
 
 	// The same id with another payload: stored once, the first payload kept, and said so.
 	r := b.run(t, "", "publish", "charge", `{"amount": 9999}`, "--id", id, "--json")

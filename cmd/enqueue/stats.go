@@ -50,6 +50,8 @@ circuit breaker:
   FAILED       failed calls of all calls in the breaker's window, and their rate
   NEXT TRIAL   when the breaker tries the downstream again: "in 1.4s" while open; "now"
                while half-open, with the trial calls out and those that succeeded
+  SCHEDULED    jobs waiting in the Postgres ledger for their time (--delay, --at, periodic
+               ticks; jobs published in a transaction, until relayed)
 
 then one line per reason in the dead-letter queue. A kind that no worker serves (it has no
 consumer and no live worker) is marked "orphan (no worker)": its jobs wait until a worker serves
@@ -67,17 +69,18 @@ workers cannot reach the shared record, and decide alone meanwhile, is marked "N
 cut off from the fleet's breaker".
 
 Kinds are found from the work stream's consumers, the fleet registry, the jobs in the stream
-and the dead-letter queue. The queue's counts need only NATS; RETRYING comes from the ledger
-(--database-url) and shows "-" without it (or when Postgres cannot be reached: a warning says
-so). Counting reads the headers of every dead-letter entry and, when jobs of unserved kinds
+and the dead-letter queue, and from the ledger's scheduled jobs. The queue's counts need only
+NATS; SCHEDULED and RETRYING come from the ledger (--database-url) and show "-" without it (or
+when Postgres cannot be reached: a warning says so). Counting reads the headers of every dead-letter entry and, when jobs of unserved kinds
 wait, up to 100,000 of the work stream's subjects (a note says when that cap was reached).
 
 With --watch, stats shows the numbers again every --interval until interrupted, redrawing the
 screen on a terminal and printing one block after another otherwise. With --json it prints one
 object (one per line with --watch) with the keys kinds, dlq, generated_at, scan_capped and
 stray_messages; each
-kind has kind, backlog, in_flight, redelivered, retrying, running, dead, oldest_age_seconds,
-consumers, workers and served (retrying and running are null without the ledger), and its
+kind has kind, backlog, in_flight, redelivered, retrying, running, scheduled, dead,
+oldest_age_seconds, consumers, workers and served (retrying, running and scheduled are null
+without the ledger), and its
 breaker: breaker (closed, open, half-open, or "" when unknown), breaker_scope (fleet or
 worker), breaker_calls, breaker_failures, breaker_failure_rate (0 to 1), breaker_next_trial
 (a time, null when closed), breaker_next_trial_seconds (0 unless open), breaker_trials and
@@ -161,11 +164,14 @@ func printStats(w io.Writer, s *admin.Stats, asJSON bool) error {
 	}
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tBACKLOG\tIN FLIGHT\tREDELIVERED\tRETRYING\tDEAD\tOLDEST\tWORKERS\tBREAKER\tFAILED\tNEXT TRIAL\t")
+	fmt.Fprintln(tw, "KIND\tBACKLOG\tIN FLIGHT\tREDELIVERED\tRETRYING\tDEAD\tOLDEST\tWORKERS\tBREAKER\tFAILED\tNEXT TRIAL\tSCHEDULED\t")
 	for _, k := range s.Kinds {
-		retrying := "-"
+		retrying, scheduled := "-", "-"
 		if k.Retrying != nil {
 			retrying = fmt.Sprint(*k.Retrying)
+		}
+		if k.Scheduled != nil {
+			scheduled = fmt.Sprint(*k.Scheduled)
 		}
 		var notes []string
 		switch {
@@ -180,9 +186,9 @@ func printStats(w io.Writer, s *admin.Stats, asJSON bool) error {
 		if k.BreakerCutOff > 0 {
 			notes = append(notes, fmt.Sprintf("%d of %s cut off from the fleet's breaker", k.BreakerCutOff, cli.Count(k.Workers, "worker")))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\n", k.Kind, k.Backlog, k.InFlight, k.Redelivered,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", k.Kind, k.Backlog, k.InFlight, k.Redelivered,
 			retrying, k.Dead, formatAge(k.OldestAgeSeconds), k.Workers, cmp.Or(k.Breaker, "-"), breakerFailed(k),
-			breakerNextTrial(k), strings.Join(notes, "; "))
+			breakerNextTrial(k), scheduled, strings.Join(notes, "; "))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -70,7 +70,7 @@ func TestStatsFreshNamespace(t *testing.T) {
 
 	r := b.run(t, "", "stats")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Equal(t, "KIND  BACKLOG  IN FLIGHT  REDELIVERED  RETRYING  DEAD  OLDEST  WORKERS  BREAKER  FAILED  NEXT TRIAL\n"+
+	require.Equal(t, "KIND  BACKLOG  IN FLIGHT  REDELIVERED  RETRYING  DEAD  OLDEST  WORKERS  BREAKER  FAILED  NEXT TRIAL  SCHEDULED\n"+
 		"(no kinds: no consumers, workers, jobs or dead jobs in this namespace)\n"+
 		"\nDLQ: 0 dead\n", r.stdout)
 }
@@ -111,9 +111,9 @@ func TestStatsKinds(t *testing.T) {
 	r = b.run(t, "", "stats")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.True(t, strings.HasPrefix(r.stdout, "KIND "), r.stdout)
-	require.Regexp(t, `^ghost +2 +0 +0 +0 +0 +\S+ +0 +- +- +- +orphan \(no worker\)\n$`, tableLine(t, r.stdout, "ghost"))
+	require.Regexp(t, `^ghost +2 +0 +0 +0 +0 +\S+ +0 +- +- +- +0 +orphan \(no worker\)\n$`, tableLine(t, r.stdout, "ghost"))
 	// A permanent error is no downstream failure; the worker's entry may not count it yet.
-	require.Regexp(t, `^boom +0 +0 +0 +0 +1 +- +1 +closed +(-|0/1 \(0%\)) +-\n$`, tableLine(t, r.stdout, "boom"))
+	require.Regexp(t, `^boom +0 +0 +0 +0 +1 +- +1 +closed +(-|0/1 \(0%\)) +- +0\n$`, tableLine(t, r.stdout, "boom"))
 	require.Contains(t, r.stdout, "\nDLQ: 1 dead\n  permanent_error  1\n")
 
 	// Without the ledger the queue's numbers remain; the ledger's are null, "-" in the table.
@@ -131,7 +131,7 @@ func TestStatsKinds(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stderr, "enqueue: warning: ")
 	require.NotContains(t, r.stderr, "hunter2")
-	require.Regexp(t, `^ghost +2 +0 +0 +- +0 `, tableLine(t, r.stdout, "ghost"))
+	require.Regexp(t, `^ghost +2 +0 +0 +- +0 .* - +orphan \(no worker\)\n$`, tableLine(t, r.stdout, "ghost"))
 }
 
 // cancelAfter is a writer that cancels a context once it has seen n times sep. (It does not
@@ -380,9 +380,9 @@ func TestStatsBreakers(t *testing.T) {
 
 	r := b.run(t, "", "stats")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stdout, "  WORKERS  BREAKER  FAILED      NEXT TRIAL\n")
-	require.Regexp(t, `^pay +0 +\d +0 +\d +0 +\S+ +2 +open +2/2 \(100%\) +in 59m\d\ds\n$`, tableLine(t, r.stdout, "pay"))
-	require.Regexp(t, `^own +0 +\d +0 +\d +0 +\S+ +1 +open +1/1 \(100%\) +in 59m\d\ds\n$`, tableLine(t, r.stdout, "own"))
+	require.Contains(t, r.stdout, "  WORKERS  BREAKER  FAILED      NEXT TRIAL  SCHEDULED\n")
+	require.Regexp(t, `^pay +0 +\d +0 +\d +0 +\S+ +2 +open +2/2 \(100%\) +in 59m\d\ds +0\n$`, tableLine(t, r.stdout, "pay"))
+	require.Regexp(t, `^own +0 +\d +0 +\d +0 +\S+ +1 +open +1/1 \(100%\) +in 59m\d\ds +0\n$`, tableLine(t, r.stdout, "own"))
 
 	// Workers that cannot reach the shared record decide alone, and stats says so.
 	js, err := jetstream.New(leveetest.Conn(t, b.natsURL))
@@ -397,7 +397,7 @@ func TestStatsBreakers(t *testing.T) {
 	require.Equal(t, "fleet", pay["breaker_scope"])
 	r = b.run(t, "", "stats")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Regexp(t, `  open +2/2 \(100%\) +in 59m\d\ds +2 of 2 workers cut off from the fleet's breaker\n$`, tableLine(t, r.stdout, "pay"))
+	require.Regexp(t, `  open +2/2 \(100%\) +in 59m\d\ds +0 +2 of 2 workers cut off from the fleet's breaker\n$`, tableLine(t, r.stdout, "pay"))
 }
 
 func TestStatsBreakerColumns(t *testing.T) {
@@ -416,11 +416,11 @@ func TestStatsBreakerColumns(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, printStats(&out, s, false))
 	require.Equal(t, ""+
-		"KIND  BACKLOG  IN FLIGHT  REDELIVERED  RETRYING  DEAD  OLDEST  WORKERS  BREAKER    FAILED      NEXT TRIAL\n"+
-		"a     0        0          0            -         0     -       2        open       3/4 (75%)   in 1.4s\n"+
-		"b     0        0          0            -         0     -       2        half-open  4/4 (100%)  now (1 out, 2 ok)  1 of 2 workers cut off from the fleet's breaker\n"+
-		"c     0        0          0            -         0     -       1        half-open  -           now\n"+
-		"d     0        0          0            -         0     -       1        closed     1/12 (8%)   -\n"+
-		"e     0        0          0            -         0     -       1        open       -           in 3m07s\n"+
+		"KIND  BACKLOG  IN FLIGHT  REDELIVERED  RETRYING  DEAD  OLDEST  WORKERS  BREAKER    FAILED      NEXT TRIAL         SCHEDULED\n"+
+		"a     0        0          0            -         0     -       2        open       3/4 (75%)   in 1.4s            -\n"+
+		"b     0        0          0            -         0     -       2        half-open  4/4 (100%)  now (1 out, 2 ok)  -          1 of 2 workers cut off from the fleet's breaker\n"+
+		"c     0        0          0            -         0     -       1        half-open  -           now                -\n"+
+		"d     0        0          0            -         0     -       1        closed     1/12 (8%)   -                  -\n"+
+		"e     0        0          0            -         0     -       1        open       -           in 3m07s           -\n"+
 		"\nDLQ: 0 dead\n", out.String())
 }

@@ -39,20 +39,22 @@ func newStatusCmd(conn *cli.Connection) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status ID",
 		Short: "Show what Levee knows of a job",
-		Long: `Show the state of job ID: queued (waiting in the stream), running, retrying (with the next
-attempt's time), succeeded (with the handler's result) or dead (with the reason), and its
-attempts, last error and times.
+		Long: `Show the state of job ID: scheduled (waiting in the ledger until its run_at), queued (waiting
+in the stream), running, retrying (with the next attempt's time), succeeded (with the
+handler's result) or dead (with the reason), and its attempts, last error and times.
 
-A job waiting in the stream is found through NATS alone; running and finished jobs are read
-from the Postgres ledger (--database-url).
+A job waiting in the stream is found through NATS alone; scheduled, running and finished jobs
+are read from the Postgres ledger (--database-url). A scheduled job's enqueued_at is when it
+was published, and its last_error the last failed attempt to publish it when due.
 
 With --wait, status asks again every 200ms until the job is succeeded or dead, or the wait ends;
 it then prints the last state it saw. A job that fell back to another kind (dead with reason
 fell_back and fallback_to set) is followed: the outcome is its successor's.
 
 With --json, it prints one object with the keys state, id, kind, key, attempts, reason,
-last_error, result, next_attempt_at, enqueued_at, started_at, finished_at, duplicate_of,
-fallback_of and fallback_to, all present ("" or null when empty). duplicate_of names the job
+last_error, result, next_attempt_at, enqueued_at, started_at, finished_at, run_at,
+duplicate_of, fallback_of and fallback_to, all present ("" or null when empty); run_at is set
+for a scheduled job only. duplicate_of names the job
 that did the work when this job was a duplicate of its idempotency key; fallback_to names the
 job on the fallback kind that took this one over, and fallback_of the job it replaced.
 
@@ -188,7 +190,7 @@ func (lk *lookup) status(ctx context.Context, id string) (*levee.JobStatus, erro
 }
 
 // printStatus writes st as JSON, or as an aligned "field: value" block without empty fields.
-// now makes next_attempt_at relative.
+// now makes next_attempt_at and run_at relative.
 func printStatus(w io.Writer, st *levee.JobStatus, asJSON bool, now time.Time) error {
 	if asJSON {
 		return json.NewEncoder(w).Encode(st)
@@ -208,6 +210,15 @@ func printStatus(w io.Writer, st *levee.JobStatus, asJSON bool, now time.Time) e
 			next += " (due)"
 		}
 	}
+	runAt := ""
+	if st.RunAt != nil {
+		runAt = ts(st.RunAt)
+		if d := st.RunAt.Sub(now).Round(100 * time.Millisecond); d > 0 {
+			runAt += fmt.Sprintf(" (in %s)", d)
+		} else {
+			runAt += " (due: a running worker publishes it within a second)"
+		}
+	}
 	fields := []field{
 		{"state", string(st.State)},
 		{"id", st.ID},
@@ -218,6 +229,7 @@ func printStatus(w io.Writer, st *levee.JobStatus, asJSON bool, now time.Time) e
 		{"last_error", st.LastError},
 		{"result", string(st.Result)},
 		{"next_attempt_at", next},
+		{"run_at", runAt},
 		{"enqueued_at", ts(st.EnqueuedAt)},
 		{"started_at", ts(st.StartedAt)},
 		{"finished_at", ts(st.FinishedAt)},

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // periodic jobs' time zones, on hosts without zoneinfo (distroless, scratch)
 
 	"github.com/spf13/cobra"
 
@@ -85,7 +86,7 @@ rest for redelivery and exits 0; a second signal exits at once.`,
 	fs.StringVar(&o.id, "id", "", "worker id in logs and dead-letter headers (default host-pid)")
 	fs.IntVar(&o.maxPayload, "max-payload", 1<<20, "largest payload in bytes; larger messages are dead-lettered as malformed")
 	fs.StringVar(&o.retention, "retention", "168h", "how long finished idempotency keys are kept before the reaper deletes them")
-	fs.BoolVar(&o.checkConfig, "check-config", false, "validate --config, print the effective policy per kind, and exit")
+	fs.BoolVar(&o.checkConfig, "check-config", false, "validate --config, print the effective policy per kind and the next runs of each periodic job, and exit")
 	fs.BoolVar(&o.noMigrate, "no-migrate", false, "do not apply migrations at start (run 'worker migrate' separately)")
 	fs.IntVar(&o.streamReplicas, "stream-replicas", 1, "replicas of the streams created at start if missing (3 on a NATS cluster); existing streams are never changed")
 	fs.BoolVar(&o.dev, "dev", false, "dev mode: if no NATS answers at --nats-url, embed one with JetStream on 127.0.0.1:--dev-nats-port (data in ./.levee/nats); Postgres is still required")

@@ -100,7 +100,7 @@ func TestMigrateCommand(t *testing.T) {
 	t.Cleanup(func() { _, _ = leveetest.Pool(t).Exec(context.Background(), "DROP SCHEMA IF EXISTS "+ns+" CASCADE") })
 	code, stdout, stderr := runInProcess(t, "migrate", "--database-url", db, "--namespace", ns, "--log-level", "warn")
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, stdout, "applied migrations [1 2 3 4 5 6]")
+	require.Contains(t, stdout, "applied migrations [1 2 3 4 5 6 7]")
 	code, stdout, _ = runInProcess(t, "migrate", "--database-url", db, "--namespace", ns)
 	require.Equal(t, 0, code)
 	require.Contains(t, stdout, "up to date")

@@ -45,6 +45,7 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 	}
 	if o.checkConfig {
 		printPolicies(cmd.OutOrStdout(), o.config, file)
+		printPeriodic(cmd.OutOrStdout(), file, time.Now())
 		return checkNATS(ctx, cmd.OutOrStdout(), o, file)
 	}
 	if o.dev {
@@ -84,6 +85,11 @@ func serve(ctx context.Context, cmd *cobra.Command, o *options) error {
 			return fmt.Errorf("config %s: kinds.%s: %w", o.config, k.Name, err)
 		}
 		if err := w.Handle(k.Name, h, k.Policy); err != nil {
+			return fmt.Errorf("config %s: %w", o.config, err)
+		}
+	}
+	for _, p := range file.Periodic {
+		if err := w.Periodic(p); err != nil {
 			return fmt.Errorf("config %s: %w", o.config, err)
 		}
 	}

@@ -1,7 +1,9 @@
 // Package config reads the worker's YAML file: the kinds it serves and each kind's policy,
-// decoded into the public leveetype.Policy and checked by its one Validate (design rule 39).
-// Every key is optional except a kind's handler; unknown keys, bad durations and impossible
-// values are errors that name the key (kinds.<kind>.<key>) and the key's own line.
+// decoded into the public leveetype.Policy and checked by its one Validate (design rule 39),
+// and the periodic jobs of the fleet (periodic:), decoded into leveetype.PeriodicJob and
+// checked by its Validate. Every key of a kind is optional except its handler; unknown keys,
+// bad durations and impossible values are errors that name the key (kinds.<kind>.<key>, or
+// periodic[<i>] (<name>).<key>) and the key's own line.
 package config
 
 import (
@@ -33,6 +35,9 @@ const (
 type File struct {
 	// Kinds in name order.
 	Kinds []Kind
+	// Periodic holds the periodic jobs in file order, with their defaults filled in (names
+	// unique). Their kinds need not be among Kinds: another worker may serve them.
+	Periodic []leveetype.PeriodicJob
 }
 
 // Kind is one kind of the file: its handler, the http handler's allowlist, and its policy
@@ -45,7 +50,8 @@ type Kind struct {
 }
 
 type fileYAML struct {
-	Kinds map[string]kindYAML `yaml:"kinds"`
+	Kinds    map[string]kindYAML `yaml:"kinds"`
+	Periodic []periodicYAML      `yaml:"periodic"`
 }
 
 // kindYAML is a kind as the file spells it: the worker binary's keys, and the policy's own
@@ -95,7 +101,7 @@ func Parse(data []byte) (*File, error) {
 	// and takes 0 for "the default").
 	// When the decoder refused the file, only a duration or rate that does not parse is
 	// reported in its place (its error would name a Go type); anything else is the decoder's.
-	keys, err := indexKeys(&doc, derr == nil)
+	keys, periodicLines, err := indexKeys(&doc, derr == nil)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +130,9 @@ func Parse(data []byte) (*File, error) {
 				return nil, keys.errorf(k.Name, "fallback", "kind %q is not defined in this file", fb)
 			}
 		}
+	}
+	if f.Periodic, err = resolvePeriodic(raw.Periodic, periodicLines); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -200,31 +209,34 @@ const indexBudget = 100_000
 // resolved as YAML resolves them, and checks the values whose text the decoder would not
 // explain well: durations and rates must parse, a rate is one scalar, and (with zeros set) a
 // duration or a number given as 0 is refused (in the file, leaving a key out is how to take
-// its default). Values of other wrong types and unknown keys are left to the decoder.
-func indexKeys(doc *yaml.Node, zeros bool) (keyLines, error) {
+// its default). Values of other wrong types and unknown keys are left to the decoder. It
+// does the same for the periodic jobs (indexPeriodic), whose lines it returns apart.
+func indexKeys(doc *yaml.Node, zeros bool) (keyLines, []keyLines, error) {
 	kl := keyLines{}
 	budget := indexBudget
 	root := resolveAlias(doc)
 	if root != nil && root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
-			return kl, nil
+			return kl, nil, nil
 		}
 		root = resolveAlias(root.Content[0])
 	}
 	top := effective(root, &budget)
-	kinds := top["kinds"]
-	if kinds.value == nil {
-		return kl, nil
-	}
-	byKind := effective(kinds.value, &budget)
-	for _, name := range slices.Sorted(maps.Keys(byKind)) { // in name order: the same file, the same first error
-		k := byKind[name]
-		kl[name] = k.line
-		if err := indexKind(kl, name, "", k.value, zeros, &budget); err != nil {
-			return nil, err
+	if kinds := top["kinds"]; kinds.value != nil {
+		byKind := effective(kinds.value, &budget)
+		for _, name := range slices.Sorted(maps.Keys(byKind)) { // in name order: the same file, the same first error
+			k := byKind[name]
+			kl[name] = k.line
+			if err := indexKind(kl, name, "", k.value, zeros, &budget); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
-	return kl, nil
+	periodic, err := indexPeriodic(top["periodic"].value, zeros, &budget)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kl, periodic, nil
 }
 
 // entry is one key of a mapping as YAML resolves it: the value, and the key's line.
@@ -344,9 +356,10 @@ func friendlyYAMLError(err error, data []byte) error {
 	}
 	if m := unknownFieldRE.FindStringSubmatch(msg); m != nil {
 		where := map[string]string{
-			"fileYAML": "at top level (want kinds)", "kindYAML": "in a kind",
+			"fileYAML": "at top level (want kinds, periodic)", "kindYAML": "in a kind",
 			"plain": "in a kind", "Backoff": "in backoff (want base, max)", "httpYAML": "in http (want allow)",
 			"BreakerPolicy": "in breaker (want window, min_calls, failure_rate, open_for, half_open_calls, scope)",
+			"periodicYAML":  "in a periodic job (want name, kind, cron, every, timezone, payload, catch_up)",
 		}[m[3]]
 		return fmt.Errorf("line %s: unknown key %q %s", m[1], m[2], where)
 	}
@@ -357,7 +370,10 @@ func friendlyYAMLError(err error, data []byte) error {
 // yamlTypeNames keeps an error to one line (YAML quotes scalars as they are) and says what
 // was expected instead of naming Go types.
 var yamlTypeNames = strings.NewReplacer("\n", `\n`, "\r", `\r`,
-	"into config.fileYAML", "at top level (want a map with kinds)",
+	"into config.fileYAML", "at top level (want a map with kinds and periodic)",
+	"into []config.periodicYAML", "into periodic (want a list of periodic jobs, each a map with name, kind, cron or every)",
+	"into config.periodicYAML", "into a periodic job (want a map with name, kind, cron or every)",
+	"into leveetype.CatchUp", "into catch_up (want skip, latest or all)",
 	"into map[string]config.kindYAML", "into kinds (want a map from kind name to settings)",
 	"into config.kindYAML", "into a kind (want a map with handler and its settings)",
 	"into leveetype.Backoff", "into backoff (want base, max)",

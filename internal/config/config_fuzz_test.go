@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"encoding/json"
 	"reflect"
 	"regexp"
 	"sort"
@@ -84,6 +85,30 @@ kinds:
 		"\ufeffkinds:\n  a:\n    handler: noop\n",
 		strings.Repeat("[", 1000) + strings.Repeat("]", 1000),
 		"kinds:\n  a:\n    handler: noop\n    http: {allow: [" + strings.Repeat(`"https://x/",`, 1000) + "]}\n",
+		// Periodic jobs: schedules, zones, payloads of every shape, duplicates, merges.
+		`
+kinds:
+  ping: {handler: noop}
+periodic:
+  - name: nightly-settlement
+    kind: settle
+    cron: "0 2 * * *"
+    timezone: Europe/Berlin
+    payload: {"url": "https://api.example.com/settle", "body": {}}
+    catch_up: all
+  - &e {name: heartbeat, kind: ping, every: 10m, catch_up: skip, payload: [1, "two", {three: 3.5}, ~, true]}
+  - {<<: *e, name: other, every: 1h}
+`,
+		"kinds: {a: {handler: noop}}\nperiodic:\n  - {name: a, kind: a, every: 1m}\n  - {name: a, kind: a, every: 1m}\n",
+		"kinds: {a: {handler: noop}}\nperiodic:\n  - {name: a, kind: a, cron: '30 2 * * *', timezone: America/New_York}\n",
+		"kinds: {a: {handler: noop}}\nperiodic:\n  - {name: a, kind: a, cron: 'TZ=UTC', every: 0s}\n",
+		"kinds: {a: {handler: noop}}\nperiodic:\n  - {name: a, kind: a, cron: '0 0 31 4 *'}\n",
+		"kinds: {a: {handler: noop}}\nperiodic:\n  - {name: a, kind: a, cron: '@daily', timezone: Local}\n",
+		"kinds: {a: {handler: noop}}\nperiodic:\n  - {name: a, kind: a, every: 1m, payload: {1: x, ~: y, .inf: z}}\n",
+		"kinds: {a: {handler: noop}}\nperiodic:\n  - {name: a, kind: a, every: 1m, payload: !!binary aGk=}\n",
+		"kinds: {a: {handler: noop}}\nperiodic:\n  - {name: a, kind: a, every: 1m, payload: &p {a: *p}}\n",
+		"kinds: {a: {handler: noop}}\nperiodic: [x, {}, ~, [1]]\n",
+		"kinds: {a: {handler: noop}}\nperiodic: {a: 1}\n",
 	} {
 		f.Add([]byte(doc))
 	}
@@ -102,8 +127,8 @@ kinds:
 }
 
 // namesKeyOrLine matches what a config error must point at: a line, the kinds section, or a
-// key path kinds.<kind>[.<key>].
-var namesKeyOrLine = regexp.MustCompile(`line \d+|\bkinds\b|"kinds:"`)
+// key path kinds.<kind>[.<key>] or periodic[<i>][.<key>].
+var namesKeyOrLine = regexp.MustCompile(`line \d+|\bkinds\b|"kinds:"|\bperiodic\[\d+\]`)
 
 func checkParseError(t *testing.T, err error) {
 	t.Helper()
@@ -165,6 +190,30 @@ func checkFile(t *testing.T, file *config.File) {
 		}
 		if len(k.HTTPAllow) > 0 && k.Handler != config.HandlerHTTP {
 			bad("http.allow on handler %q", k.Handler)
+		}
+	}
+	periodic := map[string]bool{}
+	for _, p := range file.Periodic {
+		if periodic[p.Name] {
+			t.Fatalf("accepted periodic job %q twice", p.Name)
+		}
+		periodic[p.Name] = true
+		if err := p.Validate(); err != nil {
+			t.Fatalf("accepted periodic job %q: %v", p.Name, err)
+		}
+		if !reflect.DeepEqual(p, p.WithDefaults()) || !json.Valid(p.Payload) {
+			t.Fatalf("accepted periodic job %q without its defaults or with a payload that is not JSON: %+v", p.Name, p)
+		}
+		if err := queue.ValidateKey(leveetype.TickKey(p.Name, time.Now())); err != nil {
+			t.Fatalf("periodic job %q: its tick keys are not idempotency keys: %v", p.Name, err)
+		}
+		s, err := p.Schedule()
+		if err != nil {
+			t.Fatalf("accepted periodic job %q with no schedule: %v", p.Name, err)
+		}
+		from := time.Date(2026, 12, 3, 10, 7, 13, 0, time.UTC)
+		if next := s.Next(from); !next.After(from) {
+			t.Fatalf("periodic job %q: next tick %s is not after %s", p.Name, next, from)
 		}
 	}
 }

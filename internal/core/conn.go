@@ -190,12 +190,15 @@ func (c *Conn) Status(ctx context.Context, id string) (*leveetype.JobStatus, err
 func PublicStatus(st *idempotency.JobStatus) *leveetype.JobStatus {
 	s := st.JobStatus
 	switch s.State {
-	case leveetype.StateRunning, leveetype.StateRetrying, leveetype.StateSucceeded, leveetype.StateDead:
+	case leveetype.StateRunning, leveetype.StateRetrying, leveetype.StateSucceeded, leveetype.StateDead, leveetype.StateScheduled:
 	default:
 		s.State = leveetype.StateUnknown
 	}
 	if s.State != leveetype.StateRetrying {
 		s.NextAttempt = nil
+	}
+	if s.State != leveetype.StateScheduled {
+		s.RunAt = nil
 	}
 	return &s
 }

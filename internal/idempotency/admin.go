@@ -20,39 +20,66 @@ import (
 
 // JobQuery selects jobs for ListJobs. Zero fields select all.
 type JobQuery struct {
-	// State is one of the ledger's states, "" for any.
+	// State is one of the ledger's states (StateScheduled included), "" for any.
 	State State
 	Kind  string
-	// Since and Until bound the job's enqueued time (its first claim time when unknown):
-	// Since <= t < Until.
+	// Since and Until bound the job's enqueued time (its first claim time when unknown; a
+	// scheduled job's publish time): Since <= t < Until.
 	Since, Until time.Time
 	// AfterAt and AfterID continue a listing after the row (AfterAt, AfterID) of the previous
-	// page: keyset paging, newest first.
+	// page: keyset paging, newest first; with State StateScheduled, soonest due first, after
+	// the row (RunAt, ID) = (AfterAt, AfterID).
 	AfterAt time.Time
 	AfterID string
 	// Limit bounds the rows returned. Required.
 	Limit int
 }
 
-// jobColumns are the columns every job listing selects, in scanJob's order.
+// jobColumns are the columns every job listing selects, in queryJobs's order: the 18th is
+// the listing's sort time, the 19th a scheduled job's run_at.
 const (
 	keyJobColumns = `job_id, kind, key, state, attempts, reason, last_error, result::text, NULL::text,
         next_attempt_at, enqueued_at, started_at, finished_at, lease_until, fallback_of, fallback_to, first_failed_at,
-        COALESCE(enqueued_at, created_at)`
+        COALESCE(enqueued_at, created_at), NULL::timestamptz`
 	recordJobColumns = `id, kind, key, state, 0, reason, last_error, NULL::text, duplicate_of,
         NULL::timestamptz, enqueued_at, NULL::timestamptz, finished_at, NULL::timestamptz, NULL::text, NULL::text, finished_at,
-        COALESCE(enqueued_at, finished_at)`
-	keySortAt    = `COALESCE(enqueued_at, created_at)`
-	recordSortAt = `COALESCE(enqueued_at, finished_at)`
+        COALESCE(enqueued_at, finished_at), NULL::timestamptz`
+	// A scheduled job (design rule 42) reads as state scheduled, enqueued when it was
+	// published, with its dispatch error as its last error.
+	scheduledJobColumns = `id, kind, key, 'scheduled'::text, 0, NULL::text, last_error, NULL::text, NULL::text,
+        NULL::timestamptz, created_at, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::text, NULL::timestamptz,
+        created_at, run_at`
+	keySortAt       = `COALESCE(enqueued_at, created_at)`
+	recordSortAt    = `COALESCE(enqueued_at, finished_at)`
+	scheduledSortAt = `created_at`
 )
 
-// ListJobs returns up to q.Limit jobs, newest first by (SortAt, JobID): the keys the jobs own
-// and the records of jobs that finished without owning theirs. Each table is read by one
-// index scan in listing order (never OFFSET, never a count), and the two are merged.
+// ListJobs returns up to q.Limit jobs, newest first by (SortAt, JobID): the keys the jobs own,
+// the records of jobs that finished without owning theirs, and the scheduled jobs (by when
+// they were published). Each table is read by one index scan in listing order (never
+// OFFSET, never a count), and they are merged. With q.State StateScheduled it returns the
+// scheduled jobs alone, soonest due first (see listScheduledJobs).
 func (l *Ledger) ListJobs(ctx context.Context, q JobQuery) ([]JobStatus, error) {
 	if q.Limit <= 0 {
 		return nil, errors.New("list jobs: limit must be positive")
 	}
+	if q.State == leveetype.StateScheduled {
+		return l.listScheduledJobs(ctx, q)
+	}
+	jobs, err := l.listJobs(ctx, q, q.State == "")
+	if isUndefinedTable(err) && q.State == "" {
+		// A ledger migrated before scheduled jobs existed (migration 00007): list the rest.
+		jobs, err = l.listJobs(ctx, q, false)
+	}
+	if isUndefinedTable(err) {
+		return []JobStatus{}, nil // not migrated at all: no jobs
+	}
+	return jobs, err
+}
+
+// listJobs is ListJobs over the keys and job_records tables, and the scheduled table too if
+// withScheduled.
+func (l *Ledger) listJobs(ctx context.Context, q JobQuery, withScheduled bool) ([]JobStatus, error) {
 	var args []any
 	arg := func(v any) string {
 		args = append(args, v)
@@ -60,7 +87,7 @@ func (l *Ledger) ListJobs(ctx context.Context, q JobQuery) ([]JobStatus, error) 
 	}
 	arm := func(table, cols, sortAt, idCol string) string {
 		var where []string
-		if q.State != "" {
+		if q.State != "" && table != "scheduled" {
 			where = append(where, "state = "+arg(StorableText(string(q.State))))
 		}
 		if q.Kind != "" {
@@ -85,20 +112,41 @@ func (l *Ledger) ListJobs(ctx context.Context, q JobQuery) ([]JobStatus, error) 
 	if q.State == "" || q.State == StateSucceeded || q.State == StateDead {
 		arms = append(arms, arm("job_records", recordJobColumns, recordSortAt, "id"))
 	}
+	if withScheduled {
+		arms = append(arms, arm("scheduled", scheduledJobColumns, scheduledSortAt, "id"))
+	}
 	sql := "SELECT * FROM (" + strings.Join(arms, " UNION ALL ") + ") AS j ORDER BY 18 DESC, 1 DESC LIMIT " + arg(q.Limit)
-	return l.queryJobs(ctx, "list jobs", sql, args...)
+	return l.scanJobs(ctx, "list jobs", sql, args...)
 }
 
 // FindByKey returns the jobs that used idempotency key, in every kind, newest first: the
-// key's owner in each kind and the jobs recorded against it (duplicates, payload mismatches).
-// The keys table is searched kind by kind through its primary key (a loose index scan over
-// the kinds), so no index on the key alone is needed on the hot path. A key that cannot be
-// stored is searched as AddRecords stores it.
+// key's owner in each kind, the jobs recorded against it (duplicates, payload mismatches)
+// and the scheduled jobs that will use it. The keys table is searched kind by kind through
+// its primary key (a loose index scan over the kinds), so no index on the key alone is
+// needed on the hot path; the scheduled table, which holds only the jobs still waiting, is
+// scanned. A key that cannot be stored is searched as AddRecords stores it.
 func (l *Ledger) FindByKey(ctx context.Context, key string) ([]JobStatus, error) {
 	if !storableName(key, queue.MaxKeyLen) {
 		key = storableKey(key)
 	}
+	jobs, err := l.findByKey(ctx, key, true)
+	if isUndefinedTable(err) {
+		jobs, err = l.findByKey(ctx, key, false) // a ledger from before migration 00007
+	}
+	if isUndefinedTable(err) {
+		return []JobStatus{}, nil
+	}
+	return jobs, err
+}
+
+func (l *Ledger) findByKey(ctx context.Context, key string, withScheduled bool) ([]JobStatus, error) {
 	s := l.sanitized()
+	scheduled := ""
+	if withScheduled {
+		scheduled = `
+    UNION ALL
+    SELECT ` + scheduledJobColumns + ` FROM ` + s + `.scheduled WHERE key = $1`
+	}
 	sql := `
 WITH RECURSIVE kinds AS (
     (SELECT kind FROM ` + s + `.keys ORDER BY kind LIMIT 1)
@@ -109,17 +157,16 @@ WITH RECURSIVE kinds AS (
 SELECT * FROM (
     SELECT ` + keyJobColumns + ` FROM ` + s + `.keys WHERE kind IN (SELECT kind FROM kinds WHERE kind IS NOT NULL) AND key = $1
     UNION ALL
-    SELECT ` + recordJobColumns + ` FROM ` + s + `.job_records WHERE key = $1
+    SELECT ` + recordJobColumns + ` FROM ` + s + `.job_records WHERE key = $1` + scheduled + `
 ) AS j ORDER BY 18 DESC, 1 DESC LIMIT 100`
-	return l.queryJobs(ctx, "find key "+strconv.Quote(key), sql, key)
+	return l.scanJobs(ctx, "find key "+strconv.Quote(key), sql, key)
 }
 
-func (l *Ledger) queryJobs(ctx context.Context, what, sql string, args ...any) ([]JobStatus, error) {
+// scanJobs runs a job listing's sql, whose columns are keyJobColumns's, and reads its rows.
+// Its error wraps Postgres's (isUndefinedTable tells an unmigrated ledger).
+func (l *Ledger) scanJobs(ctx context.Context, what, sql string, args ...any) ([]JobStatus, error) {
 	rows, err := l.pool.Query(ctx, sql, args...)
 	if err != nil {
-		if isUndefinedTable(err) {
-			return []JobStatus{}, nil
-		}
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
@@ -134,7 +181,7 @@ func (l *Ledger) queryJobs(ctx context.Context, what, sql string, args ...any) (
 		)
 		if err := rows.Scan(&st.ID, &st.Kind, &st.Key, &state, &st.Attempts, &reason, &lastErr, &res, &dupOf,
 			&st.NextAttempt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo,
-			&firstFailed, &st.SortAt); err != nil {
+			&firstFailed, &st.SortAt, &st.RunAt); err != nil {
 			return nil, fmt.Errorf("%s: scan: %w", what, err)
 		}
 		st.State = State(state)
@@ -240,14 +287,8 @@ func (l *Ledger) CancelQueued(ctx context.Context, req ClaimRequest, message str
 	}
 	message = storableText(message, l.maxErrorBytes)
 	var c Cancelled
-	err := l.pool.QueryRow(ctx, `
-INSERT INTO `+l.sanitized()+`.keys (kind, key, job_id, payload_hash, state, fence, attempts, reason, last_error,
-    enqueued_at, first_failed_at, finished_at, fallback_of)
-VALUES ($1, $2, $3, $4, 'dead', 1, 0, $5, $6, LEAST($7::timestamptz, now()), now(), now(), $8)
-ON CONFLICT (kind, key) DO NOTHING
-RETURNING first_failed_at, finished_at`,
-		req.Kind, req.Key, req.JobID, req.PayloadHash, ReasonCancelled, nilIfEmpty(message), req.EnqueuedAt,
-		nilIfEmpty(req.FallbackOf)).Scan(&c.FirstFailedAt, &c.FinishedAt)
+	err := l.pool.QueryRow(ctx, l.insertCancelled(), req.Kind, req.Key, req.JobID, req.PayloadHash, ReasonCancelled,
+		nilIfEmpty(message), req.EnqueuedAt, nilIfEmpty(req.FallbackOf)).Scan(&c.FirstFailedAt, &c.FinishedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("cancel job %s: %w", req.JobID, ErrNotApplicable)
 	}
@@ -256,6 +297,18 @@ RETURNING first_failed_at, finished_at`,
 	}
 	c.LastError = message
 	return &c, nil
+}
+
+// insertCancelled writes a key as dead with reason cancelled, owned by a job no worker has
+// claimed, unless the key has a row: CancelQueued's statement, and CancelScheduledJob's.
+// Arguments: kind, key, job id, payload hash, reason, message, enqueued time, fallback_of.
+func (l *Ledger) insertCancelled() string {
+	return `
+INSERT INTO ` + l.sanitized() + `.keys (kind, key, job_id, payload_hash, state, fence, attempts, reason, last_error,
+    enqueued_at, first_failed_at, finished_at, fallback_of)
+VALUES ($1, $2, $3, $4, 'dead', 1, 0, $5, $6, LEAST($7::timestamptz, now()), now(), now(), $8)
+ON CONFLICT (kind, key) DO NOTHING
+RETURNING first_failed_at, finished_at`
 }
 
 // MakeDue makes the retrying key that jobID owns due at once. It returns ErrNotApplicable
@@ -341,12 +394,29 @@ type Aggregate struct {
 	Kinds   map[string]KindActivity
 	Minutes []MinuteActivity
 	At      time.Time
+	// Scheduled counts the jobs waiting in the scheduled table, per kind (CountScheduled).
+	Scheduled map[string]int64
 }
 
 // Aggregate computes the dashboard's counts in one statement: jobs by state (a scan of the
 // keys and job_records tables, so callers cache it: see levee.Client.Overview), and per kind
-// and per minute the attempts of the last hour (an index range scan on attempts).
+// and per minute the attempts of the last hour (an index range scan on attempts). A second
+// statement counts the scheduled jobs per kind (counted as state scheduled too).
 func (l *Ledger) Aggregate(ctx context.Context) (*Aggregate, error) {
+	agg, err := l.aggregate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if agg.Scheduled, err = l.CountScheduled(ctx); err != nil {
+		return nil, fmt.Errorf("aggregate the ledger: %w", err)
+	}
+	for _, n := range agg.Scheduled {
+		agg.Counts[leveetype.StateScheduled] += n
+	}
+	return agg, nil
+}
+
+func (l *Ledger) aggregate(ctx context.Context) (*Aggregate, error) {
 	s := l.sanitized()
 	rows, err := l.pool.Query(ctx, `
 WITH a AS (

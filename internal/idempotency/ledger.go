@@ -36,6 +36,7 @@ type Ledger struct {
 	maxErrorBytes int
 	lockRetries   int
 	q             queries
+	outbox        *Outbox
 }
 
 // New returns a Ledger for cfg. It does not touch the database; call Migrate first.
@@ -54,6 +55,7 @@ func New(cfg Config) (*Ledger, error) {
 		return nil, fmt.Errorf("idempotency: Config.MaxErrorBytes must be positive, got %d", cfg.MaxErrorBytes)
 	}
 	l.q = newQueries(pgx.Identifier{schema}.Sanitize())
+	l.outbox = NewOutbox(schema)
 	return l, nil
 }
 

@@ -9,6 +9,17 @@ type queries struct {
 	markSolo, lockLastChance, addRequeue, reapLastChances, forgetLastChance                 string
 	unmarkSolo                                                                              string
 	keysGrowth, analyzeKeys                                                                 string
+	scheduledQueries
+}
+
+// scheduledQueries are the statements of the scheduled and periodic tables (scheduled.go,
+// periodic.go).
+type scheduledQueries struct {
+	dueJobs, dispatched, dispatchFailed, untilDue                   string
+	scheduledByID, cancelScheduled, runScheduledNow                 string
+	listScheduled, countScheduled                                   string
+	lockPeriodic, lockPeriodicNow, upsertPeriodic, redefinePeriodic string
+	duePeriodic, advancePeriodic, listPeriodic, pausePeriodic       string
 }
 
 func newQueries(schema string) queries {
@@ -223,5 +234,62 @@ ON CONFLICT DO NOTHING`),
 UPDATE S.keys SET state = 'dead', reason = $3, last_error = $4, lease_until = NULL, next_attempt_at = NULL,
     finished_at = now(), first_failed_at = COALESCE(first_failed_at, now()), fence = fence + 1, updated_at = now()
 WHERE kind = $1 AND key = $2`),
+
+		scheduledQueries: newScheduledQueries(s),
+	}
+}
+
+func newScheduledQueries(s func(string) string) scheduledQueries {
+	const cols = `id, kind, key, payload, max_attempts, run_at, origin, periodic, created_at, dispatch_errors, last_error`
+	return scheduledQueries{
+		// The due jobs no other dispatcher holds, oldest first (design rule 42), with how late
+		// each is on the database's clock.
+		dueJobs: s(`
+SELECT id, kind, key, payload, max_attempts, run_at, origin, EXTRACT(epoch FROM now() - run_at)::float8
+FROM S.scheduled WHERE run_at <= now()
+ORDER BY run_at LIMIT $1
+FOR UPDATE SKIP LOCKED`),
+		dispatched: s(`DELETE FROM S.scheduled WHERE id = ANY($1::text[])`),
+		// A failed publish is tried again after a backoff (0.2 s doubling to 5 s), so that a
+		// job that cannot be published does not hold its dispatchers in a loop: its run_at
+		// moves on, and status shows the error.
+		dispatchFailed: s(`
+UPDATE S.scheduled AS s SET dispatch_errors = s.dispatch_errors + 1, last_error = f.msg,
+    run_at = now() + make_interval(secs => least(5, 0.2 * power(2, least(s.dispatch_errors, 10))))
+FROM unnest($1::text[], $2::text[]) AS f(id, msg) WHERE s.id = f.id`),
+		untilDue: s(`
+SELECT EXTRACT(epoch FROM (SELECT min(run_at) FROM S.scheduled) - now())::float8,
+       EXTRACT(epoch FROM (SELECT min(next_run) FROM S.periodic WHERE NOT paused) - now())::float8`),
+		scheduledByID:   s(`SELECT ` + cols + ` FROM S.scheduled WHERE id = $1`),
+		cancelScheduled: s(`DELETE FROM S.scheduled WHERE id = $1 RETURNING id, kind, key, run_at, origin`),
+		runScheduledNow: s(`
+WITH u AS (
+    UPDATE S.scheduled SET run_at = LEAST(run_at, now()) WHERE id = $1
+    RETURNING id, kind, key, run_at, origin
+)
+SELECT u.id, u.kind, u.key, u.run_at, u.origin FROM u, LATERAL (SELECT pg_notify($2, '')) AS n`),
+		listScheduled: s(`
+SELECT ` + cols + ` FROM S.scheduled
+WHERE ($1 = '' OR kind = $1) AND ($2::timestamptz IS NULL OR (run_at, id) > ($2, $3))
+ORDER BY run_at, id LIMIT $4`),
+		countScheduled: s(`SELECT kind, count(*) FROM S.scheduled GROUP BY kind`),
+
+		upsertPeriodic:   s(`INSERT INTO S.periodic (name, def, next_run) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`),
+		lockPeriodic:     s(`SELECT def::text FROM S.periodic WHERE name = $1 FOR UPDATE`),
+		lockPeriodicNow:  s(`SELECT def::text, now() FROM S.periodic WHERE name = $1 FOR UPDATE`),
+		redefinePeriodic: s(`UPDATE S.periodic SET def = $2, next_run = COALESCE($3, next_run), updated_at = now() WHERE name = $1`),
+		// The due entries no other dispatcher holds (design rule 45), with the database's
+		// clock, by which their ticks are counted.
+		duePeriodic: s(`
+SELECT name, def::text, next_run, now() FROM S.periodic
+WHERE NOT paused AND next_run <= now()
+ORDER BY next_run LIMIT 100
+FOR UPDATE SKIP LOCKED`),
+		advancePeriodic: s(`UPDATE S.periodic SET next_run = $2, last_run = COALESCE($3, last_run), updated_at = now() WHERE name = $1`),
+		listPeriodic:    s(`SELECT name, def::text, next_run, last_run, paused, updated_at FROM S.periodic ORDER BY name`),
+		pausePeriodic: s(`
+UPDATE S.periodic SET paused = $2, next_run = CASE WHEN paused THEN COALESCE($3, next_run) ELSE next_run END, updated_at = now()
+WHERE name = $1
+RETURNING next_run, last_run, paused, updated_at`),
 	}
 }

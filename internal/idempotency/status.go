@@ -45,8 +45,11 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 	)
 	err := l.pool.QueryRow(ctx, l.q.status, id).Scan(&src, &st.ID, &st.Kind, &st.Key, &state, &st.Attempts,
 		&reason, &lastErr, &res, &dupOf, &st.NextAttempt, &st.EnqueuedAt, &st.StartedAt, &st.FinishedAt, &st.LeaseUntil, &fallOf, &fallTo, &firstFailed)
-	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
-		// No row, or no ledger yet (no worker has migrated this namespace): not in the ledger.
+	if errors.Is(err, pgx.ErrNoRows) {
+		return l.scheduledStatus(ctx, id)
+	}
+	if isUndefinedTable(err) {
+		// No ledger yet (no worker has migrated this namespace): not in the ledger.
 		return nil, ErrNotFound
 	}
 	if err != nil {
@@ -62,4 +65,18 @@ func (l *Ledger) Status(ctx context.Context, id string) (*JobStatus, error) {
 		st.Result = json.RawMessage(*res)
 	}
 	return &st, nil
+}
+
+// scheduledStatus is the status of a job that waits in the scheduled table, or ErrNotFound.
+func (l *Ledger) scheduledStatus(ctx context.Context, id string) (*JobStatus, error) {
+	j, err := l.ScheduledStatus(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	st := &JobStatus{}
+	st.State, st.ID, st.Kind, st.Key = leveetype.StateScheduled, j.ID, j.Kind, j.Key
+	st.RunAt, st.EnqueuedAt = &j.RunAt, &j.CreatedAt
+	st.LastError = j.LastError
+	st.SortAt = j.RunAt
+	return st, nil
 }

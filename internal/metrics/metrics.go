@@ -33,6 +33,9 @@ type Metrics struct {
 	Overruns           *prometheus.CounterVec   // kind
 	RunningOverdue     *prometheus.GaugeVec     // kind
 	LastChances        *prometheus.CounterVec   // kind
+	Dispatched         *prometheus.CounterVec   // origin
+	DispatchLateness   prometheus.Histogram
+	DispatchErrors     prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry, with the Go and process collectors.
@@ -107,11 +110,39 @@ func New() *Metrics {
 			Help: "Jobs run alone in this worker as their last chance (last delivery, or attempts lost with their workers).",
 		}, []string{"kind"}),
 	}
+	m.Dispatched = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "levee_scheduled_dispatched_total",
+		Help: "Jobs this worker's dispatcher published from the ledger to their stream, by origin (delay, tx, periodic).",
+	}, []string{"origin"})
+	m.DispatchLateness = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "levee_dispatch_lateness_seconds", Help: "How late the dispatcher published a due job: from its run_at to the publish.", Buckets: latency,
+	})
+	m.DispatchErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "levee_dispatch_errors_total", Help: "Due jobs whose publish failed; each stays in the ledger and is tried again.",
+	})
+	m.Registry.MustRegister(m.Dispatched, m.DispatchLateness, m.DispatchErrors)
 	m.Registry.MustRegister(m.JobsFinished, m.Attempts, m.AttemptDuration, m.EndToEnd, m.Backlog, m.InFlight, m.HeldAhead,
 		m.BreakerState, m.BreakerFailureRate, m.BreakerWindowCalls, m.BreakerNextTrial, m.BreakerCutOff,
 		m.RateWait, m.BulkheadUse, m.DLQDepth, m.LedgerDuration, m.Overruns, m.RunningOverdue, m.LastChances,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Dispatch counts a job the dispatcher published from the ledger, and how late it was.
+func (m *Metrics) Dispatch(origin string, lateness time.Duration) {
+	if m == nil {
+		return
+	}
+	m.Dispatched.WithLabelValues(origin).Inc()
+	m.DispatchLateness.Observe(max(lateness, 0).Seconds())
+}
+
+// DispatchFailed counts due jobs whose publish failed.
+func (m *Metrics) DispatchFailed(n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.DispatchErrors.Add(float64(n))
 }
 
 // LastChance counts a job run alone as its last chance.

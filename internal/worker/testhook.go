@@ -7,7 +7,9 @@
 package worker
 
 import (
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -24,6 +26,12 @@ import (
 //	    kill -9 the process whenever a delivery of such a job is pulled, before its key is
 //	    claimed: a poison message that crashes every worker that takes it, until JetStream's
 //	    MaxDeliver stops it and the max-deliveries advisory dead-letters it.
+//	LEVEE_TEST_CRASH=after-dispatch:<key-substring>
+//	    kill -9 the process right after its dispatcher published a due job (delayed, periodic
+//	    or transactional) whose idempotency key contains the substring, before the job's row
+//	    is deleted: another dispatcher publishes it again (design rule 42). With
+//	    LEVEE_TEST_CRASH_ONCE_DIR set, it fires once per key across every process that shares
+//	    the directory (a file per key marks it), so that the job is then dispatched.
 //
 // Several hooks are separated by commas: before-claim:poison,in-call:crasher.
 const EnvTestCrash = "LEVEE_TEST_CRASH"
@@ -33,10 +41,30 @@ const (
 	crashAfterCall   = "after-call"
 	crashInCall      = "in-call" // fires at crashAfterCall on every attempt
 	crashBeforeClaim = "before-claim"
+	// crashAfterDispatch is after a due job's publish, before its row is deleted.
+	crashAfterDispatch = "after-dispatch"
 )
 
 // testCrash is the parsed EnvTestCrash; empty, it crashes nothing.
 var testCrash = parseTestCrashes(os.Getenv(EnvTestCrash))
+
+// crashOnceDir, if set, makes the after-dispatch hook fire once per key (see EnvTestCrash).
+var crashOnceDir = os.Getenv("LEVEE_TEST_CRASH_ONCE_DIR")
+
+// firstCrash reports whether no process sharing crashOnceDir crashed at point for key yet, and
+// marks it.
+func firstCrash(point, key string) bool {
+	if crashOnceDir == "" {
+		return true
+	}
+	name := filepath.Join(crashOnceDir, point+"-"+url.PathEscape(key))
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return false
+	}
+	_ = f.Close()
+	return true
+}
 
 // crashHooks are the hooks of EnvTestCrash.
 type crashHooks []crashHook
@@ -68,7 +96,7 @@ type crashHook struct {
 
 func parseTestCrash(v string) crashHook {
 	point, match, ok := strings.Cut(v, ":")
-	if !ok || match == "" || (point != crashAfterCall && point != crashInCall && point != crashBeforeClaim) {
+	if !ok || match == "" || (point != crashAfterCall && point != crashInCall && point != crashBeforeClaim && point != crashAfterDispatch) {
 		return crashHook{}
 	}
 	return crashHook{point: point, match: match}
@@ -85,6 +113,9 @@ func (h crashHook) at(point, key string, attempt int) {
 		return
 	}
 	if h.point == crashAfterCall && attempt != 1 {
+		return
+	}
+	if h.point == crashAfterDispatch && !firstCrash(point, key) {
 		return
 	}
 	if p, err := os.FindProcess(os.Getpid()); err == nil {

@@ -6,6 +6,8 @@ package worker
 const (
 	crashAfterCall   = "after-call"
 	crashBeforeClaim = "before-claim"
+	// crashAfterDispatch is after a due job's publish, before its row is deleted.
+	crashAfterDispatch = "after-dispatch"
 )
 
 // crashAt does nothing: crash hooks exist only in binaries built with -tags chaos.

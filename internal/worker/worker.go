@@ -122,7 +122,10 @@ type Config struct {
 	SweepAfter time.Duration
 	// Metrics receives the worker's metrics; nil records none.
 	Metrics *metrics.Metrics
-	Hooks   Hooks
+	// Periodic are the periodic jobs this worker registers in the ledger at start (design
+	// rule 45). Every worker's dispatcher enqueues the due ticks of every registered one.
+	Periodic []leveetype.PeriodicJob
+	Hooks    Hooks
 }
 
 // Worker runs the configured kinds until its context ends. Build one with New and call Run once.
@@ -135,6 +138,8 @@ type Worker struct {
 	fleet     atomic.Pointer[fleet.Member] // set while Run serves
 	plane     *fleet.Store                 // the fleet registry, control and breakers buckets
 	serving   atomic.Bool                  // Run has started every loop and not returned
+	// dispatchWarned is when the dispatcher last warned of failed publishes (its loop only).
+	dispatchWarned time.Time
 }
 
 // New validates cfg and returns a Worker.
@@ -196,6 +201,9 @@ func (w *Worker) Serving() bool { return w.serving.Load() }
 func (w *Worker) Run(ctx context.Context) error {
 	// Streams and consumers made by others must give what Levee relies on (design rule 34).
 	if err := w.checkSetup(ctx); err != nil {
+		return startErr(ctx, err)
+	}
+	if err := w.cfg.Ledger.RegisterPeriodic(ctx, w.cfg.Periodic); err != nil {
 		return startErr(ctx, err)
 	}
 	for _, k := range w.kinds {
@@ -278,6 +286,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	loops.Go(func() { w.straysLoop(ctx, strays) })
 	loops.Go(func() { w.sampleLoop(ctx) })
 	loops.Go(func() { w.controlLoop(ctx, control) })
+	dueWake := make(chan struct{}, 1)
+	loops.Go(func() { w.listenDue(ctx, dueWake) })
+	loops.Go(func() { w.dispatchLoop(ctx, dueWake) })
 	heartCtx, heartStop := context.WithCancel(context.WithoutCancel(ctx))
 	var hearts sync.WaitGroup
 	for _, k := range w.kinds {

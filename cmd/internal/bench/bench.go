@@ -57,6 +57,13 @@ type Options struct {
 	Backlog int
 	// NoE2E skips the e2e phase of a burst run.
 	NoE2E bool
+	// Scheduled, if not zero, stores that many jobs in the ledger due at one second (or over
+	// Spread), with the workers running, and measures the dispatchers.
+	Scheduled int
+	Spread    time.Duration
+	// Tx, with Rate, publishes each chunk with Client.PublishBatchTx in a transaction of its
+	// own: the latency then runs from the transaction to the success, through the relay.
+	Tx bool
 }
 
 // Conn says where the services are.
@@ -81,6 +88,8 @@ func Run(ctx context.Context, conn Conn, o Options, stderr io.Writer) (rep *Repo
 	switch {
 	case o.Backlog > 0:
 		rep, err = b.runBacklog(ctx)
+	case o.Scheduled > 0:
+		rep, err = b.runScheduled(ctx)
 	case o.Rate.IsZero():
 		rep, err = b.runBurst(ctx)
 	default:

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/levee-dev/levee"
 	"github.com/levee-dev/levee/cmd/internal/cli"
 	"github.com/levee-dev/levee/internal/every"
@@ -393,7 +395,7 @@ func (b *bench) publishAt(ctx context.Context, r leveetype.Rate, d time.Duration
 		}
 		k = min(k, budget-n)
 		lim.Take(k)
-		results, err := b.client.PublishBatch(ctx, b.specs(k), nil)
+		results, err := b.publishChunk(ctx, k)
 		if err != nil {
 			return n, 0, err
 		}
@@ -406,6 +408,21 @@ func (b *bench) publishAt(ctx context.Context, r leveetype.Rate, d time.Duration
 		return n, 0, err
 	}
 	return n, time.Since(start), nil
+}
+
+// publishChunk publishes n jobs at once, or with Options.Tx in a transaction of their own.
+func (b *bench) publishChunk(ctx context.Context, n int) ([]levee.PublishResult, error) {
+	if !b.o.Tx {
+		return b.client.PublishBatch(ctx, b.specs(n), nil)
+	}
+	var results []levee.PublishResult
+	b.statements++
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		var err error
+		results, err = b.client.PublishBatchTx(ctx, tx, b.specs(n))
+		return err
+	})
+	return results, err
 }
 
 func (b *bench) specs(n int) []levee.JobSpec {

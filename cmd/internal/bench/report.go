@@ -14,7 +14,7 @@ import (
 
 // Report is what a run measured; its JSON form is `enqueue bench --json`'s.
 type Report struct {
-	Mode      string `json:"mode"` // "burst", "steady" with --rate, "backlog" with --backlog
+	Mode      string `json:"mode"` // "burst", "steady" with --rate, "backlog" with --backlog, "scheduled" with --scheduled
 	Namespace string `json:"namespace"`
 	Kind      string `json:"kind"`
 	Jobs      int    `json:"jobs"` // per phase; with --rate, the jobs published; with --backlog, the backlog
@@ -26,6 +26,12 @@ type Report struct {
 	DBConns      int     `json:"db_conns_per_worker"`
 	Rate         string  `json:"rate,omitempty"`
 	DurationS    float64 `json:"duration_s,omitempty"`
+	// SpreadS is --spread: the scheduled jobs' run_at were spread over it (--scheduled).
+	SpreadS float64 `json:"spread_s,omitempty"`
+	// DispatchSeconds is how long after the last run_at the dispatchers had published every
+	// scheduled job, and DoneAfterDueS when the last one had succeeded (--scheduled).
+	DispatchSeconds float64 `json:"dispatch_seconds,omitempty"`
+	DoneAfterDueS   float64 `json:"done_after_due_seconds,omitempty"`
 
 	PublishJobsPerSec float64 `json:"publish_jobs_per_sec"`
 	WorkJobsPerSec    float64 `json:"work_jobs_per_sec"`
@@ -67,6 +73,8 @@ func (r *Report) round() {
 		to(x, 2)
 	}
 	to(&r.PGTxPerJob, 3)
+	to(&r.DispatchSeconds, 3)
+	to(&r.DoneAfterDueS, 3)
 }
 
 // Latency holds latency percentiles in milliseconds.
@@ -116,6 +124,9 @@ func Print(w io.Writer, rep *Report) error {
 	case "backlog":
 		fmt.Fprintf(&buf, "Levee bench: a backlog of %d %s jobs (%d B payload), worked for %s by %s, concurrency %d\n",
 			rep.Jobs, rep.Kind, rep.PayloadBytes, time.Duration(rep.DurationS*float64(time.Second)), workers, rep.Concurrency)
+	case "scheduled":
+		fmt.Fprintf(&buf, "Levee bench: %d scheduled %s jobs (%d B payload) due at one second (spread over %s), %s, concurrency %d\n",
+			rep.Jobs, rep.Kind, rep.PayloadBytes, time.Duration(rep.SpreadS*float64(time.Second)), workers, rep.Concurrency)
 	case "steady":
 		fmt.Fprintf(&buf, "Levee bench: %s for %s of %s jobs (%d B payload), %s, concurrency %d\n",
 			rep.Rate, time.Duration(rep.DurationS*float64(time.Second)), rep.Kind, rep.PayloadBytes, workers, rep.Concurrency)
@@ -128,6 +139,9 @@ func Print(w io.Writer, rep *Report) error {
 
 	if rep.Mode == "backlog" {
 		return printBacklog(w, &buf, rep)
+	}
+	if rep.Mode == "scheduled" {
+		return printScheduled(w, &buf, rep)
 	}
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PHASE\tJOBS\tSECONDS\tJOBS/S\tCPU S")
