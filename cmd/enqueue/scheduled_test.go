@@ -173,7 +173,7 @@ func TestPublishDelayedIsListed(t *testing.T) {
 	require.Equal(t, 2.0, kindLine(t, m, "remind")["scheduled"])
 	r = b.run(t, "", "stats")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Regexp(t, `^remind +2 +0 `, tableLine(t, r.stdout, "remind"))
+	require.Regexp(t, ` +- +2 +orphan \(no worker\)\n$`, tableLine(t, r.stdout, "remind"))
 }
 
 // A --file with delayed lines stores those in the ledger one by one and publishes the others in

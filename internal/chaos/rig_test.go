@@ -51,6 +51,9 @@ type rigConfig struct {
 	burst int
 	// breaker, if set, is the kind's breaker section; nil leaves it out (the defaults).
 	breaker *rigBreaker
+	// periodicEvery, if set, adds a periodic job "tick" of the kind every that long, with
+	// catch_up all, calling the downstream.
+	periodicEvery time.Duration
 }
 
 // rigBreaker is a kind's breaker section in the YAML; each zero field is left out (its
@@ -257,6 +260,10 @@ func newRig(t *testing.T, name string, cfg rigConfig) *rig {
 	}
 	if cfg.breaker != nil {
 		yaml += "    breaker: " + cfg.breaker.yaml() + "\n"
+	}
+	if cfg.periodicEvery > 0 {
+		yaml += fmt.Sprintf("periodic:\n  - name: tick\n    kind: %s\n    every: %s\n    catch_up: all\n    payload: {\"url\": %q, \"body\": {\"periodic\": true}}\n",
+			kindName, cfg.periodicEvery, r.down.url())
 	}
 	require.NoError(t, os.WriteFile(r.config, []byte(yaml), 0o644))
 	r.start = time.Now()

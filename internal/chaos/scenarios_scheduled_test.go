@@ -5,6 +5,9 @@ package chaos
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,4 +80,71 @@ func TestChaosCrashAfterDispatch(t *testing.T) {
 	}
 	t.Logf("workers killed after a dispatch: %d", hooked)
 	require.Positive(t, hooked, "no worker was killed after a dispatch")
+}
+
+// 14. Periodic ticks with three worker processes (design rule 45): an every: 1s job, catch_up
+// all, in the config of three workers; one worker is stopped (SIGTERM) and comes back; then
+// every worker is stopped for 4 s and started again. Every tick from the first to the last
+// calls the downstream once: none twice, however many workers run, and none missed (a
+// restart keeps the next tick; the catch-up runs the downtime's ticks).
+func TestChaosPeriodicTicksOnce(t *testing.T) {
+	parallel(t)
+	r := newRig(t, "14 periodic ticks, 3 workers, restart and downtime", rigConfig{periodicEvery: time.Second})
+	defer r.dumpLogs()
+	var ws []*proc
+	for range 3 {
+		ws = append(ws, r.startWorker())
+	}
+	r.waitStarted()
+	time.Sleep(3 * time.Second)
+	ws[0].terminate(false) // comes back after its restart delay
+	time.Sleep(3 * time.Second)
+	for _, w := range ws {
+		w.terminate(true)
+	}
+	time.Sleep(4 * time.Second)
+	for _, w := range ws {
+		offset := w.logSize()
+		w.startAgain(t)
+		r.waitLog(w, offset, "worker started", 1)
+	}
+	time.Sleep(3 * time.Second)
+	for _, w := range ws {
+		w.terminate(true)
+	}
+
+	_, callsPerKey, _ := r.down.snapshot()
+	var ticks []time.Time
+	for key, n := range callsPerKey {
+		at, ok := strings.CutPrefix(key, "periodic:tick:")
+		if !ok {
+			continue
+		}
+		require.Equal(t, 1, n, "tick %s called %d times", key, n)
+		tick, err := time.Parse(time.RFC3339, at)
+		require.NoError(t, err)
+		ticks = append(ticks, tick)
+	}
+	slices.SortFunc(ticks, time.Time.Compare)
+	t.Logf("%d ticks called, from %s to %s", len(ticks), ticks[0].Format(time.TimeOnly), ticks[len(ticks)-1].Format(time.TimeOnly))
+	require.GreaterOrEqual(t, len(ticks), 12, "ticks over about 14 s")
+	for i := 1; i < len(ticks); i++ {
+		require.Equal(t, time.Second, ticks[i].Sub(ticks[i-1]), "a tick missing between %s and %s", ticks[i-1], ticks[i])
+	}
+}
+
+// terminate stops the process with SIGTERM (a graceful drain) and waits until it is gone;
+// with stay it is not restarted (startAgain starts it).
+func (p *proc) terminate(stay bool) {
+	p.mu.Lock()
+	exited := p.exited
+	p.killing = true
+	if stay {
+		p.stopped = true
+	}
+	sent := p.signalLocked(syscall.SIGTERM)
+	p.mu.Unlock()
+	if sent && exited != nil {
+		<-exited
+	}
 }
