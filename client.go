@@ -169,6 +169,10 @@ func (c *Client) Publish(ctx context.Context, kind string, payload any, opts ...
 		}
 	}
 	if !runAt.IsZero() {
+		// Refused now rather than found unpublishable when due.
+		if err := c.conn.Q.Fits(env); err != nil {
+			return PublishResult{}, err
+		}
 		res, err := c.schedule(ctx, c.conn.Ledger.Outbox(), c.conn.Ledger.Pool(), []queue.Envelope{env}, []time.Time{runAt}, idempotency.OriginDelay)
 		if err != nil {
 			return PublishResult{}, err
@@ -360,6 +364,9 @@ func (c *Client) PublishBatchTx(ctx context.Context, tx pgx.Tx, jobs []JobSpec) 
 		}
 		if err == nil && spec.CheckKey {
 			err = errors.New("JobSpec.CheckKey is for Publish: PublishTx does not check keys, so it refuses the job")
+		}
+		if err == nil {
+			err = c.conn.Q.Fits(env) // refused now rather than found unpublishable when due
 		}
 		if err != nil {
 			results[i] = PublishResult{ID: spec.ID, Kind: spec.Kind, Key: spec.Key, Err: err}

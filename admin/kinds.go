@@ -25,7 +25,7 @@ func (c *Client) KindWorkers(ctx context.Context, kind string) (int, error) {
 }
 
 // knownKinds returns every kind Levee knows of in the namespace: with a consumer or jobs in
-// the stream, a live worker, a pause or a shared breaker record.
+// the stream, jobs scheduled in the ledger, a live worker, a pause or a shared breaker record.
 func (c *Client) knownKinds(ctx context.Context) ([]string, error) {
 	seen := map[string]bool{}
 	work, err := c.conn.Q.WorkStats(ctx, 0)
@@ -58,6 +58,15 @@ func (c *Client) knownKinds(ctx context.Context) ([]string, error) {
 	}
 	for k := range records {
 		seen[k] = true
+	}
+	if c.conn.Ledger != nil { // jobs that wait in the ledger for their time
+		scheduled, err := c.conn.Ledger.CountScheduled(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for k := range scheduled {
+			seen[k] = true
+		}
 	}
 	kinds := make([]string, 0, len(seen))
 	for k := range seen {

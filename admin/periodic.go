@@ -70,6 +70,26 @@ func (c *Client) PeriodicResume(ctx context.Context, name string, by leveetype.A
 	return c.periodicPause(ctx, name, false, by)
 }
 
+// PeriodicDelete removes the periodic job name from the ledger, audited: no tick of it is
+// enqueued any more (runs enqueued already stay scheduled). A worker that starts with the
+// entry in its config writes it again, so take it out of every config first; a worker that
+// runs meanwhile does not bring it back. An unknown name returns an error wrapping
+// ErrNotFound.
+func (c *Client) PeriodicDelete(ctx context.Context, name string, by leveetype.Actor) error {
+	if c.conn.Ledger == nil {
+		return ErrDatabaseRequired
+	}
+	if err := leveetype.ValidatePeriodicName(name); err != nil {
+		return err
+	}
+	if err := c.conn.Ledger.DeletePeriodic(ctx, name); errors.Is(err, idempotency.ErrNotFound) {
+		return notFound(fmt.Sprintf("no periodic job %q (enqueue periodic list shows them)", name))
+	} else if err != nil {
+		return err
+	}
+	return c.AuditRecord(ctx, AuditRecordParams{By: by, Action: "periodic_delete", Target: name})
+}
+
 func (c *Client) periodicPause(ctx context.Context, name string, paused bool, by leveetype.Actor) (*PeriodicEntry, error) {
 	if c.conn.Ledger == nil {
 		return nil, ErrDatabaseRequired

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	_ "time/tzdata" // every worker reads every zone alike, with or without the host's zoneinfo
 )
 
 // PeriodicJob is one periodic job: a job of Kind published at every tick of its schedule,
@@ -259,6 +261,9 @@ func (p PeriodicJob) Schedule() (Schedule, error) {
 		return nil, bad("", `has no schedule: set cron (e.g. "0 2 * * *") or every (e.g. 10m)`)
 	case p.Every != 0 && p.Every < MinEvery:
 		return nil, bad("every", "must be at least %s, got %s", MinEvery, p.Every)
+	case p.Every%time.Millisecond != 0:
+		// Ticks are stored to the microsecond: a finer one would be stored as another instant.
+		return nil, bad("every", "must be a whole number of milliseconds, got %s", p.Every)
 	}
 	loc, err := loadLocation(p.Timezone)
 	if err != nil {

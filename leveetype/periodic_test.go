@@ -164,7 +164,7 @@ func TestEveryIsAlignedToTheEpoch(t *testing.T) {
 	tokyo, err := time.LoadLocation("Asia/Tokyo")
 	require.NoError(t, err)
 	for range 1000 {
-		d := time.Second + time.Duration(rng.Int64N(int64(48*time.Hour)))
+		d := time.Second + time.Duration(rng.Int64N(int64(48*time.Hour))).Truncate(time.Millisecond)
 		a, b := every(t, d), every(t, d)
 		from := utc("2026-01-01T00:00:00Z").Add(time.Duration(rng.Int64N(int64(365 * 24 * time.Hour))))
 		next := a.Next(from)
@@ -302,6 +302,7 @@ func TestPeriodicValidate(t *testing.T) {
 		{"no schedule", func(p *leveetype.PeriodicJob) { p.Cron = "" }, "", "has no schedule: set cron"},
 		{"both", func(p *leveetype.PeriodicJob) { p.Every = time.Hour }, "every", "and cron are both set"},
 		{"every too short", func(p *leveetype.PeriodicJob) { p.Cron, p.Timezone, p.Every = "", "", 500*time.Millisecond }, "every", "must be at least 1s, got 500ms"},
+		{"every finer than a millisecond", func(p *leveetype.PeriodicJob) { p.Cron, p.Timezone, p.Every = "", "", 1333333300*time.Nanosecond }, "every", "must be a whole number of milliseconds, got 1.3333333s"},
 		{"every negative", func(p *leveetype.PeriodicJob) { p.Cron, p.Timezone, p.Every = "", "", -time.Minute }, "every", "must be at least 1s"},
 		{"every in a zone", func(p *leveetype.PeriodicJob) { p.Cron, p.Every = "", 24*time.Hour }, "timezone", `"Europe/Berlin" is only for cron: every ticks at multiples of 24h since the Unix epoch`},
 		{"cron fields", func(p *leveetype.PeriodicJob) { p.Cron = "0 2 * *" }, "cron", `"0 2 * *" does not parse: expected exactly 5 fields, found 4`},

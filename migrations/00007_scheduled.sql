@@ -23,13 +23,14 @@ CREATE TABLE scheduled (
 CREATE INDEX scheduled_run_at_idx ON scheduled (run_at);
 
 -- periodic holds each periodic job's definition (leveetype.PeriodicJob as JSON, as the last
--- worker that started with it wrote it) and its next tick. A tick is turned into a scheduled
+-- worker that started with it wrote it: text, not jsonb, so that its payload is published byte
+-- for byte as written) and its next tick. A tick is turned into a scheduled
 -- row in the transaction that moves next_run on, under the row's lock, so each tick is
 -- enqueued once across the fleet (design rule 45). A worker whose config lacks an entry never
 -- deletes it.
 CREATE TABLE periodic (
     name       text        PRIMARY KEY,
-    def        jsonb       NOT NULL,
+    def        text        NOT NULL,
     next_run   timestamptz NOT NULL,
     last_run   timestamptz,
     paused     boolean     NOT NULL DEFAULT false,

@@ -32,7 +32,47 @@ dispatcher enqueues each tick once across the fleet, with the idempotency key
 periodic:<name>:<tick>. A worker whose config lacks an entry never deletes it.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newPeriodicListCmd(conn), newPeriodicPauseCmd(conn, true), newPeriodicPauseCmd(conn, false))
+	cmd.AddCommand(newPeriodicListCmd(conn), newPeriodicPauseCmd(conn, true), newPeriodicPauseCmd(conn, false),
+		newPeriodicDeleteCmd(conn))
+	return cmd
+}
+
+func newPeriodicDeleteCmd(conn *cli.Connection) *cobra.Command {
+	var as string
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Remove a periodic job from the ledger",
+		Long: `Remove the periodic job NAME from the ledger: no tick of it is enqueued any more (runs that
+were enqueued already stay scheduled: 'enqueue jobs --state scheduled' lists them). Workers
+never delete an entry their config lacks, so this is how one goes away; a worker that starts
+with the entry in its config writes it again, so take it out of every config first. Audited
+with --as.
+
+` + periodicExitCodes,
+		Example: "  enqueue periodic delete nightly-settlement --as ada",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := leveetype.ValidatePeriodicName(name); err != nil {
+				return &cli.UsageError{Err: err}
+			}
+			if as == "" {
+				return cli.Usagef("--as is empty: name who is acting, e.g. --as ada")
+			}
+			ctx := cmd.Context()
+			c, lc, err := openAdmin(ctx, conn, operatorNeeds)
+			if err != nil {
+				return err
+			}
+			defer lc.Close()
+			if err := c.PeriodicDelete(ctx, name, leveetype.Actor(as)); err != nil {
+				return operatorError(err)
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), "deleted", name)
+			return err
+		},
+	}
+	addActorFlag(cmd, &as)
 	return cmd
 }
 

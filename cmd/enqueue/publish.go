@@ -237,7 +237,7 @@ func runPublish(cmd *cobra.Command, conn *cli.Connection, o publishOptions, args
 		return delayedConnectError(err, delayed)
 	}
 	defer c.Close()
-	if err := warnUnserved(cmd, c, kind); err != nil {
+	if err := warnUnserved(cmd, c, kind, delayed); err != nil {
 		return err
 	}
 	opts := []levee.PublishOption{levee.WithID(o.id), levee.WithKey(o.key), levee.WithMaxAttempts(o.maxAttempts)}
@@ -312,12 +312,18 @@ func checkPayload(payload []byte, limit int) error {
 }
 
 // warnUnserved prints a warning when no worker has ever served kind.
-func warnUnserved(cmd *cobra.Command, c *levee.Client, kind string) error {
+// warnUnserved warns when no worker has ever served kind; delayed says the jobs wait in the
+// ledger first.
+func warnUnserved(cmd *cobra.Command, c *levee.Client, kind string, delayed bool) error {
 	served, err := c.KindServed(cmd.Context(), kind)
 	if err != nil {
 		return err
 	}
-	if !served {
+	switch {
+	case served:
+	case delayed:
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: no worker has ever served kind %s; the job waits in the ledger until it is due, then in the stream until a worker serves the kind\n", kind)
+	default:
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: no worker has ever served kind %s; the job waits in the stream until one does\n", kind)
 	}
 	return nil
@@ -384,7 +390,7 @@ func publishFile(cmd *cobra.Command, conn *cli.Connection, o publishOptions, kin
 	}
 	defer c.Close()
 	if len(jobs) > 0 {
-		if err := warnUnserved(cmd, c, kind); err != nil {
+		if err := warnUnserved(cmd, c, kind, len(later) == len(jobs)); err != nil {
 			return err
 		}
 	}

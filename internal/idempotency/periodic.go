@@ -83,7 +83,10 @@ func (l *Ledger) registerOne(ctx context.Context, tx pgx.Tx, def leveetype.Perio
 		return err
 	}
 	next := sched.Next(now)
-	tag, err := tx.Exec(ctx, l.q.upsertPeriodic, def.Name, raw, next)
+	if next.IsZero() {
+		return errors.New("its schedule has no tick in the next 100 years")
+	}
+	tag, err := tx.Exec(ctx, l.q.upsertPeriodic, def.Name, string(raw), next)
 	if err != nil || tag.RowsAffected() == 1 {
 		return err // inserted (or failed)
 	}
@@ -95,6 +98,7 @@ func (l *Ledger) registerOne(ctx context.Context, tx pgx.Tx, def leveetype.Perio
 	if err := json.Unmarshal(storedRaw, &stored); err != nil {
 		stored = leveetype.PeriodicJob{} // unreadable: rewritten, and started again
 	}
+	stored = stored.WithDefaults()
 	sameSchedule := stored.Cron == def.Cron && stored.Every == def.Every && stored.Timezone == def.Timezone
 	if sameSchedule && string(storedRaw) == string(raw) {
 		return nil
@@ -103,7 +107,7 @@ func (l *Ledger) registerOne(ctx context.Context, tx pgx.Tx, def leveetype.Perio
 	if !sameSchedule {
 		restart = &next
 	}
-	_, err = tx.Exec(ctx, l.q.redefinePeriodic, def.Name, raw, restart)
+	_, err = tx.Exec(ctx, l.q.redefinePeriodic, def.Name, string(raw), restart)
 	return err
 }
 
@@ -111,8 +115,9 @@ func (l *Ledger) registerOne(ctx context.Context, tx pgx.Tx, def leveetype.Perio
 // entry whose next tick has passed and that no other dispatcher holds (FOR UPDATE SKIP
 // LOCKED), it inserts the ticks its catch_up allows as scheduled rows (each with the key
 // periodic:<name>:<tick>) and moves the entry's next tick on, in one transaction: each tick is
-// enqueued once across the fleet. An entry whose stored definition cannot be read is put off
-// for a minute and reported in err. It returns the number of ticks enqueued.
+// enqueued once across the fleet. An entry whose stored definition this worker cannot read
+// (written by another version, or in a zone it has no data for) is left as it is, for a
+// worker that can, and reported in err. It returns the number of ticks enqueued.
 func (l *Ledger) TickPeriodic(ctx context.Context, grace time.Duration, maxTicks int) (enqueued int, err error) {
 	var bad []error
 	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
@@ -137,10 +142,9 @@ func (l *Ledger) TickPeriodic(ctx context.Context, grace time.Duration, maxTicks
 		for _, d := range dues {
 			ticks, newNext, err := dueTicks(d.raw, d.next, d.dbNow, grace, maxTicks)
 			if err != nil {
+				// Left as it is, for a worker that can read it (another version, or with the
+				// zone's data): moving it on here would lose its due tick for the fleet.
 				bad = append(bad, fmt.Errorf("periodic job %q: %w", d.name, err))
-				if _, err := tx.Exec(ctx, l.q.advancePeriodic, d.name, d.dbNow.Add(time.Minute), nil); err != nil {
-					return err
-				}
 				continue
 			}
 			var def leveetype.PeriodicJob
@@ -191,10 +195,19 @@ func dueTicks(raw []byte, next, now time.Time, grace time.Duration, maxTicks int
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	// The stored next tick is a tick of the schedule as written; one stored by hand or
+	// rounded is taken as the first tick from it, so that no tick is run twice under two keys.
+	next = sched.Next(next.Add(-time.Nanosecond))
+	if next.IsZero() {
+		return nil, time.Time{}, errors.New("its schedule has no tick in the next 100 years")
+	}
 	// A tick later than half its period is a missed one, for catch_up skip, however long
 	// grace is.
 	grace = min(grace, sched.Next(next).Sub(next)/2)
 	ticks, newNext := leveetype.DueTicks(sched, next, now, def.CatchUp, grace, maxTicks)
+	if newNext.IsZero() {
+		return nil, time.Time{}, errors.New("its schedule has no tick in the next 100 years")
+	}
 	return ticks, newNext, nil
 }
 
@@ -272,4 +285,18 @@ func (l *Ledger) PausePeriodic(ctx context.Context, name string, paused bool) (*
 		return nil, fmt.Errorf("pause periodic job %q: %w", name, err)
 	}
 	return out, nil
+}
+
+// DeletePeriodic removes the periodic job name from the ledger: no tick of it is enqueued
+// any more (those enqueued already stay scheduled), until a worker that has it in its config
+// starts and writes it again. It returns ErrNotFound when the ledger has none.
+func (l *Ledger) DeletePeriodic(ctx context.Context, name string) error {
+	tag, err := l.pool.Exec(ctx, l.q.deletePeriodic, name)
+	if isUndefinedTable(err) || (err == nil && tag.RowsAffected() == 0) {
+		return fmt.Errorf("%w: no periodic job %q", ErrNotFound, name)
+	}
+	if err != nil {
+		return fmt.Errorf("delete periodic job %q: %w", name, err)
+	}
+	return nil
 }

@@ -16,10 +16,11 @@ type queries struct {
 // periodic.go).
 type scheduledQueries struct {
 	dueJobs, dispatched, dispatchFailed, untilDue                   string
-	scheduledByID, cancelScheduled, runScheduledNow                 string
+	scheduledByID, runScheduledNow                                  string
 	listScheduled, countScheduled                                   string
 	lockPeriodic, lockPeriodicNow, upsertPeriodic, redefinePeriodic string
 	duePeriodic, advancePeriodic, listPeriodic, pausePeriodic       string
+	deletePeriodic                                                  string
 }
 
 func newQueries(schema string) queries {
@@ -260,8 +261,7 @@ FROM unnest($1::text[], $2::text[]) AS f(id, msg) WHERE s.id = f.id`),
 		untilDue: s(`
 SELECT EXTRACT(epoch FROM (SELECT min(run_at) FROM S.scheduled) - now())::float8,
        EXTRACT(epoch FROM (SELECT min(next_run) FROM S.periodic WHERE NOT paused) - now())::float8`),
-		scheduledByID:   s(`SELECT ` + cols + ` FROM S.scheduled WHERE id = $1`),
-		cancelScheduled: s(`DELETE FROM S.scheduled WHERE id = $1 RETURNING id, kind, key, run_at, origin`),
+		scheduledByID: s(`SELECT ` + cols + ` FROM S.scheduled WHERE id = $1`),
 		runScheduledNow: s(`
 WITH u AS (
     UPDATE S.scheduled SET run_at = LEAST(run_at, now()) WHERE id = $1
@@ -286,6 +286,7 @@ WHERE NOT paused AND next_run <= now()
 ORDER BY next_run LIMIT 100
 FOR UPDATE SKIP LOCKED`),
 		advancePeriodic: s(`UPDATE S.periodic SET next_run = $2, last_run = COALESCE($3, last_run), updated_at = now() WHERE name = $1`),
+		deletePeriodic:  s(`DELETE FROM S.periodic WHERE name = $1`),
 		listPeriodic:    s(`SELECT name, def::text, next_run, last_run, paused, updated_at FROM S.periodic ORDER BY name`),
 		pausePeriodic: s(`
 UPDATE S.periodic SET paused = $2, next_run = CASE WHEN paused THEN COALESCE($3, next_run) ELSE next_run END, updated_at = now()

@@ -264,22 +264,6 @@ func (l *Ledger) ScheduledStatus(ctx context.Context, id string) (*ScheduledJob,
 	return &j, nil
 }
 
-// CancelScheduled deletes job id's scheduled row, so that it never runs, and returns it; or
-// ErrNotFound when no row waits (the job was published already, or never scheduled). A
-// dispatcher publishing the job at that moment holds its row: the delete waits for it, and
-// then finds nothing.
-func (l *Ledger) CancelScheduled(ctx context.Context, id string) (*ScheduledJob, error) {
-	var j ScheduledJob
-	err := l.pool.QueryRow(ctx, l.q.cancelScheduled, id).Scan(&j.ID, &j.Kind, &j.Key, &j.RunAt, &j.Origin)
-	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cancel scheduled job %q: %w", id, err)
-	}
-	return &j, nil
-}
-
 // RunScheduledNow makes job id's scheduled row due now and wakes the dispatchers; it returns
 // ErrNotFound when no row waits.
 func (l *Ledger) RunScheduledNow(ctx context.Context, id string) (*ScheduledJob, error) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee/internal/idempotency"
@@ -120,9 +121,9 @@ func TestDispatchDueKeepsWhatFailedToPublish(t *testing.T) {
 	job, _, err := l.UntilDue(ctx)
 	require.NoError(t, err)
 	require.True(t, job.Due())
-	_, err = l.CancelScheduled(ctx, "fails")
+	_, _, err = l.CancelScheduledJob(ctx, "fails", "cancelled by test")
 	require.NoError(t, err)
-	_, err = l.CancelScheduled(ctx, "fails")
+	_, _, err = l.CancelScheduledJob(ctx, "fails", "cancelled by test")
 	require.ErrorIs(t, err, idempotency.ErrNotFound)
 	job, _, err = l.UntilDue(ctx)
 	require.NoError(t, err)
@@ -180,4 +181,55 @@ func TestPeriodicRegisterAndTickOnce(t *testing.T) {
 	require.False(t, periodic.OK, "a paused job is not waited for")
 	_, err = l.PausePeriodic(ctx, "nope", true)
 	require.ErrorIs(t, err, idempotency.ErrNotFound)
+}
+
+func TestPeriodicKeepsPayloadAndLeavesWhatItCannotRead(t *testing.T) {
+	t.Parallel()
+	l := setup(t)
+	ctx := context.Background()
+	p := leveetype.PeriodicJob{Name: "p", Kind: "k", Every: time.Second, Payload: []byte(`{"zeta":1,"a":{"b":2.50,"big":1e2}}`)}
+	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}))
+	entries, err := l.ListPeriodic(ctx)
+	require.NoError(t, err)
+	first := entries[0].NextRun
+	time.Sleep(time.Until(first.Add(100 * time.Millisecond)))
+	n, err := l.TickPeriodic(ctx, time.Minute, 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	rows, err := l.ListScheduled(ctx, "", time.Time{}, "", 10)
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	require.Equal(t, `{"zeta":1,"a":{"b":2.50,"big":1e2}}`, string(rows[0].Payload), "published as written")
+
+	// A definition this worker cannot read is left for one that can: its tick is not lost.
+	_, err = l.Pool().Exec(ctx, `UPDATE `+pgx.Identifier{l.Schema()}.Sanitize()+`.periodic SET def = '{"name":"p","kind":"k","every":"1s","catch_up":"sometimes"}'`)
+	require.NoError(t, err)
+	entries, err = l.ListPeriodic(ctx)
+	require.NoError(t, err)
+	due := entries[0].NextRun
+	time.Sleep(time.Until(due.Add(100 * time.Millisecond)))
+	_, err = l.TickPeriodic(ctx, time.Minute, 10)
+	require.ErrorContains(t, err, "catch_up")
+	entries, err = l.ListPeriodic(ctx)
+	require.NoError(t, err)
+	require.Equal(t, due, entries[0].NextRun, "the due tick stays due")
+
+	// Registered again (readable), the tick runs under its own key.
+	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}))
+	n, err = l.TickPeriodic(ctx, time.Minute, 10)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, n, 1)
+	rows, err = l.ListScheduled(ctx, "", time.Time{}, "", 10)
+	require.NoError(t, err)
+	keys := map[string]bool{}
+	for _, r := range rows {
+		keys[r.Key] = true
+	}
+	require.True(t, keys[leveetype.TickKey("p", due)], "keys %v", keys)
+
+	require.NoError(t, l.DeletePeriodic(ctx, "p"))
+	require.ErrorIs(t, l.DeletePeriodic(ctx, "p"), idempotency.ErrNotFound)
+	entries, err = l.ListPeriodic(ctx)
+	require.NoError(t, err)
+	require.Empty(t, entries)
 }

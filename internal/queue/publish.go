@@ -142,6 +142,10 @@ func drainAfter(drainErr, ctxErr error, unsent []PublishResult) error {
 	return ctxErr
 }
 
+// Fits returns an error wrapping ErrPayloadTooLarge when env, as published, would be over the
+// NATS server's max_payload: checked before a job is stored to be published later.
+func (q *Queue) Fits(env Envelope) error { return q.fitsServer(env, q.names.Msg(env)) }
+
 // fitsServer returns an error wrapping ErrPayloadTooLarge when m, the message of env, is over
 // the NATS server's max_payload (which counts headers and payload together): the payload
 // bound Levee applies (--max-payload, 1 MiB by default) can be above what the server takes

@@ -11,6 +11,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
+	"github.com/levee-dev/levee/leveetype"
 )
 
 // The dispatcher publishes the jobs that wait in the ledger (delayed, transactional and
@@ -35,17 +36,26 @@ const (
 // tick is due, at a notification that a job was scheduled (listenDue), and at least every
 // dispatchPoll; while nothing is due, a look is one cheap query.
 func (w *Worker) dispatchLoop(ctx context.Context, wake <-chan struct{}) {
-	warned := false
+	var failingSince time.Time // the first failed pass since the last that passed
+	var warned time.Time
 	for ctx.Err() == nil {
 		wait, err := w.dispatchPass(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			// One warning when the ledger fails, then one a minute while it keeps failing.
+			if failingSince.IsZero() {
+				failingSince = time.Now()
 			}
-			if !warned || !errors.Is(err, idempotency.ErrNotScheduled) {
-				w.log.Warn("dispatch scheduled jobs", "err", err)
+			if time.Since(warned) >= dispatchWarnEvery {
+				warned = time.Now()
+				w.log.Warn("dispatch scheduled jobs; trying again each second (this warning repeats at most once a minute)",
+					"err", err, "failing_for", time.Since(failingSince).Round(time.Second))
 			}
-			warned = true
+		case !failingSince.IsZero():
+			w.log.Info("dispatching scheduled jobs again", "failed_for", time.Since(failingSince).Round(time.Second))
+			failingSince, warned = time.Time{}, time.Time{}
 		}
 		if wait <= 0 {
 			continue
@@ -210,12 +220,29 @@ const (
 	periodicMaxTicks = 1000
 )
 
+// checkPeriodic refuses, at start, a periodic job whose runs could not be published: a
+// payload over this worker's bound or, with the job's headers, over the NATS server's.
+func (w *Worker) checkPeriodic() error {
+	for _, p := range w.cfg.Periodic {
+		p = p.WithDefaults()
+		env, err := queue.NewEnvelope(p.Kind, "periodic", leveetype.TickKey(p.Name, time.Now()), p.Payload, 0, w.cfg.Queue.MaxPayload())
+		if err == nil {
+			err = w.cfg.Queue.Fits(env)
+		}
+		if err != nil {
+			return fmt.Errorf("periodic job %q: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
 // tickPeriodic turns the due ticks of periodic jobs into scheduled rows, which the pass that
 // follows publishes.
 func (w *Worker) tickPeriodic(ctx context.Context) {
 	n, err := w.cfg.Ledger.TickPeriodic(ctx, periodicGrace, periodicMaxTicks)
-	if err != nil && ctx.Err() == nil && !errors.Is(err, idempotency.ErrNotScheduled) {
-		w.log.Warn("enqueue periodic ticks", "err", err)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, idempotency.ErrNotScheduled) && time.Since(w.periodicWarned) >= dispatchWarnEvery {
+		w.periodicWarned = time.Now()
+		w.log.Warn("enqueue periodic ticks (this warning repeats at most once a minute)", "err", err)
 	}
 	if n > 0 {
 		w.log.Debug("enqueued periodic ticks", "count", n)

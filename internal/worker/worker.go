@@ -138,8 +138,9 @@ type Worker struct {
 	fleet     atomic.Pointer[fleet.Member] // set while Run serves
 	plane     *fleet.Store                 // the fleet registry, control and breakers buckets
 	serving   atomic.Bool                  // Run has started every loop and not returned
-	// dispatchWarned is when the dispatcher last warned of failed publishes (its loop only).
-	dispatchWarned time.Time
+	// dispatchWarned and periodicWarned are when the dispatcher last warned of failed
+	// publishes and of periodic jobs it could not tick (its loop only).
+	dispatchWarned, periodicWarned time.Time
 }
 
 // New validates cfg and returns a Worker.
@@ -201,6 +202,9 @@ func (w *Worker) Serving() bool { return w.serving.Load() }
 func (w *Worker) Run(ctx context.Context) error {
 	// Streams and consumers made by others must give what Levee relies on (design rule 34).
 	if err := w.checkSetup(ctx); err != nil {
+		return startErr(ctx, err)
+	}
+	if err := w.checkPeriodic(); err != nil {
 		return startErr(ctx, err)
 	}
 	if err := w.cfg.Ledger.RegisterPeriodic(ctx, w.cfg.Periodic); err != nil {
