@@ -25,7 +25,8 @@ func (c *Client) KindWorkers(ctx context.Context, kind string) (int, error) {
 }
 
 // knownKinds returns every kind Levee knows of in the namespace: with a consumer or jobs in
-// the stream, jobs scheduled in the ledger, a live worker, a pause or a shared breaker record.
+// the stream, jobs scheduled in the ledger or a periodic job, a live worker, a pause or a
+// shared breaker record.
 func (c *Client) knownKinds(ctx context.Context) ([]string, error) {
 	seen := map[string]bool{}
 	work, err := c.conn.Q.WorkStats(ctx, 0)
@@ -66,6 +67,15 @@ func (c *Client) knownKinds(ctx context.Context) ([]string, error) {
 		}
 		for k := range scheduled {
 			seen[k] = true
+		}
+		periodic, err := c.conn.Ledger.ListPeriodic(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range periodic {
+			if e.Def.Kind != "" {
+				seen[e.Def.Kind] = true
+			}
 		}
 	}
 	kinds := make([]string, 0, len(seen))

@@ -1,6 +1,7 @@
 package leveetype
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +12,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	_ "time/tzdata" // every worker reads every zone alike, with or without the host's zoneinfo
+	_ "time/tzdata" // a zone's rules on a host without zoneinfo (a host's own zoneinfo is preferred)
 )
 
 // PeriodicJob is one periodic job: a job of Kind published at every tick of its schedule,
@@ -210,7 +211,14 @@ func (p PeriodicJob) MarshalJSON() ([]byte, error) {
 	if p.Every != 0 {
 		v.Every = shortDuration(p.Every)
 	}
-	return json.Marshal(v)
+	// Without HTML escapes, so that the payload stays as written ("&", not "\u0026").
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // UnmarshalJSON reads p as MarshalJSON writes it.

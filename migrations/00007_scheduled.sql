@@ -34,6 +34,9 @@ CREATE TABLE periodic (
     next_run   timestamptz NOT NULL,
     last_run   timestamptz,
     paused     boolean     NOT NULL DEFAULT false,
+    -- held_until: a worker that could not read def (another version; a zone it lacks) leaves
+    -- the due entry to others until then, without moving next_run (its tick is not lost).
+    held_until timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX periodic_next_run_idx ON periodic (next_run) WHERE NOT paused;

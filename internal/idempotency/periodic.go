@@ -1,6 +1,7 @@
 package idempotency
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -16,6 +17,10 @@ import (
 	"github.com/levee-dev/levee/internal/queue"
 	"github.com/levee-dev/levee/leveetype"
 )
+
+// periodicHold is how long a worker that cannot read a due periodic job's definition leaves
+// it to the others.
+const periodicHold = time.Minute
 
 // PeriodicEntry is one periodic job as the ledger holds it.
 type PeriodicEntry struct {
@@ -34,7 +39,8 @@ type PeriodicEntry struct {
 // after now; an unchanged one keeps its next tick, so that a restart neither skips nor repeats
 // one. Entries of other names are left alone: a worker whose config lacks an entry never
 // deletes it.
-func (l *Ledger) RegisterPeriodic(ctx context.Context, defs []leveetype.PeriodicJob) error {
+// maxPayload bounds the payloads, as the worker's own (0: the default).
+func (l *Ledger) RegisterPeriodic(ctx context.Context, defs []leveetype.PeriodicJob, maxPayload int) error {
 	if len(defs) == 0 {
 		return nil
 	}
@@ -46,7 +52,7 @@ func (l *Ledger) RegisterPeriodic(ctx context.Context, defs []leveetype.Periodic
 			return err
 		}
 		// The payload must make a job as published (compact JSON within the default bound).
-		env, err := queue.NewEnvelope(defs[i].Kind, "periodic", leveetype.TickKey(defs[i].Name, time.Now()), defs[i].Payload, 0, 0)
+		env, err := queue.NewEnvelope(defs[i].Kind, "periodic", leveetype.TickKey(defs[i].Name, time.Now()), defs[i].Payload, 0, maxPayload)
 		if err != nil {
 			return fmt.Errorf("periodic job %q: %w", defs[i].Name, err)
 		}
@@ -78,10 +84,14 @@ func (l *Ledger) registerOne(ctx context.Context, tx pgx.Tx, def leveetype.Perio
 	if err != nil {
 		return err
 	}
-	raw, err := json.Marshal(def)
-	if err != nil {
+	// Without HTML escapes: the payload is published as written.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(def); err != nil {
 		return err
 	}
+	raw := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	next := sched.Next(now)
 	if next.IsZero() {
 		return errors.New("its schedule has no tick in the next 100 years")
@@ -116,8 +126,8 @@ func (l *Ledger) registerOne(ctx context.Context, tx pgx.Tx, def leveetype.Perio
 // LOCKED), it inserts the ticks its catch_up allows as scheduled rows (each with the key
 // periodic:<name>:<tick>) and moves the entry's next tick on, in one transaction: each tick is
 // enqueued once across the fleet. An entry whose stored definition this worker cannot read
-// (written by another version, or in a zone it has no data for) is left as it is, for a
-// worker that can, and reported in err. It returns the number of ticks enqueued.
+// (written by another version, or in a zone it has no data for) is held for a minute, its
+// next tick unmoved, for a worker that can, and reported in err. It returns the number of ticks enqueued.
 func (l *Ledger) TickPeriodic(ctx context.Context, grace time.Duration, maxTicks int) (enqueued int, err error) {
 	var bad []error
 	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
@@ -142,9 +152,14 @@ func (l *Ledger) TickPeriodic(ctx context.Context, grace time.Duration, maxTicks
 		for _, d := range dues {
 			ticks, newNext, err := dueTicks(d.raw, d.next, d.dbNow, grace, maxTicks)
 			if err != nil {
-				// Left as it is, for a worker that can read it (another version, or with the
-				// zone's data): moving it on here would lose its due tick for the fleet.
-				bad = append(bad, fmt.Errorf("periodic job %q: %w", d.name, err))
+				// Left to a worker that can read it (another version, or with the zone's
+				// data) for a while, its next tick unmoved: moving it on here would lose
+				// that tick for the fleet, and leaving it due would keep it first in line,
+				// ahead of the entries this worker can tick.
+				bad = append(bad, fmt.Errorf("periodic job %q (left to other workers for %s): %w", d.name, periodicHold, err))
+				if _, err := tx.Exec(ctx, l.q.holdPeriodic, d.name, periodicHold.Seconds()); err != nil {
+					return err
+				}
 				continue
 			}
 			var def leveetype.PeriodicJob
@@ -195,12 +210,10 @@ func dueTicks(raw []byte, next, now time.Time, grace time.Duration, maxTicks int
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	// The stored next tick is a tick of the schedule as written; one stored by hand or
-	// rounded is taken as the first tick from it, so that no tick is run twice under two keys.
-	next = sched.Next(next.Add(-time.Nanosecond))
-	if next.IsZero() {
-		return nil, time.Time{}, errors.New("its schedule has no tick in the next 100 years")
-	}
+	// The stored next tick runs as a tick, under its own key, even when this worker's zone
+	// rules would not have made it one (workers whose hosts have other zoneinfo versions):
+	// one tick, run once, rather than none. every: is whole milliseconds, so its ticks are
+	// stored exactly.
 	// A tick later than half its period is a missed one, for catch_up skip, however long
 	// grace is.
 	grace = min(grace, sched.Next(next).Sub(next)/2)

@@ -20,7 +20,7 @@ type scheduledQueries struct {
 	listScheduled, countScheduled                                   string
 	lockPeriodic, lockPeriodicNow, upsertPeriodic, redefinePeriodic string
 	duePeriodic, advancePeriodic, listPeriodic, pausePeriodic       string
-	deletePeriodic                                                  string
+	deletePeriodic, holdPeriodic                                    string
 }
 
 func newQueries(schema string) queries {
@@ -260,7 +260,7 @@ UPDATE S.scheduled AS s SET dispatch_errors = s.dispatch_errors + 1, last_error 
 FROM unnest($1::text[], $2::text[]) AS f(id, msg) WHERE s.id = f.id`),
 		untilDue: s(`
 SELECT EXTRACT(epoch FROM (SELECT min(run_at) FROM S.scheduled) - now())::float8,
-       EXTRACT(epoch FROM (SELECT min(next_run) FROM S.periodic WHERE NOT paused) - now())::float8`),
+       EXTRACT(epoch FROM (SELECT min(GREATEST(next_run, held_until)) FROM S.periodic WHERE NOT paused) - now())::float8`),
 		scheduledByID: s(`SELECT ` + cols + ` FROM S.scheduled WHERE id = $1`),
 		runScheduledNow: s(`
 WITH u AS (
@@ -277,15 +277,16 @@ ORDER BY run_at, id LIMIT $4`),
 		upsertPeriodic:   s(`INSERT INTO S.periodic (name, def, next_run) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`),
 		lockPeriodic:     s(`SELECT def::text FROM S.periodic WHERE name = $1 FOR UPDATE`),
 		lockPeriodicNow:  s(`SELECT def::text, now() FROM S.periodic WHERE name = $1 FOR UPDATE`),
-		redefinePeriodic: s(`UPDATE S.periodic SET def = $2, next_run = COALESCE($3, next_run), updated_at = now() WHERE name = $1`),
+		redefinePeriodic: s(`UPDATE S.periodic SET def = $2, next_run = COALESCE($3, next_run), held_until = NULL, updated_at = now() WHERE name = $1`),
 		// The due entries no other dispatcher holds (design rule 45), with the database's
 		// clock, by which their ticks are counted.
 		duePeriodic: s(`
 SELECT name, def::text, next_run, now() FROM S.periodic
-WHERE NOT paused AND next_run <= now()
+WHERE NOT paused AND next_run <= now() AND (held_until IS NULL OR held_until <= now())
 ORDER BY next_run LIMIT 100
 FOR UPDATE SKIP LOCKED`),
-		advancePeriodic: s(`UPDATE S.periodic SET next_run = $2, last_run = COALESCE($3, last_run), updated_at = now() WHERE name = $1`),
+		advancePeriodic: s(`UPDATE S.periodic SET next_run = $2, last_run = COALESCE($3, last_run), held_until = NULL, updated_at = now() WHERE name = $1`),
+		holdPeriodic:    s(`UPDATE S.periodic SET held_until = now() + make_interval(secs => $2) WHERE name = $1`),
 		deletePeriodic:  s(`DELETE FROM S.periodic WHERE name = $1`),
 		listPeriodic:    s(`SELECT name, def::text, next_run, last_run, paused, updated_at FROM S.periodic ORDER BY name`),
 		pausePeriodic: s(`

@@ -135,14 +135,14 @@ func TestPeriodicRegisterAndTickOnce(t *testing.T) {
 	l := setup(t)
 	ctx := context.Background()
 	p := leveetype.PeriodicJob{Name: "p", Kind: "k", Every: time.Second, CatchUp: leveetype.CatchUpAll}
-	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}))
+	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}, 0))
 	entries, err := l.ListPeriodic(ctx)
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
 	first := entries[0].NextRun
 
 	// Registering again (a restart) keeps the next tick; a new schedule starts again.
-	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}))
+	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}, 0))
 	entries, err = l.ListPeriodic(ctx)
 	require.NoError(t, err)
 	require.Equal(t, first, entries[0].NextRun)
@@ -187,8 +187,8 @@ func TestPeriodicKeepsPayloadAndLeavesWhatItCannotRead(t *testing.T) {
 	t.Parallel()
 	l := setup(t)
 	ctx := context.Background()
-	p := leveetype.PeriodicJob{Name: "p", Kind: "k", Every: time.Second, Payload: []byte(`{"zeta":1,"a":{"b":2.50,"big":1e2}}`)}
-	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}))
+	p := leveetype.PeriodicJob{Name: "p", Kind: "k", Every: time.Second, CatchUp: leveetype.CatchUpAll, Payload: []byte(`{"zeta":1,"a":{"b":2.50,"big":1e2},"u":"a?x=1&y=<2>"}`)}
+	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}, 0))
 	entries, err := l.ListPeriodic(ctx)
 	require.NoError(t, err)
 	first := entries[0].NextRun
@@ -199,7 +199,7 @@ func TestPeriodicKeepsPayloadAndLeavesWhatItCannotRead(t *testing.T) {
 	rows, err := l.ListScheduled(ctx, "", time.Time{}, "", 10)
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
-	require.Equal(t, `{"zeta":1,"a":{"b":2.50,"big":1e2}}`, string(rows[0].Payload), "published as written")
+	require.Equal(t, `{"zeta":1,"a":{"b":2.50,"big":1e2},"u":"a?x=1&y=<2>"}`, string(rows[0].Payload), "published as written")
 
 	// A definition this worker cannot read is left for one that can: its tick is not lost.
 	_, err = l.Pool().Exec(ctx, `UPDATE `+pgx.Identifier{l.Schema()}.Sanitize()+`.periodic SET def = '{"name":"p","kind":"k","every":"1s","catch_up":"sometimes"}'`)
@@ -213,9 +213,20 @@ func TestPeriodicKeepsPayloadAndLeavesWhatItCannotRead(t *testing.T) {
 	entries, err = l.ListPeriodic(ctx)
 	require.NoError(t, err)
 	require.Equal(t, due, entries[0].NextRun, "the due tick stays due")
+	// Held for the others, it neither blocks an entry this worker can tick nor looks due.
+	q := leveetype.PeriodicJob{Name: "q", Kind: "k", Every: time.Second}
+	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{q}, 0))
+	time.Sleep(1100 * time.Millisecond)
+	n, err = l.TickPeriodic(ctx, time.Minute, 10)
+	require.NoError(t, err, "the unreadable entry is held, not taken again")
+	require.Equal(t, 1, n, "q ticks")
+	_, periodic, err := l.UntilDue(ctx)
+	require.NoError(t, err)
+	require.False(t, periodic.Due(), "nothing periodic is due: p is held, q ticked")
+	require.NoError(t, l.DeletePeriodic(ctx, "q"))
 
 	// Registered again (readable), the tick runs under its own key.
-	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}))
+	require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}, 0))
 	n, err = l.TickPeriodic(ctx, time.Minute, 10)
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, 1)
@@ -232,4 +243,36 @@ func TestPeriodicKeepsPayloadAndLeavesWhatItCannotRead(t *testing.T) {
 	entries, err = l.ListPeriodic(ctx)
 	require.NoError(t, err)
 	require.Empty(t, entries)
+}
+
+// Each catch_up policy's choice after a downtime of three ticks, with the latest due tick
+// later than half its period (so it is a missed one for skip).
+func TestPeriodicCatchUpPolicies(t *testing.T) {
+	t.Parallel()
+	for catchUp, want := range map[leveetype.CatchUp]int{leveetype.CatchUpAll: 4, leveetype.CatchUpLatest: 1, leveetype.CatchUpSkip: 0} {
+		t.Run(string(catchUp), func(t *testing.T) {
+			t.Parallel()
+			l := setup(t)
+			ctx := context.Background()
+			p := leveetype.PeriodicJob{Name: "p", Kind: "k", Every: 10 * time.Second, CatchUp: catchUp}
+			require.NoError(t, l.RegisterPeriodic(ctx, []leveetype.PeriodicJob{p}, 0))
+			for ms := time.Now().UnixMilli() % 10000; ms < 6500 || ms >= 8500; ms = time.Now().UnixMilli() % 10000 {
+				time.Sleep(50 * time.Millisecond)
+			}
+			latest := time.UnixMilli(time.Now().UnixMilli() / 10000 * 10000).UTC()
+			_, err := l.Pool().Exec(ctx, `UPDATE `+pgx.Identifier{l.Schema()}.Sanitize()+`.periodic SET next_run = $1`, latest.Add(-30*time.Second))
+			require.NoError(t, err)
+			n, err := l.TickPeriodic(ctx, time.Minute, 1000)
+			require.NoError(t, err)
+			require.Equal(t, want, n)
+			rows, err := l.ListScheduled(ctx, "", time.Time{}, "", 10)
+			require.NoError(t, err)
+			if catchUp == leveetype.CatchUpLatest {
+				require.Equal(t, leveetype.TickKey("p", latest), rows[0].Key)
+			}
+			entries, err := l.ListPeriodic(ctx)
+			require.NoError(t, err)
+			require.Equal(t, latest.Add(10*time.Second), entries[0].NextRun.UTC(), "the next tick is the first after now")
+		})
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/levee-dev/levee/internal/idempotency"
 	"github.com/levee-dev/levee/internal/queue"
@@ -54,8 +55,11 @@ func (w *Worker) dispatchLoop(ctx context.Context, wake <-chan struct{}) {
 					"err", err, "failing_for", time.Since(failingSince).Round(time.Second))
 			}
 		case !failingSince.IsZero():
-			w.log.Info("dispatching scheduled jobs again", "failed_for", time.Since(failingSince).Round(time.Second))
-			failingSince, warned = time.Time{}, time.Time{}
+			// Said once for the warning that told of the failure, not after every flap.
+			if !warned.Before(failingSince) {
+				w.log.Info("dispatching scheduled jobs again", "failed_for", time.Since(failingSince).Round(time.Second))
+			}
+			failingSince = time.Time{}
 		}
 		if wait <= 0 {
 			continue
@@ -225,8 +229,11 @@ const (
 func (w *Worker) checkPeriodic() error {
 	for _, p := range w.cfg.Periodic {
 		p = p.WithDefaults()
-		env, err := queue.NewEnvelope(p.Kind, "periodic", leveetype.TickKey(p.Name, time.Now()), p.Payload, 0, w.cfg.Queue.MaxPayload())
+		// Headers at their longest: a ULID and a tick with nine digits of fraction.
+		longest := time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
+		env, err := queue.NewEnvelope(p.Kind, ulid.Make().String(), leveetype.TickKey(p.Name, longest), p.Payload, 0, w.cfg.Queue.MaxPayload())
 		if err == nil {
+			env.EnqueuedAt = longest
 			err = w.cfg.Queue.Fits(env)
 		}
 		if err != nil {

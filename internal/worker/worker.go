@@ -207,7 +207,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.checkPeriodic(); err != nil {
 		return startErr(ctx, err)
 	}
-	if err := w.cfg.Ledger.RegisterPeriodic(ctx, w.cfg.Periodic); err != nil {
+	if err := w.cfg.Ledger.RegisterPeriodic(ctx, w.cfg.Periodic, w.cfg.Queue.MaxPayload()); err != nil {
 		return startErr(ctx, err)
 	}
 	for _, k := range w.kinds {
