@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -38,8 +39,7 @@ periodic:<name>:<tick>. A worker whose config lacks an entry never deletes it.`,
 }
 
 func newPeriodicDeleteCmd(conn *cli.Connection) *cobra.Command {
-	var as string
-	cmd := &cobra.Command{
+	return actionCmd(&cobra.Command{
 		Use:   "delete NAME",
 		Short: "Remove a periodic job from the ledger",
 		Long: `Remove the periodic job NAME from the ledger: no tick of it is enqueued any more (runs that
@@ -50,30 +50,7 @@ with --as.
 
 ` + periodicExitCodes,
 		Example: "  enqueue periodic delete nightly-settlement --as ada",
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name := args[0]
-			if err := leveetype.ValidatePeriodicName(name); err != nil {
-				return &cli.UsageError{Err: err}
-			}
-			if as == "" {
-				return cli.Usagef("--as is empty: name who is acting, e.g. --as ada")
-			}
-			ctx := cmd.Context()
-			c, lc, err := openAdmin(ctx, conn, operatorNeeds)
-			if err != nil {
-				return err
-			}
-			defer lc.Close()
-			if err := c.PeriodicDelete(ctx, name, leveetype.Actor(as)); err != nil {
-				return operatorError(err)
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), "deleted", name)
-			return err
-		},
-	}
-	addActorFlag(cmd, &as)
-	return cmd
+	}, conn, leveetype.ValidatePeriodicName, "deleted", (*admin.Client).PeriodicDelete)
 }
 
 func newPeriodicListCmd(conn *cli.Connection) *cobra.Command {
@@ -145,7 +122,6 @@ func printPeriodic(out io.Writer, entries []admin.PeriodicEntry, asJSON bool, no
 }
 
 func newPeriodicPauseCmd(conn *cli.Connection, pause bool) *cobra.Command {
-	var as string
 	use, short, long, done := "pause NAME", "Stop a periodic job from enqueueing ticks, until resume",
 		`Pause the periodic job NAME across the fleet: no tick of it is enqueued until
 'enqueue periodic resume NAME'. Jobs of ticks enqueued before are not affected. The pause is
@@ -153,42 +129,20 @@ kept in the ledger, so workers that start meanwhile keep it. Audited with --as.`
 	act := (*admin.Client).PeriodicPause
 	if !pause {
 		use, short, long, done = "resume NAME", "Let a paused periodic job enqueue ticks again",
-			`Resume the periodic job NAME: its next tick is the first after now; the ticks due while it was
-paused do not run. Audited with --as.`, "resumed"
+			`Resume the periodic job NAME: its next tick is the first after now (stderr says when); the
+ticks due while it was paused do not run. Audited with --as.`, "resumed"
 		act = (*admin.Client).PeriodicResume
 	}
-	cmd := &cobra.Command{
+	return actionCmd(&cobra.Command{
 		Use:     use,
 		Short:   short,
 		Long:    long + "\n\n" + periodicExitCodes,
-		Example: "  enqueue periodic " + use[:len(use)-len(" NAME")] + " nightly-settlement --as ada",
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name := args[0]
-			if err := leveetype.ValidatePeriodicName(name); err != nil {
-				return &cli.UsageError{Err: err}
-			}
-			if as == "" {
-				return cli.Usagef("--as is empty: name who is acting, e.g. --as ada")
-			}
-			ctx := context.WithValue(cmd.Context(), stderrKey{}, cmd.ErrOrStderr())
-			c, lc, err := openAdmin(ctx, conn, operatorNeeds)
-			if err != nil {
-				return err
-			}
-			defer lc.Close()
-			e, err := act(c, ctx, name, leveetype.Actor(as))
-			if err != nil {
-				return operatorError(err)
-			}
-			if e.Paused {
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", done, name)
-			} else {
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s %s: next run %s\n", done, name, e.NextRun.Format(time.RFC3339))
-			}
-			return err
-		},
-	}
-	addActorFlag(cmd, &as)
-	return cmd
+		Example: "  enqueue periodic " + strings.TrimSuffix(use, " NAME") + " nightly-settlement --as ada",
+	}, conn, leveetype.ValidatePeriodicName, done, func(c *admin.Client, ctx context.Context, name string, by leveetype.Actor) error {
+		e, err := act(c, ctx, name, by)
+		if err == nil && !e.Paused {
+			fmt.Fprintf(stderrOf(ctx), "next run %s\n", e.NextRun.Format(time.RFC3339))
+		}
+		return err
+	})
 }
