@@ -51,6 +51,8 @@ type ClientConfig struct {
 // done. Package admin's Client shares a Client's connections for operator actions.
 type Client struct {
 	conn *core.Conn
+	// outbox writes the jobs that wait (delayed, PublishTx) into the namespace's schema.
+	outbox *idempotency.Outbox
 }
 
 func init() {
@@ -66,7 +68,11 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{conn: conn}, nil
+	ob := idempotency.NewOutbox(conn.Q.Names().Namespace())
+	if conn.Ledger != nil {
+		ob = conn.Ledger.Outbox()
+	}
+	return &Client{conn: conn, outbox: ob}, nil
 }
 
 // Close closes the connections the Client opened.
@@ -173,7 +179,7 @@ func (c *Client) Publish(ctx context.Context, kind string, payload any, opts ...
 		if err := c.conn.Q.Fits(env); err != nil {
 			return PublishResult{}, err
 		}
-		res, err := c.schedule(ctx, c.conn.Ledger.Outbox(), c.conn.Ledger.Pool(), []queue.Envelope{env}, []time.Time{runAt}, idempotency.OriginDelay)
+		res, err := c.schedule(ctx, c.conn.Ledger.Pool(), []queue.Envelope{env}, []time.Time{runAt}, idempotency.OriginDelay)
 		if err != nil {
 			return PublishResult{}, err
 		}
@@ -377,7 +383,7 @@ func (c *Client) PublishBatchTx(ctx context.Context, tx pgx.Tx, jobs []JobSpec) 
 	if len(envs) == 0 {
 		return results, nil
 	}
-	res, err := c.schedule(ctx, c.outbox(), tx, envs, at, idempotency.OriginTx)
+	res, err := c.schedule(ctx, tx, envs, at, idempotency.OriginTx)
 	if err != nil {
 		return nil, err
 	}
@@ -387,23 +393,15 @@ func (c *Client) PublishBatchTx(ctx context.Context, tx pgx.Tx, jobs []JobSpec) 
 	return results, nil
 }
 
-// outbox is the outbox of the Client's namespace, with or without a ledger.
-func (c *Client) outbox() *idempotency.Outbox {
-	if c.conn.Ledger != nil {
-		return c.conn.Ledger.Outbox()
-	}
-	return idempotency.NewOutbox(c.conn.Q.Names().Namespace())
-}
-
 // schedule stores envs in the ledger through db, each due at runAt[i] (zero: when db's
 // transaction commits).
-func (c *Client) schedule(ctx context.Context, ob *idempotency.Outbox, db idempotency.DBTX, envs []queue.Envelope, runAt []time.Time, origin string) ([]PublishResult, error) {
+func (c *Client) schedule(ctx context.Context, db idempotency.DBTX, envs []queue.Envelope, runAt []time.Time, origin string) ([]PublishResult, error) {
 	rows := make([]idempotency.ScheduledJob, len(envs))
 	for i, env := range envs {
 		rows[i] = idempotency.ScheduledJob{ID: env.ID, Kind: env.Kind, Key: env.Key, Payload: env.Payload,
 			MaxAttempts: env.MaxAttempts, RunAt: runAt[i], Origin: origin}
 	}
-	stored, err := ob.Insert(ctx, db, rows)
+	stored, err := c.outbox.Insert(ctx, db, rows)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ type queries struct {
 type scheduledQueries struct {
 	dueJobs, dispatched, dispatchFailed, untilDue                   string
 	scheduledByID, runScheduledNow                                  string
-	listScheduled, countScheduled                                   string
+	countScheduled                                                  string
 	lockPeriodic, lockPeriodicNow, upsertPeriodic, redefinePeriodic string
 	duePeriodic, advancePeriodic, listPeriodic, pausePeriodic       string
 	deletePeriodic, holdPeriodic                                    string
@@ -241,7 +241,6 @@ WHERE kind = $1 AND key = $2`),
 }
 
 func newScheduledQueries(s func(string) string) scheduledQueries {
-	const cols = `id, kind, key, payload, max_attempts, run_at, origin, periodic, created_at, dispatch_errors, last_error`
 	return scheduledQueries{
 		// The due jobs no other dispatcher holds, oldest first (design rule 42), with how late
 		// each is on the database's clock.
@@ -261,17 +260,13 @@ FROM unnest($1::text[], $2::text[]) AS f(id, msg) WHERE s.id = f.id`),
 		untilDue: s(`
 SELECT EXTRACT(epoch FROM (SELECT min(run_at) FROM S.scheduled) - now())::float8,
        EXTRACT(epoch FROM (SELECT min(GREATEST(next_run, held_until)) FROM S.periodic WHERE NOT paused) - now())::float8`),
-		scheduledByID: s(`SELECT ` + cols + ` FROM S.scheduled WHERE id = $1`),
+		scheduledByID: s(`SELECT ` + scheduledColumns + ` FROM S.scheduled WHERE id = $1`),
 		runScheduledNow: s(`
 WITH u AS (
     UPDATE S.scheduled SET run_at = LEAST(run_at, now()) WHERE id = $1
     RETURNING id, kind, key, run_at, origin
 )
 SELECT u.id, u.kind, u.key, u.run_at, u.origin FROM u, LATERAL (SELECT pg_notify($2, '')) AS n`),
-		listScheduled: s(`
-SELECT ` + cols + ` FROM S.scheduled
-WHERE ($1 = '' OR kind = $1) AND ($2::timestamptz IS NULL OR (run_at, id) > ($2, $3))
-ORDER BY run_at, id LIMIT $4`),
 		countScheduled: s(`SELECT kind, count(*) FROM S.scheduled GROUP BY kind`),
 
 		upsertPeriodic:   s(`INSERT INTO S.periodic (name, def, next_run) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`),

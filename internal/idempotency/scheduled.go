@@ -250,18 +250,27 @@ func (l *Ledger) UntilDue(ctx context.Context) (job, periodic Until, err error) 
 
 // ScheduledStatus returns the scheduled row of job id, or ErrNotFound.
 func (l *Ledger) ScheduledStatus(ctx context.Context, id string) (*ScheduledJob, error) {
-	var j ScheduledJob
-	var periodic, lastErr *string
-	err := l.pool.QueryRow(ctx, l.q.scheduledByID, id).Scan(&j.ID, &j.Kind, &j.Key, &j.Payload, &j.MaxAttempts,
-		&j.RunAt, &j.Origin, &periodic, &j.CreatedAt, &j.DispatchErrors, &lastErr)
+	j, err := scanScheduled(l.pool.QueryRow(ctx, l.q.scheduledByID, id))
 	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("scheduled job %q: %w", id, err)
 	}
-	j.Periodic, j.LastError = deref(periodic), deref(lastErr)
 	return &j, nil
+}
+
+// scheduledColumns are the columns scanScheduled reads, in its order.
+const scheduledColumns = `id, kind, key, payload, max_attempts, run_at, origin, periodic, created_at, dispatch_errors, last_error`
+
+// scanScheduled reads one row of scheduledColumns.
+func scanScheduled(row pgx.Row) (ScheduledJob, error) {
+	var j ScheduledJob
+	var periodic, lastErr *string
+	err := row.Scan(&j.ID, &j.Kind, &j.Key, &j.Payload, &j.MaxAttempts, &j.RunAt, &j.Origin, &periodic,
+		&j.CreatedAt, &j.DispatchErrors, &lastErr)
+	j.Periodic, j.LastError = deref(periodic), deref(lastErr)
+	return j, err
 }
 
 // RunScheduledNow makes job id's scheduled row due now and wakes the dispatchers; it returns
@@ -276,37 +285,6 @@ func (l *Ledger) RunScheduledNow(ctx context.Context, id string) (*ScheduledJob,
 		return nil, fmt.Errorf("run scheduled job %q now: %w", id, err)
 	}
 	return &j, nil
-}
-
-// ListScheduled returns at most limit scheduled jobs, of kind if not empty, in run_at order
-// from the first after (run_at, id) = (afterAt, afterID) (zero afterAt: from the start).
-func (l *Ledger) ListScheduled(ctx context.Context, kind string, afterAt time.Time, afterID string, limit int) ([]ScheduledJob, error) {
-	var after *time.Time
-	if !afterAt.IsZero() {
-		after = &afterAt
-	}
-	rows, err := l.pool.Query(ctx, l.q.listScheduled, kind, after, afterID, limit)
-	if isUndefinedTable(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list scheduled jobs: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ScheduledJob, error) {
-		var j ScheduledJob
-		var periodic, lastErr *string
-		err := r.Scan(&j.ID, &j.Kind, &j.Key, &j.Payload, &j.MaxAttempts, &j.RunAt, &j.Origin, &periodic,
-			&j.CreatedAt, &j.DispatchErrors, &lastErr)
-		j.Periodic, j.LastError = deref(periodic), deref(lastErr)
-		return j, err
-	})
-	if isUndefinedTable(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list scheduled jobs: %w", err)
-	}
-	return out, nil
 }
 
 // CountScheduled returns the number of scheduled jobs per kind.

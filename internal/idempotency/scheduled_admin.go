@@ -75,18 +75,14 @@ func (l *Ledger) CancelScheduledJob(ctx context.Context, id, message string) (*S
 	message = storableText(message, l.maxErrorBytes)
 	s := l.sanitized()
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		var periodic, lastErr *string
-		err := tx.QueryRow(ctx, `DELETE FROM `+s+`.scheduled WHERE id = $1
-RETURNING id, kind, key, payload, max_attempts, run_at, origin, periodic, created_at, dispatch_errors, last_error`, id).Scan(
-			&j.ID, &j.Kind, &j.Key, &j.Payload, &j.MaxAttempts, &j.RunAt, &j.Origin, &periodic, &j.CreatedAt,
-			&j.DispatchErrors, &lastErr)
+		var err error
+		j, err = scanScheduled(tx.QueryRow(ctx, `DELETE FROM `+s+`.scheduled WHERE id = $1 RETURNING `+scheduledColumns, id))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		j.Periodic, j.LastError = deref(periodic), deref(lastErr)
 		c.LastError = message
 		sum := sha256.Sum256(j.Payload) // the payload as it would be published: Envelope.PayloadHash
 		req := ClaimRequest{JobID: j.ID, Kind: j.Kind, Key: j.Key, PayloadHash: sum[:], EnqueuedAt: j.CreatedAt}

@@ -163,7 +163,7 @@ func TestPeriodicRegisterAndTickOnce(t *testing.T) {
 	}
 	wg.Wait()
 	require.Equal(t, 3, total, "ticks at first, first+1s, first+2s")
-	rows, err := l.ListScheduled(ctx, "", time.Time{}, "", 100)
+	rows, err := idempotency.ListScheduled(ctx, l)
 	require.NoError(t, err)
 	keys := map[string]bool{}
 	for _, r := range rows {
@@ -196,7 +196,7 @@ func TestPeriodicKeepsPayloadAndLeavesWhatItCannotRead(t *testing.T) {
 	n, err := l.TickPeriodic(ctx, time.Minute, 10)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	rows, err := l.ListScheduled(ctx, "", time.Time{}, "", 10)
+	rows, err := idempotency.ListScheduled(ctx, l)
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	require.Equal(t, `{"zeta":1,"a":{"b":2.50,"big":1e2},"u":"a?x=1&y=<2>"}`, string(rows[0].Payload), "published as written")
@@ -230,7 +230,7 @@ func TestPeriodicKeepsPayloadAndLeavesWhatItCannotRead(t *testing.T) {
 	n, err = l.TickPeriodic(ctx, time.Minute, 10)
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, 1)
-	rows, err = l.ListScheduled(ctx, "", time.Time{}, "", 10)
+	rows, err = idempotency.ListScheduled(ctx, l)
 	require.NoError(t, err)
 	keys := map[string]bool{}
 	for _, r := range rows {
@@ -265,7 +265,7 @@ func TestPeriodicCatchUpPolicies(t *testing.T) {
 			n, err := l.TickPeriodic(ctx, time.Minute, 1000)
 			require.NoError(t, err)
 			require.Equal(t, want, n)
-			rows, err := l.ListScheduled(ctx, "", time.Time{}, "", 10)
+			rows, err := idempotency.ListScheduled(ctx, l)
 			require.NoError(t, err)
 			if catchUp == leveetype.CatchUpLatest {
 				require.Equal(t, leveetype.TickKey("p", latest), rows[0].Key)

@@ -77,6 +77,5 @@ func (l *Ledger) scheduledStatus(ctx context.Context, id string) (*JobStatus, er
 	st.State, st.ID, st.Kind, st.Key = leveetype.StateScheduled, j.ID, j.Kind, j.Key
 	st.RunAt, st.EnqueuedAt = &j.RunAt, &j.CreatedAt
 	st.LastError = j.LastError
-	st.SortAt = j.RunAt
 	return st, nil
 }

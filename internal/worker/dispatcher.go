@@ -33,12 +33,25 @@ const (
 	dispatchWarnEvery = time.Minute
 )
 
+// throttle lets a warning through at most once per dispatchWarnEvery. Only the dispatcher's
+// loop uses one, so it needs no lock.
+type throttle struct{ last time.Time }
+
+// allow reports whether a warning may be logged now, and if so counts it.
+func (t *throttle) allow() bool {
+	if time.Since(t.last) < dispatchWarnEvery {
+		return false
+	}
+	t.last = time.Now()
+	return true
+}
+
 // dispatchLoop publishes due jobs until ctx ends. It looks at the ledger when the next job or
 // tick is due, at a notification that a job was scheduled (listenDue), and at least every
 // dispatchPoll; while nothing is due, a look is one cheap query.
 func (w *Worker) dispatchLoop(ctx context.Context, wake <-chan struct{}) {
 	var failingSince time.Time // the first failed pass since the last that passed
-	var warned time.Time
+	var warn throttle
 	for ctx.Err() == nil {
 		wait, err := w.dispatchPass(ctx)
 		switch {
@@ -49,14 +62,13 @@ func (w *Worker) dispatchLoop(ctx context.Context, wake <-chan struct{}) {
 			if failingSince.IsZero() {
 				failingSince = time.Now()
 			}
-			if time.Since(warned) >= dispatchWarnEvery {
-				warned = time.Now()
+			if warn.allow() {
 				w.log.Warn("dispatch scheduled jobs; trying again each second (this warning repeats at most once a minute)",
 					"err", err, "failing_for", time.Since(failingSince).Round(time.Second))
 			}
 		case !failingSince.IsZero():
 			// Said once for the warning that told of the failure, not after every flap.
-			if !warned.Before(failingSince) {
+			if !warn.last.Before(failingSince) {
 				w.log.Info("dispatching scheduled jobs again", "failed_for", time.Since(failingSince).Round(time.Second))
 			}
 			failingSince = time.Time{}
@@ -154,8 +166,7 @@ func (w *Worker) publishDue(ctx context.Context, jobs []idempotency.ScheduledJob
 	}
 	if failed > 0 {
 		w.cfg.Metrics.DispatchFailed(failed)
-		if now := time.Now(); now.Sub(w.dispatchWarned) >= dispatchWarnEvery {
-			w.dispatchWarned = now
+		if w.publishWarn.allow() {
 			first := slices.IndexFunc(errs, func(err error) bool { return err != nil })
 			w.log.Warn("publish due jobs; they stay in the ledger and are tried again (this warning repeats at most once a minute)",
 				"failed", failed, "of", len(jobs), "err", errs[first])
@@ -247,8 +258,7 @@ func (w *Worker) checkPeriodic() error {
 // follows publishes.
 func (w *Worker) tickPeriodic(ctx context.Context) {
 	n, err := w.cfg.Ledger.TickPeriodic(ctx, periodicGrace, periodicMaxTicks)
-	if err != nil && ctx.Err() == nil && !errors.Is(err, idempotency.ErrNotScheduled) && time.Since(w.periodicWarned) >= dispatchWarnEvery {
-		w.periodicWarned = time.Now()
+	if err != nil && ctx.Err() == nil && !errors.Is(err, idempotency.ErrNotScheduled) && w.periodicWarn.allow() {
 		w.log.Warn("enqueue periodic ticks (this warning repeats at most once a minute)", "err", err)
 	}
 	if n > 0 {

@@ -138,9 +138,9 @@ type Worker struct {
 	fleet     atomic.Pointer[fleet.Member] // set while Run serves
 	plane     *fleet.Store                 // the fleet registry, control and breakers buckets
 	serving   atomic.Bool                  // Run has started every loop and not returned
-	// dispatchWarned and periodicWarned are when the dispatcher last warned of failed
-	// publishes and of periodic jobs it could not tick (its loop only).
-	dispatchWarned, periodicWarned time.Time
+	// publishWarn and periodicWarn space the dispatcher's warnings of failed publishes and of
+	// periodic jobs it could not tick.
+	publishWarn, periodicWarn throttle
 }
 
 // New validates cfg and returns a Worker.
