@@ -264,7 +264,7 @@ func (k *kindRunner) giveUp(a *attempt, attempts int, msg string) ending {
 func (k *kindRunner) handToRunAlone(ctx context.Context, a *attempt, log *slog.Logger) bool {
 	k.leases.settling(a)
 	out := idempotency.Outcome{Lease: a.ledgerLease(), State: idempotency.StateRetrying, Release: true, Worker: k.w.cfg.ID}
-	if _, ok := k.commitOutcome(ctx, a, out, log); !ok {
+	if _, ok := k.commitOutcome(ctx, a, out, nil, log); !ok {
 		return false // the lease lapses and the message is redelivered
 	}
 	k.w.gate.add(1) // runAlone's; the attempt's own is settled when it returns

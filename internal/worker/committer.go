@@ -45,6 +45,11 @@ type committer struct {
 
 type commitReq struct {
 	out idempotency.Outcome
+	// ack, when set, acknowledges the job's message. The committer calls it once out is
+	// applied as it was given (not a substitute), before answering anyone: the acks of a
+	// group go out together, in one write to NATS, instead of one by one from each job's
+	// goroutine as it wakes (design rule 15).
+	ack func() error
 	res chan commitRes
 }
 
@@ -57,6 +62,9 @@ type commitRes struct {
 	// could not be stored (substituted).
 	stored      idempotency.Outcome
 	substituted bool
+	// acked is set when the committer called the request's ack (ackErr is its answer).
+	acked  bool
+	ackErr error
 }
 
 // commitTimeout bounds one group commit.
@@ -113,7 +121,13 @@ func (c *committer) flush(batch []commitReq) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	for i, res := range c.write(ctx, outs) {
+	answers := c.write(ctx, outs)
+	for i := range answers {
+		if r := &answers[i]; r.err == nil && r.applied && !r.substituted && batch[i].ack != nil {
+			r.acked, r.ackErr = true, batch[i].ack()
+		}
+	}
+	for i, res := range answers {
 		batch[i].res <- res
 	}
 }
@@ -185,11 +199,12 @@ func describe(out idempotency.Outcome) string {
 	return string(out.State)
 }
 
-// finish commits out with the next group and answers it. After close (a handler that
-// returned after shutdown), it commits out on its own at once: a request is never queued
-// where nobody reads it (design rule 33). ctx bounds only the wait to hand the request over;
-// once handed over, the answer is awaited (the commit is bounded by commitTimeout).
-func (c *committer) finish(ctx context.Context, out idempotency.Outcome) commitRes {
+// finish commits out with the next group and answers it; ack, when not nil, is called once out
+// is applied as given (commitReq.ack). After close (a handler that returned after shutdown),
+// it commits out on its own at once: a request is never queued where nobody reads it (design
+// rule 33). ctx bounds only the wait to hand the request over; once handed over, the answer is
+// awaited (the commit is bounded by commitTimeout).
+func (c *committer) finish(ctx context.Context, out idempotency.Outcome, ack func() error) commitRes {
 	c.mu.RLock()
 	if c.closed {
 		c.mu.RUnlock()
@@ -199,7 +214,7 @@ func (c *committer) finish(ctx context.Context, out idempotency.Outcome) commitR
 	c.mu.RUnlock()
 	res := make(chan commitRes, 1)
 	select {
-	case c.reqs <- commitReq{out: out, res: res}:
+	case c.reqs <- commitReq{out: out, ack: ack, res: res}:
 		c.sending.Done()
 	case <-ctx.Done():
 		c.sending.Done()

@@ -185,7 +185,7 @@ func record(j *job, st idempotency.State, reason, owner string) idempotency.Reco
 func (k *kindRunner) giveBack(ctx context.Context, j *job, res idempotency.ClaimResult) {
 	out := idempotency.Outcome{Lease: idempotency.Lease{Kind: j.env.Kind, Key: j.env.Key, Fence: res.Fence},
 		State: idempotency.StateRetrying, Release: true, Worker: k.w.cfg.ID}
-	if r := k.w.committer.finish(ctx, out); r.err != nil {
+	if r := k.w.committer.finish(ctx, out, nil); r.err != nil {
 		k.log.Warn("give a claimed key back failed; its lease lapses", "job_id", j.env.ID, "err", r.err)
 	}
 }

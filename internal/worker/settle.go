@@ -55,6 +55,9 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 	var (
 		stored idempotency.Outcome
 		ok     bool
+		// acked: the group commit acked the message with the commit (commitReq.ack).
+		acked  bool
+		ackErr error
 	)
 	if tx != nil {
 		e, ok = k.commitTx(ctx, a, tx, e, log)
@@ -63,8 +66,12 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 		}
 		stored = e.out
 	} else {
+		var ack func() error
+		if e.then == thenAck {
+			ack = k.ackFunc(a.j)
+		}
 		var res commitRes
-		res, ok = k.commitOutcome(ctx, a, e.out, log)
+		res, ok = k.commitOutcome(ctx, a, e.out, ack, log)
 		if !ok {
 			return false
 		}
@@ -73,17 +80,18 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 			log.Error("outcome could not be stored; the job is dead-lettered with a substitute outcome", "error", stored.Error)
 			e = ending{out: stored, then: thenDeadLetter, attempts: e.attempts}
 		}
+		acked, ackErr = res.acked, res.ackErr
 	}
 	j := a.j
 	switch e.then {
 	case thenAck:
 		log.Debug("job succeeded")
 		k.metrics.Finished(k.kind.Name, "succeeded", j.env.EnqueuedAt)
-		if k.w.cfg.Hooks.SkipAck != nil && k.w.cfg.Hooks.SkipAck(j.env) {
-			return true
+		if !acked {
+			ackErr = k.ackFunc(j)()
 		}
-		if err := j.msg.Ack(); err != nil {
-			log.Warn("ack after commit failed; the redelivery will find the key succeeded", "err", err)
+		if ackErr != nil {
+			log.Warn("ack after commit failed; the redelivery will find the key succeeded", "err", ackErr)
 		}
 	case thenNak:
 		log.Info("attempt failed; will retry", "error", stored.Error, "retry_in", stored.RetryIn.Round(time.Millisecond),
@@ -103,6 +111,17 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 	return true
 }
 
+// ackFunc acks j's message after its success committed (or, under the test hook SkipAck, drops
+// the ack as if it were lost).
+func (k *kindRunner) ackFunc(j *job) func() error {
+	return func() error {
+		if k.w.cfg.Hooks.SkipAck != nil && k.w.cfg.Hooks.SkipAck(j.env) {
+			return nil
+		}
+		return j.msg.Ack()
+	}
+}
+
 // commitOutcome commits out through the group commit and reports what was stored, and
 // whether anything may follow: false when the lease was lost (no ack, no nak: the new owner
 // finishes the job) or the commit was given up. A commit that fails (Postgres unreachable, a
@@ -113,12 +132,12 @@ func (k *kindRunner) settle(ctx context.Context, a *attempt, e ending, tx pgx.Tx
 // retried for as long as its lease holds (a blip shorter than the lease during a shutdown
 // must not run the job again). It is always tried at least once (a released key must be given
 // back).
-func (k *kindRunner) commitOutcome(ctx context.Context, a *attempt, out idempotency.Outcome, log *slog.Logger) (commitRes, bool) {
+func (k *kindRunner) commitOutcome(ctx context.Context, a *attempt, out idempotency.Outcome, ack func() error, log *slog.Logger) (commitRes, bool) {
 	giveUpAt := time.Now().Add(k.commitPatience())
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
 		cctx, cancel := detached(ctx)
-		res := k.w.committer.finish(cctx, out)
+		res := k.w.committer.finish(cctx, out, ack)
 		cancel()
 		switch {
 		case res.err == nil && res.applied:
@@ -178,7 +197,7 @@ func (k *kindRunner) commitTx(ctx context.Context, a *attempt, tx pgx.Tx, e endi
 	failed := k.txFailed(a, err, rand.Float64())
 	log.Warn("the handler's transaction did not commit; the attempt failed", "err", err,
 		"retry_in", failed.out.RetryIn.Round(time.Millisecond))
-	res, ok := k.commitOutcome(ctx, a, failed.out, log)
+	res, ok := k.commitOutcome(ctx, a, failed.out, nil, log)
 	failed.out = res.stored
 	return failed, ok
 }

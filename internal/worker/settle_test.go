@@ -221,7 +221,7 @@ func TestCommitterAnswersEveryCommitAroundClose(t *testing.T) {
 		for i := range 20 {
 			wg.Go(func() {
 				out := idempotency.Outcome{Lease: idempotency.Lease{Kind: "k", Key: fmt.Sprint(i), Fence: 1}, State: idempotency.StateSucceeded}
-				answered <- c.finish(context.Background(), out)
+				answered <- c.finish(context.Background(), out, nil)
 			})
 		}
 		c.close()
@@ -357,5 +357,48 @@ func TestCommitterIsolatesARowRefusedForAnyPermanentReason(t *testing.T) {
 		require.NoError(t, r.err)
 		require.True(t, r.applied)
 		require.False(t, r.substituted)
+	}
+}
+
+// The committer acks a group's applied successes itself, all of them before it answers anyone,
+// so that their acks leave in one write (design rule 15); an outcome not applied, or replaced by
+// its substitute, is never acked.
+func TestCommitterAcksTheGroupBeforeAnswering(t *testing.T) {
+	t.Parallel()
+	fl := &fakeLedger{finishFunc: func(outs []idempotency.Outcome) ([]bool, error) {
+		applied := make([]bool, len(outs))
+		for i, o := range outs {
+			if o.Key == "3" && o.State == idempotency.StateSucceeded {
+				return nil, pgErr("22P05") // key 3's result is unstorable: it gets a substitute
+			}
+			applied[i] = o.Key != "1" // key 1's fence moved on
+		}
+		return applied, nil
+	}}
+	c := newCommitter(fl, nil, 64)
+	var acked []int
+	batch := make([]commitReq, 5)
+	for i := range batch {
+		batch[i] = commitReq{
+			out: idempotency.Outcome{Lease: idempotency.Lease{Kind: "k", Key: fmt.Sprint(i), Fence: 1}, State: idempotency.StateSucceeded},
+			res: make(chan commitRes, 1),
+		}
+		if i == 4 {
+			continue // asks for no ack (a failure that is nakked, say)
+		}
+		batch[i].ack = func() error {
+			for j := range batch {
+				require.Empty(t, batch[j].res, "key %d acked after key %d was answered", i, j)
+			}
+			acked = append(acked, i)
+			return nil
+		}
+	}
+	c.flush(batch)
+	require.Equal(t, []int{0, 2}, acked, "the applied successes, and only they")
+	for i := range batch {
+		r := <-batch[i].res
+		require.Equal(t, i == 0 || i == 2, r.acked, "key %d", i)
+		require.NoError(t, r.ackErr)
 	}
 }
