@@ -38,10 +38,11 @@ func (a *attempt) ledgerLease() idempotency.Lease {
 }
 
 // start runs the attempt of a claimed job in its own goroutine. sent is when the claim
-// statement was sent: the lease holds from then (design rule 29).
-func (k *kindRunner) start(j *job, res idempotency.ClaimResult, sent stamp, turn *soloTurn) {
+// statement was sent: the lease holds from then (design rule 29); answered was read after
+// Postgres answered (leaseKeeper.register).
+func (k *kindRunner) start(j *job, res idempotency.ClaimResult, sent, answered stamp, turn *soloTurn) {
 	a, ctx := k.newAttempt(j, res, turn)
-	k.leases.register(a, sent)
+	k.leases.register(a, sent, answered)
 	k.attempts.Go(func() {
 		defer func() {
 			k.leases.unregister(a)

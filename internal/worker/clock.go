@@ -25,6 +25,15 @@ type stamp struct {
 // add moves s on by d on both clocks.
 func (s stamp) add(d time.Duration) stamp { return stamp{mono: s.mono.Add(d), boot: s.boot + d} }
 
+// at is s carried forward to the monotonic reading now: the boot clock is moved on by as
+// much as the monotonic clock moved since s. It reads no clock; a suspend between s and now
+// is not seen, and is caught by the deadline's own check when its timer fires (lease.go,
+// expire), which reads both clocks.
+func (s stamp) at(now time.Time) stamp {
+	d := max(now.Sub(s.mono), 0)
+	return stamp{mono: s.mono.Add(d), boot: s.boot + d}
+}
+
 // before reports whether s is earlier than t on both clocks: a deadline t has not passed at s.
 func (s stamp) before(t stamp) bool { return s.mono.Before(t.mono) && s.boot < t.boot }
 

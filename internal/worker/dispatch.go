@@ -72,6 +72,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 		release(len(good))
 		return 0, err
 	}
+	answered := k.leases.clock.Stamp()
 	// Duplicates are recorded first and acked after: commit, then ack (design rule 3).
 	type settle struct {
 		j      *job
@@ -89,7 +90,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 				// Settled beside the loop, as an attempt is, kept in progress and its lease
 				// extended while the commit is retried (design rule 30); no handler runs.
 				a := &attempt{j: j, fence: res.Fence, number: res.Attempts, cancel: func(error) {}}
-				k.leases.register(a, sent)
+				k.leases.register(a, sent, answered)
 				k.leases.settling(a)
 				k.attempts.Go(func() {
 					defer k.leases.unregister(a)
@@ -109,7 +110,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 					continue
 				}
 			}
-			k.start(j, res, sent, turn)
+			k.start(j, res, sent, answered, turn)
 			passed++
 			started++
 			continue

@@ -304,7 +304,7 @@ func (r *rig) newAttempt(id string, number int) (*attempt, *fakeMsg, *context.Co
 	j := &job{msg: m, env: queue.Envelope{ID: id, Kind: "charge", Key: id, Payload: []byte(`{}`)}, delivered: 1, seq: 7}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	a := &attempt{j: j, fence: 3, number: number, cancel: cancel}
-	r.k.leases.register(a, r.clock.Stamp())
+	r.k.leases.register(a, r.clock.Stamp(), r.clock.Stamp())
 	return a, m, &ctx
 }
 

@@ -94,11 +94,15 @@ type leaseKeeper struct {
 }
 
 // register starts keeping a's lease, which Postgres granted to a statement sent at sent.
-func (lk *leaseKeeper) register(a *attempt, sent stamp) {
+// answered is a stamp read after Postgres answered: its boot clock is carried forward on the
+// monotonic clock (stamp.at), so that a claimed group's attempts read the boot clock (a
+// system call) once, not once each, while each deadline timer is armed from the monotonic
+// clock as it is now.
+func (lk *leaseKeeper) register(a *attempt, sent, answered stamp) {
 	l := &a.lease
 	l.mu.Lock()
 	l.until = sent.add(lk.times.held())
-	l.timer = lk.clock.AfterFunc(lk.clock.Stamp().until(l.until), func() { lk.expire(a) })
+	l.timer = lk.clock.AfterFunc(answered.at(lk.clock.Now()).until(l.until), func() { lk.expire(a) })
 	l.mu.Unlock()
 	lk.mu.Lock()
 	lk.held[a] = struct{}{}

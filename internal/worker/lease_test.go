@@ -146,7 +146,7 @@ func TestCheckLeaseJudgesTheDeadlineWhenCalled(t *testing.T) {
 	j := &job{msg: m, env: queue.Envelope{ID: "job-1", Kind: "charge", Key: "job-1"}}
 	r.k.w.gate.add(1)
 	a, ctx := r.k.newAttempt(j, idempotency.ClaimResult{Status: idempotency.Claimed, Fence: 4, Attempts: 1}, nil)
-	r.k.leases.register(a, r.clock.Stamp())
+	r.k.leases.register(a, r.clock.Stamp(), r.clock.Stamp())
 	require.NoError(t, CheckLease(ctx))
 	require.Equal(t, "w1", IDFrom(ctx))
 
@@ -167,7 +167,7 @@ func TestLeaseLostAfterASuspend(t *testing.T) {
 	j := &job{msg: m, env: queue.Envelope{ID: "job-1", Kind: "charge", Key: "job-1"}}
 	r.k.w.gate.add(1)
 	a, ctx := r.k.newAttempt(j, idempotency.ClaimResult{Status: idempotency.Claimed, Fence: 4, Attempts: 1}, nil)
-	r.k.leases.register(a, r.clock.Stamp())
+	r.k.leases.register(a, r.clock.Stamp(), r.clock.Stamp())
 	r.clock.Suspend(r.k.leases.times.held() + time.Second)
 	require.NoError(t, ctx.Err())
 	require.ErrorIs(t, CheckLease(ctx), idempotency.ErrLeaseLost)
@@ -178,4 +178,25 @@ func TestLeaseLostAfterASuspend(t *testing.T) {
 	require.NotContains(t, r.k.leases.keeping(r.clock.Stamp()), b)
 	require.ErrorIs(t, context.Cause(*bctx), idempotency.ErrLeaseLost)
 	a.unhold()
+}
+
+// A lease's deadline timer is armed from the monotonic clock as it is at registration, however
+// long ago the stamp read after the claim was (a solo turn's mark, a long group): the timer
+// fires at the deadline, not late by the time since that stamp; the boot clock is carried
+// forward from the stamp, not read again.
+func TestRegisterArmsTheDeadlineFromTheClockNow(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	sent := r.clock.Stamp()
+	answered := r.clock.Stamp()
+	r.clock.Set(r.clock.Now().Add(2 * time.Second)) // registered two seconds after the answer
+	a := &attempt{j: &job{msg: &fakeMsg{}, env: queue.Envelope{ID: "job-1", Kind: "charge", Key: "job-1"}}, fence: 1, cancel: func(error) {}}
+	r.k.leases.register(a, sent, answered)
+	defer r.k.leases.unregister(a)
+	call := a.lease.timer.(*fakeCall)
+	require.Equal(t, sent.mono.Add(r.k.leases.times.held()), call.at, "armed for the deadline itself")
+
+	s := stamp{mono: fakeEpoch, boot: time.Hour}
+	require.Equal(t, stamp{mono: fakeEpoch.Add(time.Second), boot: time.Hour + time.Second}, s.at(fakeEpoch.Add(time.Second)))
+	require.Equal(t, s, s.at(fakeEpoch.Add(-time.Second)), "never carried backwards")
 }
