@@ -47,7 +47,7 @@ type commitReq struct {
 	out idempotency.Outcome
 	// ack, when set, acknowledges the job's message. The committer calls it once out is
 	// applied as it was given (not a substitute), before answering anyone: the acks of a
-	// group go out together, in one write to NATS, instead of one by one from each job's
+	// group go out together, in a few writes to NATS, instead of one by one from each job's
 	// goroutine as it wakes (design rule 15).
 	ack func() error
 	res chan commitRes

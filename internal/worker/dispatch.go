@@ -72,6 +72,9 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 		release(len(good))
 		return 0, err
 	}
+	// answered is read again after anything in the loop that may block (a solo turn's mark,
+	// a dead-letter copy), so that what lies between it and a lease's registration is CPU
+	// work: a suspend there would not be seen when the lease's timer is armed (stamp.at).
 	answered := k.leases.clock.Stamp()
 	// Duplicates are recorded first and acked after: commit, then ack (design rule 3).
 	type settle struct {
@@ -109,6 +112,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 					release(1)
 					continue
 				}
+				answered = k.leases.clock.Stamp()
 			}
 			k.start(j, res, sent, answered, turn)
 			passed++
@@ -125,6 +129,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 			if res.Owner == j.env.ID {
 				// Our own dead job redelivered: make sure its DLQ copy exists, then term.
 				k.ensureDeadLettered(ctx, j, res)
+				answered = k.leases.clock.Stamp()
 				break
 			}
 			records = append(records, record(j, idempotency.StateDead, res.Reason, res.Owner))
@@ -132,9 +137,11 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 		case idempotency.PayloadMismatch:
 			k.deadLetter(ctx, j, death{reason: executor.ReasonKeyReused,
 				msg: "idempotency key " + j.env.Key + " was used by job " + res.Owner + " with a different payload"}, false)
+			answered = k.leases.clock.Stamp()
 		case idempotency.Invalid:
 			// A request the ledger could not store (it checks too, design rule 28): never retried.
 			k.deadLetter(ctx, j, death{reason: executor.ReasonMalformed, msg: cmp.Or(res.Reason, "the job's id, kind or key cannot be stored")}, false)
+			answered = k.leases.clock.Stamp()
 		default:
 			k.log.Error("unknown claim status; handing the message back", "status", res.Status, "job_id", j.env.ID)
 			_ = j.msg.Nak(claimFailedNak)

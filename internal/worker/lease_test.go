@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,9 +182,10 @@ func TestLeaseLostAfterASuspend(t *testing.T) {
 }
 
 // A lease's deadline timer is armed from the monotonic clock as it is at registration, however
-// long ago the stamp read after the claim was (a solo turn's mark, a long group): the timer
-// fires at the deadline, not late by the time since that stamp; the boot clock is carried
-// forward from the stamp, not read again.
+// long ago the stamp read after the claim was (a long group): the timer fires at the deadline,
+// not late by the time since that stamp; the boot clock is carried forward from the stamp, not
+// read again (a suspend in between is the dispatcher's to see:
+// TestSuspendDuringASoloMarkIsSeenAtRegistration).
 func TestRegisterArmsTheDeadlineFromTheClockNow(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, executor.Policy{})
@@ -199,4 +201,44 @@ func TestRegisterArmsTheDeadlineFromTheClockNow(t *testing.T) {
 	s := stamp{mono: fakeEpoch, boot: time.Hour}
 	require.Equal(t, stamp{mono: fakeEpoch.Add(time.Second), boot: time.Hour + time.Second}, s.at(fakeEpoch.Add(time.Second)))
 	require.Equal(t, s, s.at(fakeEpoch.Add(-time.Second)), "never carried backwards")
+}
+
+// A suspend while a solo turn's mark is written (a round trip to Postgres between the claim's
+// answer and the attempt's registration) is seen when the lease is registered: its deadline
+// timer is due at once, so the attempt is cancelled with ErrLeaseLost before or as its handler
+// starts, before anyone can take the job over, not a heartbeat later (found by review: the
+// boot clock was carried forward from before the mark).
+func TestSuspendDuringASoloMarkIsSeenAtRegistration(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{Concurrency: 1, MaxAttempts: 3})
+	r.k.ledger = claimingLedger{r.ledger}
+	r.admitOne(t)
+	var calls atomic.Int32
+	causes := make(chan error, 1)
+	r.k.kind.Handler = func(ctx context.Context, _ Attempt) ([]byte, error) {
+		calls.Add(1)
+		<-ctx.Done()
+		causes <- context.Cause(ctx)
+		return nil, ctx.Err()
+	}
+	j := &job{msg: &fakeMsg{}, env: queue.Envelope{ID: "job-1", Kind: "charge", Key: "job-1", Payload: []byte(`{}`)}, delivered: 1, seq: 1}
+	r.k.w.gate.add(1)
+	turn := &soloTurn{released: make(chan struct{}), mark: func(context.Context) error {
+		r.clock.Suspend(r.k.leases.times.held() + time.Second) // the machine sleeps while the mark is written
+		return nil
+	}}
+	started, err := r.k.claimAndDispatch(context.Background(), []*job{j}, false, turn)
+	require.NoError(t, err)
+	require.Equal(t, 1, started)
+	r.clock.Advance(0) // runs the timers already due, and only those
+	done := make(chan struct{})
+	go func() { r.k.attempts.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lease lapsed during the mark, but its deadline timer was armed for later: the handler runs on past the takeover point")
+	}
+	if calls.Load() > 0 {
+		require.ErrorIs(t, <-causes, idempotency.ErrLeaseLost)
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/executor"
 	"github.com/levee-dev/levee/internal/idempotency"
+	"github.com/levee-dev/levee/internal/queue"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -361,7 +362,7 @@ func TestCommitterIsolatesARowRefusedForAnyPermanentReason(t *testing.T) {
 }
 
 // The committer acks a group's applied successes itself, all of them before it answers anyone,
-// so that their acks leave in one write (design rule 15); an outcome not applied, or replaced by
+// so that their acks leave together (design rule 15); an outcome not applied, or replaced by
 // its substitute, is never acked.
 func TestCommitterAcksTheGroupBeforeAnswering(t *testing.T) {
 	t.Parallel()
@@ -391,6 +392,9 @@ func TestCommitterAcksTheGroupBeforeAnswering(t *testing.T) {
 				require.Empty(t, batch[j].res, "key %d acked after key %d was answered", i, j)
 			}
 			acked = append(acked, i)
+			if i == 2 {
+				return errors.New("nats: connection closed")
+			}
 			return nil
 		}
 	}
@@ -399,6 +403,55 @@ func TestCommitterAcksTheGroupBeforeAnswering(t *testing.T) {
 	for i := range batch {
 		r := <-batch[i].res
 		require.Equal(t, i == 0 || i == 2, r.acked, "key %d", i)
-		require.NoError(t, r.ackErr)
+		if i == 2 {
+			require.ErrorContains(t, r.ackErr, "connection closed", "a failed ack is told to its attempt, which logs it")
+		} else {
+			require.NoError(t, r.ackErr)
+		}
 	}
+}
+
+// A success settled after the committer closed (a handler that returned late in a shutdown)
+// commits on its own and is acked once, by its settle (found by review).
+func TestSettleAfterTheCommitterClosedAcksOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	c := newCommitter(r.ledger, nil, 64)
+	go c.run()
+	c.close()
+	r.k.w = &Worker{cfg: r.k.w.cfg, log: r.k.w.log, gate: r.k.w.gate, committer: c}
+	a, m, _ := r.newAttempt("job-1", 1)
+	r.k.leases.settling(a)
+	require.True(t, r.k.settle(context.Background(), a, success(a, `{}`), nil, discard))
+	acks, _, _, _ := m.snapshot()
+	require.Equal(t, 1, acks)
+	require.Len(t, r.ledger.finishCalls(), 1)
+}
+
+// A group commit retried after a transient error (its first try may have landed) is acked
+// once, by the committer, and the test hook that can skip acks is asked once (found by review).
+func TestRetriedCommitIsAckedOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{})
+	var mu sync.Mutex
+	fails, skips := 1, 0
+	r.ledger.finishFunc = func(outs []idempotency.Outcome) ([]bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fails > 0 {
+			fails--
+			return nil, errors.New("read tcp 127.0.0.1:5432: connection reset by peer")
+		}
+		return []bool{true}, nil
+	}
+	r.k.w.cfg.Hooks.SkipAck = func(queue.Envelope) bool { mu.Lock(); skips++; mu.Unlock(); return false }
+	a, m, _ := r.newAttempt("job-1", 1)
+	r.k.leases.settling(a)
+	require.True(t, r.k.settle(context.Background(), a, success(a, `{}`), nil, discard))
+	acks, _, _, _ := m.snapshot()
+	require.Equal(t, 1, acks)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 1, skips)
+	require.Len(t, r.ledger.finishCalls(), 2, "the commit was tried twice")
 }
