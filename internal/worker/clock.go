@@ -28,9 +28,9 @@ func (s stamp) add(d time.Duration) stamp { return stamp{mono: s.mono.Add(d), bo
 // at is s carried forward to the monotonic reading now: the boot clock is moved on by as
 // much as the monotonic clock moved since s. It reads no clock, so a suspend between s and
 // now is not seen: s must be read after anything that may block (dispatch.go reads it again
-// after a solo turn's mark or a dead-letter copy), so that only CPU work lies between them,
-// as between any fresh reading and arming a timer. A suspend after that is seen by the next
-// heartbeat or the timer's own check (lease.go), which read both clocks.
+// after anything its loop did besides starting claimed jobs), so that only CPU work lies
+// between them, as between any fresh reading and arming a timer. A suspend after that is
+// seen by the next heartbeat or the timer's own check (lease.go), which read both clocks.
 func (s stamp) at(now time.Time) stamp {
 	d := max(now.Sub(s.mono), 0)
 	return stamp{mono: s.mono.Add(d), boot: s.boot + d}

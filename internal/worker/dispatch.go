@@ -72,10 +72,18 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 		release(len(good))
 		return 0, err
 	}
-	// answered is read again after anything in the loop that may block (a solo turn's mark,
-	// a dead-letter copy), so that what lies between it and a lease's registration is CPU
-	// work: a suspend there would not be seen when the lease's timer is armed (stamp.at).
-	answered := k.leases.clock.Stamp()
+	// answered is read after the claim, once for a run of claimed jobs, and again after
+	// anything else the loop did (a solo turn's mark, a dead-letter copy, a nak), so that
+	// only CPU work lies between it and a lease's registration: a suspend there would not be
+	// seen when the lease's timer is armed (stamp.at).
+	var answered stamp
+	stale := true
+	fresh := func() stamp {
+		if stale {
+			answered, stale = k.leases.clock.Stamp(), false
+		}
+		return answered
+	}
 	// Duplicates are recorded first and acked after: commit, then ack (design rule 3).
 	type settle struct {
 		j      *job
@@ -93,7 +101,7 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 				// Settled beside the loop, as an attempt is, kept in progress and its lease
 				// extended while the commit is retried (design rule 30); no handler runs.
 				a := &attempt{j: j, fence: res.Fence, number: res.Attempts, cancel: func(error) {}}
-				k.leases.register(a, sent, answered)
+				k.leases.register(a, sent, fresh())
 				k.leases.settling(a)
 				k.attempts.Go(func() {
 					defer k.leases.unregister(a)
@@ -106,15 +114,15 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 				continue
 			}
 			if turn != nil && turn.mark != nil {
+				stale = true // the mark and, if it fails, the give-back are round trips
 				if err := turn.mark(ctx); err != nil {
 					k.giveBack(ctx, j, res) // not run, not marked: its deliveries running out publish it again
 					_ = j.msg.Nak(claimFailedNak)
 					release(1)
 					continue
 				}
-				answered = k.leases.clock.Stamp()
 			}
-			k.start(j, res, sent, answered, turn)
+			k.start(j, res, sent, fresh(), turn)
 			passed++
 			started++
 			continue
@@ -129,7 +137,6 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 			if res.Owner == j.env.ID {
 				// Our own dead job redelivered: make sure its DLQ copy exists, then term.
 				k.ensureDeadLettered(ctx, j, res)
-				answered = k.leases.clock.Stamp()
 				break
 			}
 			records = append(records, record(j, idempotency.StateDead, res.Reason, res.Owner))
@@ -137,15 +144,14 @@ func (k *kindRunner) claimAndDispatch(ctx context.Context, js []*job, divert boo
 		case idempotency.PayloadMismatch:
 			k.deadLetter(ctx, j, death{reason: executor.ReasonKeyReused,
 				msg: "idempotency key " + j.env.Key + " was used by job " + res.Owner + " with a different payload"}, false)
-			answered = k.leases.clock.Stamp()
 		case idempotency.Invalid:
 			// A request the ledger could not store (it checks too, design rule 28): never retried.
 			k.deadLetter(ctx, j, death{reason: executor.ReasonMalformed, msg: cmp.Or(res.Reason, "the job's id, kind or key cannot be stored")}, false)
-			answered = k.leases.clock.Stamp()
 		default:
 			k.log.Error("unknown claim status; handing the message back", "status", res.Status, "job_id", j.env.ID)
 			_ = j.msg.Nak(claimFailedNak)
 		}
+		stale = true
 		release(1)
 	}
 	if err := k.ledger.AddRecords(ctx, records); err != nil {

@@ -3,10 +3,12 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/levee-dev/levee/internal/executor"
@@ -241,4 +243,68 @@ func TestSuspendDuringASoloMarkIsSeenAtRegistration(t *testing.T) {
 	if calls.Load() > 0 {
 		require.ErrorIs(t, <-causes, idempotency.ErrLeaseLost)
 	}
+}
+
+// invalidSecondLedger claims every job but the second, which it cannot store (dead-lettered
+// in the dispatch loop, between the others' starts).
+type invalidSecondLedger struct{ *fakeLedger }
+
+func (l invalidSecondLedger) Claim(_ context.Context, reqs []idempotency.ClaimRequest) ([]idempotency.ClaimResult, error) {
+	out := make([]idempotency.ClaimResult, len(reqs))
+	for i := range out {
+		out[i] = idempotency.ClaimResult{Status: idempotency.Claimed, Fence: 1, Attempts: 1}
+	}
+	out[1] = idempotency.ClaimResult{Status: idempotency.Invalid, Reason: "key too long"}
+	return out, nil
+}
+
+// suspendingQueue is a fake queue whose dead-letter copy takes as long as suspend says, on the
+// boot clock: the machine sleeps while the copy is published.
+type suspendingQueue struct {
+	*fakeQueue
+	clock   *fakeClock
+	suspend time.Duration
+}
+
+func (q suspendingQueue) DeadLetter(ctx context.Context, env queue.Envelope, data []byte, h nats.Header, info queue.DeadInfo) error {
+	q.clock.Suspend(q.suspend)
+	return q.fakeQueue.DeadLetter(ctx, env, data, h, info)
+}
+
+// A suspend while the dispatch loop dead-letters one job of a group is seen when the next
+// claimed job's lease is registered: the stamp read after the claim is read again after
+// anything the loop did besides starting claimed jobs. (The job started before the copy had
+// its timer armed before the suspend; the next heartbeat judges it, TestLeaseLostAfterASuspend.)
+func TestSuspendDuringADeadLetterInTheGroupIsSeenAtRegistration(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, executor.Policy{Concurrency: 3, MaxAttempts: 3})
+	r.k.ledger = invalidSecondLedger{r.ledger}
+	r.k.queue = suspendingQueue{fakeQueue: r.queue, clock: r.clock, suspend: r.k.leases.times.held() + time.Second}
+	r.k.kind.Handler = func(ctx context.Context, _ Attempt) ([]byte, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	js := make([]*job, 3)
+	for i := range js {
+		id := fmt.Sprintf("job-%d", i)
+		js[i] = &job{msg: &fakeMsg{}, env: queue.Envelope{ID: id, Kind: "charge", Key: id, Payload: []byte(`{}`)}, delivered: 1, seq: uint64(i + 1)}
+		r.admitOne(t)
+	}
+	r.k.w.gate.add(len(js))
+	started, err := r.k.claimAndDispatch(context.Background(), js, false, nil)
+	require.NoError(t, err)
+	require.Equal(t, 2, started)
+	require.Len(t, r.queue.copies, 1, "the second job is dead-lettered in the loop")
+	due := map[string]bool{}
+	r.k.leases.mu.Lock()
+	for a := range r.k.leases.held {
+		a.lease.mu.Lock()
+		due[a.j.env.ID] = !a.lease.timer.(*fakeCall).at.After(r.clock.Now())
+		a.lease.mu.Unlock()
+	}
+	r.k.leases.mu.Unlock()
+	require.Equal(t, map[string]bool{"job-0": false, "job-2": true}, due,
+		"job-2 was registered after the suspend: its deadline timer is due at once")
+	r.clock.Advance(r.k.leases.times.held() + time.Second) // every lease lapses; the handlers return
+	r.k.attempts.Wait()
 }
