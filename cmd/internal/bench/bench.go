@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,8 +25,11 @@ import (
 )
 
 const (
-	// benchPoll is how often the ledger is counted while jobs run.
+	// benchPoll is how often the bench looks at its progress while jobs run.
 	benchPoll = 200 * time.Millisecond
+	// benchQuiet is how long the handler's calls may stand still before the ledger is
+	// counted anyway (waitSucceeded).
+	benchQuiet = time.Second
 	// benchStall fails a run in which no job succeeds for this long.
 	benchStall = 30 * time.Second
 	// DefaultDBConns is how many Postgres connections the workers may open together by
@@ -131,6 +135,8 @@ type bench struct {
 	// statements counts the transactions this process committed on pool, to take them out
 	// of the database's commit count.
 	statements int64
+	// calls counts the no-op handler's calls, in every worker of the run (countingNoop).
+	calls atomic.Int64
 }
 
 // openBench connects to both services, creates a fresh namespace's streams and ledger schema,

@@ -449,17 +449,30 @@ func refused(results []levee.PublishResult) error {
 	return nil
 }
 
-// waitSucceeded counts the ledger's succeeded keys every benchPoll until there are want. It
-// fails if a job ends dead, a worker stops, or no job succeeds for benchStall.
+// waitSucceeded waits until the ledger counts want succeeded keys. It reads the handler's
+// call count every benchPoll and counts the ledger only once the calls have reached want or
+// have not moved for benchQuiet (a job that ends dead is never called): the ledger's count is
+// the authority, the calls only spare it a scan per poll. It fails if a job ends dead, a
+// worker stops, or no job succeeds for benchStall.
 func (b *bench) waitSucceeded(ctx context.Context, fleet *benchFleet, want int) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(fleet.gctx, cancel) // a worker that stops ends the wait
 	defer stop()
 	last, lastAt := -1, time.Now()
+	calls, callsAt := int64(-1), time.Now()
 	var err error
 	done := false
 	every.Do(wctx, benchPoll, true, func(context.Context) bool {
+		if c := b.calls.Load(); c < int64(want) {
+			if c != calls {
+				calls, callsAt = c, time.Now()
+				last, lastAt = -1, time.Now() // progress: the stall clock starts again
+			}
+			if time.Since(callsAt) < benchQuiet {
+				return true
+			}
+		}
 		p, perr := b.progress(ctx)
 		switch {
 		case perr != nil:
