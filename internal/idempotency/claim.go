@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // ClaimRequest asks to own one job's key for a lease.
@@ -92,10 +94,8 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 	if len(reqs) == 0 {
 		return results, nil
 	}
-	type kk struct{ kind, key string }
-	first := make(map[kk]int, len(reqs))
 	var (
-		idx      []int
+		idx      = make([]int, 0, len(reqs))
 		jobIDs   = make([]string, 0, len(reqs))
 		kinds    = make([]string, 0, len(reqs))
 		keys     = make([]string, 0, len(reqs))
@@ -114,18 +114,18 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 	slices.SortFunc(order, func(a, b int) int {
 		return cmp.Or(strings.Compare(reqs[a].Kind, reqs[b].Kind), strings.Compare(reqs[a].Key, reqs[b].Key))
 	})
+	var prev *ClaimRequest // the last request sent: in this order a key's requests are adjacent
 	for _, i := range order {
-		r := reqs[i]
-		if why := invalidClaim(r); why != "" {
+		r := &reqs[i]
+		if why := invalidClaim(*r); why != "" {
 			results[i] = ClaimResult{Status: Invalid, Reason: why}
 			continue
 		}
-		k := kk{r.Kind, r.Key}
-		if _, dup := first[k]; dup {
+		if prev != nil && prev.Kind == r.Kind && prev.Key == r.Key {
 			results[i] = ClaimResult{Status: Busy, Wait: busyRaceWait}
 			continue
 		}
-		first[k] = i
+		prev = r
 		idx = append(idx, i)
 		jobIDs = append(jobIDs, r.JobID)
 		kinds = append(kinds, r.Kind)
@@ -153,20 +153,16 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 			return err
 		}
 		defer rows.Close()
+		// One row and one list of destinations for the statement: scanning into pointers made
+		// an allocation per column and row, and each Scan call its own list.
+		var row claimRow
+		dest := []any{&row.ord, &row.fence, &row.attempts, &row.state, &row.owner, &row.sameHash,
+			&row.leaseLeft, &row.dueLeft, &row.why}
 		for rows.Next() {
-			var (
-				ord                int
-				fence              *int64
-				attempts           *int
-				state, owner, why  *string
-				sameHash           *bool
-				leaseLeft, dueLeft *float64
-			)
-			if err := rows.Scan(&ord, &fence, &attempts, &state, &owner, &sameHash, &leaseLeft, &dueLeft, &why); err != nil {
+			if err := rows.Scan(dest...); err != nil {
 				return fmt.Errorf("scan: %w", err)
 			}
-			i := idx[ord-1]
-			results[i] = interpretClaim(fence, attempts, state, owner, sameHash, leaseLeft, dueLeft, why)
+			results[idx[row.ord-1]] = row.interpret()
 		}
 		return rows.Err()
 	})
@@ -176,29 +172,39 @@ func (l *Ledger) Claim(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult,
 	return results, nil
 }
 
-func interpretClaim(fence *int64, attempts *int, state, owner *string, sameHash *bool, leaseLeft, dueLeft *float64, why *string) ClaimResult {
-	if fence != nil {
-		return ClaimResult{Status: Claimed, Fence: *fence, Attempts: *attempts}
+// claimRow is one row of the claim statement's answer.
+type claimRow struct {
+	ord                int
+	fence              pgtype.Int8
+	attempts           pgtype.Int4
+	state, owner, why  pgtype.Text
+	sameHash           pgtype.Bool
+	leaseLeft, dueLeft pgtype.Float8
+}
+
+func (r *claimRow) interpret() ClaimResult {
+	if r.fence.Valid {
+		return ClaimResult{Status: Claimed, Fence: r.fence.Int64, Attempts: int(r.attempts.Int32)}
 	}
-	if state == nil {
+	if !r.state.Valid {
 		// The row was inserted by another transaction after our snapshot: it is being worked.
 		return ClaimResult{Status: Busy, Wait: busyRaceWait}
 	}
-	res := ClaimResult{Owner: deref(owner)}
-	switch {
-	case sameHash != nil && !*sameHash:
+	res := ClaimResult{Owner: r.owner.String}
+	switch state := r.state.String; {
+	case r.sameHash.Valid && !r.sameHash.Bool:
 		res.Status = PayloadMismatch
-	case *state == "succeeded":
+	case state == "succeeded":
 		res.Status = AlreadySucceeded
-	case *state == "dead":
+	case state == "dead":
 		res.Status = AlreadyDead
-		res.Reason = deref(why)
-	case *state == "running" && leaseLeft != nil:
+		res.Reason = r.why.String
+	case state == "running" && r.leaseLeft.Valid:
 		res.Status = Busy
-		res.Wait = secondsAtLeast(*leaseLeft, 100*time.Millisecond)
-	case *state == "retrying" && dueLeft != nil:
+		res.Wait = secondsAtLeast(r.leaseLeft.Float64, 100*time.Millisecond)
+	case state == "retrying" && r.dueLeft.Valid:
 		res.Status = Busy
-		res.Wait = secondsAtLeast(*dueLeft, 100*time.Millisecond)
+		res.Wait = secondsAtLeast(r.dueLeft.Float64, 100*time.Millisecond)
 	default:
 		res.Status = Busy
 		res.Wait = busyRaceWait

@@ -27,9 +27,39 @@ type attempt struct {
 	ran string
 	// turn is set when the attempt is a last chance running alone (solo.go).
 	turn *soloTurn
-	// unhold tells the solo gate the attempt no longer holds its message: it ended, or it
-	// runs past its timeout and is left to lapse. Only the first call counts.
-	unhold func()
+	// gate is the solo gate that counts the attempt's message as held until unhold.
+	gate     *soloGate
+	unheld   sync.Once
+	checking leaseCheck // what CheckLease and IDFrom read from the attempt's context
+}
+
+// unhold tells the solo gate the attempt no longer holds its message: it ended, or it runs
+// past its timeout and is left to lapse. Only the first call counts.
+func (a *attempt) unhold() {
+	a.unheld.Do(func() {
+		a.gate.done(1)
+		if a.turn != nil {
+			close(a.turn.released)
+		}
+	})
+}
+
+// leaseCheck is the value an attempt's context carries (under leaseCheckKey): the worker's id,
+// and the check behind CheckLease. It lives in the attempt, so that the context costs one
+// value and no closure.
+type leaseCheck struct {
+	workerID string
+	leases   *leaseKeeper
+	a        *attempt
+	ctx      context.Context // the attempt's context before the value was added
+}
+
+func (c *leaseCheck) check() error {
+	c.leases.expire(c.a)
+	if c.ctx.Err() != nil {
+		return context.Cause(c.ctx)
+	}
+	return nil
 }
 
 // ledgerLease names the attempt's claim for the ledger.
@@ -57,25 +87,10 @@ func (k *kindRunner) start(j *job, res idempotency.ClaimResult, sent, answered s
 // by a hard shutdown or a lost lease (a.cancel), it also carries the worker's id and the
 // lease check behind CheckLease.
 func (k *kindRunner) newAttempt(j *job, res idempotency.ClaimResult, turn *soloTurn) (*attempt, context.Context) {
-	actx, cancel := context.WithCancelCause(context.WithValue(k.hardCtx, workerIDKey{}, k.w.cfg.ID))
-	a := &attempt{j: j, fence: res.Fence, number: res.Attempts, cancel: cancel, turn: turn}
-	var once sync.Once
-	a.unhold = func() {
-		once.Do(func() {
-			k.w.gate.done(1)
-			if turn != nil {
-				close(turn.released)
-			}
-		})
-	}
-	ctx := context.WithValue(actx, leaseCheckKey{}, func() error {
-		k.leases.expire(a)
-		if actx.Err() != nil {
-			return context.Cause(actx)
-		}
-		return nil
-	})
-	return a, ctx
+	actx, cancel := context.WithCancelCause(k.hardCtx)
+	a := &attempt{j: j, fence: res.Fence, number: res.Attempts, cancel: cancel, turn: turn, gate: k.w.gate}
+	a.checking = leaseCheck{workerID: k.w.cfg.ID, leases: k.leases, a: a, ctx: actx}
+	return a, context.WithValue(actx, leaseCheckKey{}, &a.checking)
 }
 
 // run runs one claimed attempt, settles its admission (telling the breaker what the
@@ -89,7 +104,7 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 	}()
 	j := a.j
 	policy := k.pipeline.Policy()
-	maxAttempts := policy.MaxAttempts
+	maxAttempts, timeout := policy.MaxAttempts, policy.Timeout // not policy itself: the closure below would move it to the heap
 	if j.env.MaxAttempts > 0 {
 		maxAttempts = j.env.MaxAttempts
 	}
@@ -128,23 +143,23 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	var (
-		overMu   sync.Mutex
+	var over struct { // one allocation: the overrun callback shares it
+		sync.Mutex
 		returned bool
 		overdue  func()
-	)
+	}
 	result, v := executor.Execute(ctx, k.pipeline, func() {
-		overMu.Lock()
-		defer overMu.Unlock()
-		if returned {
+		over.Lock()
+		defer over.Unlock()
+		if over.returned {
 			return
 		}
-		overdue = k.metrics.Overrun(k.kind.Name)
+		over.overdue = k.metrics.Overrun(k.kind.Name)
 		k.leases.leave(a)
 		a.unhold() // its message is left to lapse: a last chance waiting elsewhere may run
 		k.w.gate.addOverrun(1)
 		log.Warn("handler still running past its timeout; its slot stays taken until it returns, and its lease is left to lapse so another worker can retry the job",
-			"timeout", policy.Timeout, "running_for", time.Since(start).Round(time.Millisecond))
+			"timeout", timeout, "running_for", time.Since(start).Round(time.Millisecond))
 	}, func(ctx context.Context) ([]byte, error) {
 		if k.kind.TxHandler == nil {
 			return k.kind.Handler(ctx, att)
@@ -156,13 +171,13 @@ func (k *kindRunner) run(ctx context.Context, a *attempt) {
 		return k.kind.TxHandler(ctx, tx, att)
 	})
 	crashAt(crashAfterCall, j.env.Key, a.number) // a no-op unless built with -tags chaos (testhook.go)
-	overMu.Lock()
-	returned = true
-	if overdue != nil {
-		overdue()
+	over.Lock()
+	over.returned = true
+	if over.overdue != nil {
+		over.overdue()
 		k.w.gate.addOverrun(-1)
 	}
-	overMu.Unlock()
+	over.Unlock()
 	k.metrics.Attempt(k.kind.Name, resultClass(v), time.Since(start))
 	k.pipeline.Finish(v, a.j.trial)
 	settled = true

@@ -41,7 +41,16 @@ type committer struct {
 	mu      sync.RWMutex
 	closed  bool
 	sending sync.WaitGroup // finish calls whose request is on its way into reqs
+
+	// batch, outs and res are run's buffers, used again by each group (only run's goroutine
+	// flushes): a group's requests and outcomes are garbage once it is answered.
+	batch []commitReq
+	outs  []idempotency.Outcome
+	res   []commitRes
 }
+
+// answers holds the channels that answer commits, each used again once its answer was read.
+var answers = sync.Pool{New: func() any { return make(chan commitRes, 1) }}
 
 type commitReq struct {
 	out idempotency.Outcome
@@ -76,6 +85,8 @@ func newCommitter(l interface {
 	return &committer{
 		ledger: l, metrics: m, maxBatch: maxBatch,
 		reqs: make(chan commitReq, maxBatch), stop: make(chan struct{}), done: make(chan struct{}),
+		batch: make([]commitReq, 0, maxBatch), outs: make([]idempotency.Outcome, 0, maxBatch),
+		res: make([]commitRes, 0, maxBatch),
 	}
 }
 
@@ -90,15 +101,23 @@ func (c *committer) run() {
 			// Drain what is queued in batches, as usual: a shutdown during an outage must not
 			// cost a statement (and its timeout) per outcome.
 			for {
-				batch := c.take(nil)
+				batch := c.take(c.batch[:0])
 				if len(batch) == 0 {
 					return
 				}
-				c.flush(batch)
+				c.commitGroup(batch)
 			}
 		}
-		c.flush(c.take([]commitReq{first}))
+		c.commitGroup(c.take(append(c.batch[:0], first)))
 	}
+}
+
+// commitGroup flushes batch, then keeps its array for the next group with nothing of this one
+// reachable from it.
+func (c *committer) commitGroup(batch []commitReq) {
+	c.flush(batch)
+	clear(batch)
+	c.batch = batch[:0]
 }
 
 // take adds to batch what is queued, up to maxBatch, without waiting.
@@ -115,13 +134,19 @@ func (c *committer) take(batch []commitReq) []commitReq {
 }
 
 func (c *committer) flush(batch []commitReq) {
-	outs := make([]idempotency.Outcome, len(batch))
-	for i, r := range batch {
-		outs[i] = r.out
+	outs := c.outs[:0]
+	for _, r := range batch {
+		outs = append(outs, r.out)
 	}
+	var answers []commitRes
+	defer func() {
+		clear(outs) // nothing of an answered group stays reachable from the buffers
+		clear(answers)
+		c.outs, c.res = outs[:0], answers[:0]
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	answers := c.write(ctx, outs)
+	answers = c.write(ctx, c.res[:0], outs)
 	for i := range answers {
 		if r := &answers[i]; r.err == nil && r.applied && !r.substituted && batch[i].ack != nil {
 			r.acked, r.ackErr = true, batch[i].ack()
@@ -132,40 +157,40 @@ func (c *committer) flush(batch []commitReq) {
 	}
 }
 
-// write commits outs and answers each. A batch refused for anything but a transient failure is
-// split in halves, recursively; a lone refused outcome is replaced by its substitute.
-func (c *committer) write(ctx context.Context, outs []idempotency.Outcome) []commitRes {
-	res := make([]commitRes, len(outs))
+// write commits outs and appends the answer of each to dst, in order. A batch refused for
+// anything but a transient failure is split in halves, recursively; a lone refused outcome is
+// replaced by its substitute.
+func (c *committer) write(ctx context.Context, dst []commitRes, outs []idempotency.Outcome) []commitRes {
 	start := time.Now()
 	applied, err := c.ledger.Finish(ctx, outs)
 	c.metrics.Ledger("finish", start)
 	switch {
 	case err == nil:
 		for i := range outs {
-			res[i] = commitRes{applied: applied[i], stored: outs[i]}
+			dst = append(dst, commitRes{applied: applied[i], stored: outs[i]})
 		}
-		return res
+		return dst
 	case !refused(err):
-		for i := range res {
-			res[i] = commitRes{err: err}
+		for range outs {
+			dst = append(dst, commitRes{err: err})
 		}
-		return res
+		return dst
 	case len(outs) > 1:
 		half := len(outs) / 2
-		return append(c.write(ctx, outs[:half]), c.write(ctx, outs[half:])...)
+		return c.write(ctx, c.write(ctx, dst, outs[:half]), outs[half:])
 	case !idempotency.Unstorable(err):
 		// Refused alone for a reason that is not its data (a read-only session during a
 		// failover, a permission being changed): tried again, never replaced.
-		return []commitRes{{err: err}}
+		return append(dst, commitRes{err: err})
 	}
 	sub := substitute(outs[0], err)
 	start = time.Now()
 	applied, serr := c.ledger.Finish(ctx, []idempotency.Outcome{sub})
 	c.metrics.Ledger("finish", start)
 	if serr != nil {
-		return []commitRes{{err: fmt.Errorf("store the substitute of an unstorable outcome: %w (the outcome: %w)", serr, err)}}
+		return append(dst, commitRes{err: fmt.Errorf("store the substitute of an unstorable outcome: %w (the outcome: %w)", serr, err)})
 	}
-	return []commitRes{{applied: applied[0], stored: sub, substituted: true}}
+	return append(dst, commitRes{applied: applied[0], stored: sub, substituted: true})
 }
 
 // refused reports whether Postgres answered a statement with an error that is not transient:
@@ -208,19 +233,22 @@ func (c *committer) finish(ctx context.Context, out idempotency.Outcome, ack fun
 	c.mu.RLock()
 	if c.closed {
 		c.mu.RUnlock()
-		return c.write(ctx, []idempotency.Outcome{out})[0]
+		return c.write(ctx, nil, []idempotency.Outcome{out})[0]
 	}
 	c.sending.Add(1)
 	c.mu.RUnlock()
-	res := make(chan commitRes, 1)
+	res := answers.Get().(chan commitRes)
 	select {
 	case c.reqs <- commitReq{out: out, ack: ack, res: res}:
 		c.sending.Done()
 	case <-ctx.Done():
 		c.sending.Done()
+		answers.Put(res) // never handed over: nobody answers on it
 		return commitRes{err: fmt.Errorf("hand the outcome to the committer: %w", context.Cause(ctx))}
 	}
-	return <-res
+	r := <-res // the committer answers each request once: res is empty and unshared again
+	answers.Put(res)
+	return r
 }
 
 // close stops the committer once everything sent before it is committed, and waits for it.

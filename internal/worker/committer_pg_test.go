@@ -64,7 +64,7 @@ func TestCommitterRetriesASuccessRefusedDuringAFailover(t *testing.T) {
 	c := newCommitter(&failover{old: old, cur: cur}, nil, 64)
 	out := idempotency.Outcome{Lease: idempotency.Lease{Kind: "charge", Key: "k1", Fence: res[0].Fence},
 		State: idempotency.StateSucceeded, Result: []byte(`{"charged":true}`), Attempt: idempotency.AttemptSucceeded, Worker: "w1"}
-	got := c.write(ctx, []idempotency.Outcome{out})[0]
+	got := c.write(ctx, nil, []idempotency.Outcome{out})[0]
 
 	st, err := cur.Status(ctx, "job-1")
 	require.NoError(t, err)

@@ -303,7 +303,7 @@ func (r *rig) newAttempt(id string, number int) (*attempt, *fakeMsg, *context.Co
 	m := &fakeMsg{}
 	j := &job{msg: m, env: queue.Envelope{ID: id, Kind: "charge", Key: id, Payload: []byte(`{}`)}, delivered: 1, seq: 7}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	a := &attempt{j: j, fence: 3, number: number, cancel: cancel}
+	a := &attempt{j: j, fence: 3, number: number, cancel: cancel, gate: newSoloGate()} // a gate of its own: unhold counts nothing of the rig's
 	r.k.leases.register(a, r.clock.Stamp(), r.clock.Stamp())
 	return a, m, &ctx
 }

@@ -193,7 +193,7 @@ func TestCommitterIsolatesTheUnstorableRow(t *testing.T) {
 			State: idempotency.StateSucceeded, Result: []byte(`{}`)}
 	}
 	outs[37].Result = []byte(`{"poison":true}`)
-	res := c.write(context.Background(), outs)
+	res := c.write(context.Background(), nil, outs)
 	require.Len(t, res, 64)
 	for i, r := range res {
 		require.NoError(t, r.err, i)
@@ -251,7 +251,7 @@ func TestCommitterAnswersAFailureToTheWholeBatch(t *testing.T) {
 	t.Parallel()
 	fl := &fakeLedger{finishFunc: func(outs []idempotency.Outcome) ([]bool, error) { return nil, pgErr("57P01") }}
 	c := newCommitter(fl, nil, 64)
-	res := c.write(context.Background(), make([]idempotency.Outcome, 5))
+	res := c.write(context.Background(), nil, make([]idempotency.Outcome, 5))
 	for _, r := range res {
 		require.Error(t, r.err)
 		require.False(t, r.substituted)
@@ -350,7 +350,7 @@ func TestCommitterIsolatesARowRefusedForAnyPermanentReason(t *testing.T) {
 	for i := range outs {
 		outs[i] = idempotency.Outcome{Lease: idempotency.Lease{Kind: "k", Key: fmt.Sprint(i), Fence: 1}, State: idempotency.StateSucceeded}
 	}
-	for i, r := range c.write(context.Background(), outs) {
+	for i, r := range c.write(context.Background(), nil, outs) {
 		if i == 3 {
 			require.True(t, r.substituted)
 			continue

@@ -52,7 +52,6 @@ func TestSlotWaitIsBounded(t *testing.T) {
 	require.True(t, r.k.pipeline.TryAcquire(), "the stuck handler's slot")
 	r.admitOne(t)
 	a, m, ctx := r.newAttempt("job-1", 1)
-	a.unhold = func() {}
 	start := time.Now()
 	r.k.run(*ctx, a)
 	require.GreaterOrEqual(t, time.Since(start), slotWait)
@@ -78,7 +77,6 @@ func TestSlotGivesBackWhenPausedOrStopping(t *testing.T) {
 				r.k.runCtx = run
 			}
 			a, m, ctx := r.newAttempt("job-1", 1)
-			a.unhold = func() {}
 			r.k.run(*ctx, a)
 			givenBack(t, r, calls, m, 0, 0)
 		})
@@ -112,7 +110,6 @@ func TestSlotGivesBackWhenTheBreakerChanged(t *testing.T) {
 	r, clock, calls := openedRig(t)
 
 	a, m, ctx := r.newAttempt("job-1", 1)
-	a.unhold = func() {}
 	r.k.run(*ctx, a)
 	givenBack(t, r, calls, m, 10*time.Second, 0)
 
@@ -131,7 +128,6 @@ func TestSlotHalfOpenCallsOnlyTrials(t *testing.T) {
 	require.Equal(t, executor.BreakerHalfOpen, r.k.pipeline.Breaker().State())
 
 	a, m, ctx := r.newAttempt("job-1", 1)
-	a.unhold = func() {}
 	r.k.run(*ctx, a)
 	givenBack(t, r, calls, m, 0, 0)
 	require.True(t, r.admitOne(t), "the one trial permit is still free")
@@ -148,7 +144,6 @@ func TestSlotGiveBackFreesNoTrial(t *testing.T) {
 
 	r.k.pause.set(true)
 	a, m, ctx := r.newAttempt("job-1", 1)
-	a.unhold = func() {}
 	r.k.run(*ctx, a)
 	_, naks, _, _ := m.snapshot()
 	require.Len(t, naks, 1, "handed back")

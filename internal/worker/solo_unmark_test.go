@@ -46,7 +46,6 @@ func TestLastChanceWhoseCommitIsGivenUpIsUnmarked(t *testing.T) {
 	a, _, ctx := r.newAttempt("job-1", 1) // on its last delivery: its last chance, run alone
 	turn := &soloTurn{released: make(chan struct{}), marked: true}
 	a.turn = turn
-	a.unhold = func() {}
 	r.k.run(*ctx, a)
 	r.k.attempts.Wait() // the unmark runs beside
 	require.EqualValues(t, 1, ul.unmarks.Load(), "the last chance said nothing about the job (its worker lost Postgres): its mark must be taken back")

@@ -54,10 +54,8 @@ type Kind struct {
 	Policy leveetype.Policy
 }
 
-type (
-	workerIDKey   struct{}
-	leaseCheckKey struct{}
-)
+// leaseCheckKey is the key of an attempt's *leaseCheck in its context.
+type leaseCheckKey struct{}
 
 // CheckLease returns nil while the lease of the attempt whose context is ctx is known to hold,
 // and otherwise the reason it ended (idempotency.ErrLeaseLost, the attempt's timeout, a
@@ -65,8 +63,8 @@ type (
 // being frozen past its lease stops before its next call even if its timers have not run yet
 // (design rule 29). Outside an attempt it returns ctx.Err().
 func CheckLease(ctx context.Context) error {
-	if check, ok := ctx.Value(leaseCheckKey{}).(func() error); ok {
-		if err := check(); err != nil {
+	if c, ok := ctx.Value(leaseCheckKey{}).(*leaseCheck); ok {
+		if err := c.check(); err != nil {
 			return err
 		}
 	}
@@ -80,8 +78,10 @@ func CheckLease(ctx context.Context) error {
 // an attempt). The fault-injection build of the http kind sends it to its downstream, so that
 // the chaos suite can tell which worker made a call.
 func IDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(workerIDKey{}).(string)
-	return id
+	if c, ok := ctx.Value(leaseCheckKey{}).(*leaseCheck); ok {
+		return c.workerID
+	}
+	return ""
 }
 
 // Hooks are test seams. Production code leaves them nil.
