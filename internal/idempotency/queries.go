@@ -86,15 +86,15 @@ LEFT JOIN LATERAL (
 WITH l AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS l(kind, key, fence, ord)
 ), locked AS MATERIALIZED (
-    SELECT k.kind, k.key FROM S.keys k JOIN l ON k.kind = l.kind AND k.key = l.key
+    SELECT l.* FROM S.keys k JOIN l ON k.kind = l.kind AND k.key = l.key
     WHERE k.fence = l.fence AND k.state = 'running'
     ORDER BY k.kind COLLATE "C", k.key COLLATE "C"
     FOR UPDATE OF k SKIP LOCKED
 ), upd AS (
+    -- Joined to the locked leases only, each key once (as the finish is).
     UPDATE S.keys k SET lease_until = now() + make_interval(secs => $4), updated_at = now()
-    FROM l, locked
-    WHERE k.kind = locked.kind AND k.key = locked.key
-      AND k.kind = l.kind AND k.key = l.key AND k.fence = l.fence AND k.state = 'running'
+    FROM locked l
+    WHERE k.kind = l.kind AND k.key = l.key AND k.fence = l.fence AND k.state = 'running'
     RETURNING l.ord
 )
 SELECT ord, 1 FROM upd
