@@ -27,7 +27,9 @@ type attempt struct {
 	ran string
 	// turn is set when the attempt is a last chance running alone (solo.go).
 	turn *soloTurn
-	// gate is the solo gate that counts the attempt's message as held until unhold.
+	// gate is the solo gate that counts the attempt's message as held until unhold. A
+	// diverted job's attempt (dispatch.go) has none: it runs no handler, is never unheld, and
+	// its message's count is settled by the dispatch.
 	gate     *soloGate
 	unheld   sync.Once
 	checking leaseCheck // what CheckLease and IDFrom read from the attempt's context

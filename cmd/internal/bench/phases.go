@@ -450,21 +450,30 @@ func refused(results []levee.PublishResult) error {
 }
 
 // waitSucceeded waits until the ledger counts want succeeded keys. It reads the handler's
-// call count every benchPoll and counts the ledger only once the calls have reached want or
-// have not moved for benchQuiet (a job that ends dead is never called): the ledger's count is
-// the authority, the calls only spare it a scan per poll. It fails if a job ends dead, a
-// worker stops, or no job succeeds for benchStall.
+// call count every benchPoll and counts the ledger only once the calls since the wait began
+// may have finished the jobs still missing then, or have not moved for benchQuiet: the
+// ledger's count is the authority, the calls only spare it a scan per poll. A job that ends
+// dead is found by the next count (at the latest when the calls stand still). It fails if a
+// job ends dead, a worker stops, or no job succeeds for benchStall; while the calls move
+// below the mark, the jobs are being run and the stall clock starts again.
 func (b *bench) waitSucceeded(ctx context.Context, fleet *benchFleet, want int) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(fleet.gctx, cancel) // a worker that stops ends the wait
 	defer stop()
+	// The mark: as many calls as jobs were missing when the wait began. A job called more than
+	// once (a retry) only brings the counts forward.
+	calls0 := b.calls.Load()
+	p0, err := b.progress(ctx)
+	if err != nil {
+		return err
+	}
+	mark := calls0 + int64(max(want-p0.succeeded, 0))
 	last, lastAt := -1, time.Now()
 	calls, callsAt := int64(-1), time.Now()
-	var err error
 	done := false
 	every.Do(wctx, benchPoll, true, func(context.Context) bool {
-		if c := b.calls.Load(); c < int64(want) {
+		if c := b.calls.Load(); c < mark {
 			if c != calls {
 				calls, callsAt = c, time.Now()
 				last, lastAt = -1, time.Now() // progress: the stall clock starts again
