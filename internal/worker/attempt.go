@@ -30,9 +30,14 @@ type attempt struct {
 	// gate is the solo gate that counts the attempt's message as held until unhold. A
 	// diverted job's attempt (dispatch.go) has none: it runs no handler, is never unheld, and
 	// its message's count is settled by the dispatch.
-	gate     *soloGate
-	unheld   sync.Once
-	checking leaseCheck // what CheckLease and IDFrom read from the attempt's context
+	gate   *soloGate
+	unheld sync.Once
+	// The attempt is the value its handler's context carries (under attemptKey), for
+	// CheckLease and IDFrom: keeper keeps its lease, ctx is its context before the value was
+	// added, workerID names the worker. A diverted job's attempt runs no handler and has none.
+	keeper   *leaseKeeper
+	ctx      context.Context
+	workerID string
 }
 
 // unhold tells the solo gate the attempt no longer holds its message: it ended, or it runs
@@ -46,20 +51,11 @@ func (a *attempt) unhold() {
 	})
 }
 
-// leaseCheck is the value an attempt's context carries (under leaseCheckKey): the worker's id,
-// and the check behind CheckLease. It lives in the attempt, so that the context costs one
-// value and no closure.
-type leaseCheck struct {
-	workerID string
-	leases   *leaseKeeper
-	a        *attempt
-	ctx      context.Context // the attempt's context before the value was added
-}
-
-func (c *leaseCheck) check() error {
-	c.leases.expire(c.a)
-	if c.ctx.Err() != nil {
-		return context.Cause(c.ctx)
+// checkLease is CheckLease for the attempt: nil while its lease is known to hold.
+func (a *attempt) checkLease() error {
+	a.keeper.expire(a)
+	if a.ctx.Err() != nil {
+		return context.Cause(a.ctx)
 	}
 	return nil
 }
@@ -90,9 +86,9 @@ func (k *kindRunner) start(j *job, res idempotency.ClaimResult, sent, answered s
 // lease check behind CheckLease.
 func (k *kindRunner) newAttempt(j *job, res idempotency.ClaimResult, turn *soloTurn) (*attempt, context.Context) {
 	actx, cancel := context.WithCancelCause(k.hardCtx)
-	a := &attempt{j: j, fence: res.Fence, number: res.Attempts, cancel: cancel, turn: turn, gate: k.w.gate}
-	a.checking = leaseCheck{workerID: k.w.cfg.ID, leases: k.leases, a: a, ctx: actx}
-	return a, context.WithValue(actx, leaseCheckKey{}, &a.checking)
+	a := &attempt{j: j, fence: res.Fence, number: res.Attempts, cancel: cancel, turn: turn, gate: k.w.gate,
+		keeper: k.leases, ctx: actx, workerID: k.w.cfg.ID}
+	return a, context.WithValue(actx, attemptKey{}, a)
 }
 
 // run runs one claimed attempt, settles its admission (telling the breaker what the

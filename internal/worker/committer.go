@@ -49,8 +49,9 @@ type committer struct {
 	res   []commitRes
 }
 
-// answers holds the channels that answer commits, each used again once its answer was read.
-var answers = sync.Pool{New: func() any { return make(chan commitRes, 1) }}
+// answerChans holds the channels that answer commits, each used again once its answer was
+// read.
+var answerChans = sync.Pool{New: func() any { return make(chan commitRes, 1) }}
 
 type commitReq struct {
 	out idempotency.Outcome
@@ -138,15 +139,9 @@ func (c *committer) flush(batch []commitReq) {
 	for _, r := range batch {
 		outs = append(outs, r.out)
 	}
-	var answers []commitRes
-	defer func() {
-		clear(outs) // nothing of an answered group stays reachable from the buffers
-		clear(answers)
-		c.outs, c.res = outs[:0], answers[:0]
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	answers = c.write(ctx, c.res[:0], outs)
+	answers := c.write(ctx, c.res[:0], outs)
 	for i := range answers {
 		if r := &answers[i]; r.err == nil && r.applied && !r.substituted && batch[i].ack != nil {
 			r.acked, r.ackErr = true, batch[i].ack()
@@ -155,6 +150,9 @@ func (c *committer) flush(batch []commitReq) {
 	for i, res := range answers {
 		batch[i].res <- res
 	}
+	clear(outs) // nothing of an answered group stays reachable from the buffers
+	clear(answers)
+	c.outs, c.res = outs[:0], answers[:0]
 }
 
 // write commits outs and appends the answer of each to dst, in order. A batch refused for
@@ -237,17 +235,17 @@ func (c *committer) finish(ctx context.Context, out idempotency.Outcome, ack fun
 	}
 	c.sending.Add(1)
 	c.mu.RUnlock()
-	res := answers.Get().(chan commitRes)
+	res := answerChans.Get().(chan commitRes)
 	select {
 	case c.reqs <- commitReq{out: out, ack: ack, res: res}:
 		c.sending.Done()
 	case <-ctx.Done():
 		c.sending.Done()
-		answers.Put(res) // never handed over: nobody answers on it
+		answerChans.Put(res) // never handed over: nobody answers on it
 		return commitRes{err: fmt.Errorf("hand the outcome to the committer: %w", context.Cause(ctx))}
 	}
 	r := <-res // the committer answers each request once: res is empty and unshared again
-	answers.Put(res)
+	answerChans.Put(res)
 	return r
 }
 

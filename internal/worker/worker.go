@@ -54,8 +54,8 @@ type Kind struct {
 	Policy leveetype.Policy
 }
 
-// leaseCheckKey is the key of an attempt's *leaseCheck in its context.
-type leaseCheckKey struct{}
+// attemptKey is the key of an attempt's *attempt in its handler's context.
+type attemptKey struct{}
 
 // CheckLease returns nil while the lease of the attempt whose context is ctx is known to hold,
 // and otherwise the reason it ended (idempotency.ErrLeaseLost, the attempt's timeout, a
@@ -63,8 +63,8 @@ type leaseCheckKey struct{}
 // being frozen past its lease stops before its next call even if its timers have not run yet
 // (design rule 29). Outside an attempt it returns ctx.Err().
 func CheckLease(ctx context.Context) error {
-	if c, ok := ctx.Value(leaseCheckKey{}).(*leaseCheck); ok {
-		if err := c.check(); err != nil {
+	if a, ok := ctx.Value(attemptKey{}).(*attempt); ok {
+		if err := a.checkLease(); err != nil {
 			return err
 		}
 	}
@@ -78,8 +78,8 @@ func CheckLease(ctx context.Context) error {
 // an attempt). The fault-injection build of the http kind sends it to its downstream, so that
 // the chaos suite can tell which worker made a call.
 func IDFrom(ctx context.Context) string {
-	if c, ok := ctx.Value(leaseCheckKey{}).(*leaseCheck); ok {
-		return c.workerID
+	if a, ok := ctx.Value(attemptKey{}).(*attempt); ok {
+		return a.workerID
 	}
 	return ""
 }
